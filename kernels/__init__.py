@@ -1,0 +1,20 @@
+"""Triton kernels and their launchers (no autograd, no nn.Module).
+
+Installed as ``fusedattn.kernels``. Every launcher takes and returns plain tensors;
+the autograd wiring lives in ``fusedattn.ops``.
+
+Files, one concept each:
+  config        tunables (L2 chunk budget, program targets) and output poisoning
+  layout        [B, C, H, W] -> strided [B, C, HW] views without copies
+  channel_pool  per-(b, c) sums / maxima / tie counts over H*W, split over HW
+  channel_scale y = x * gate[b, c] and its input gradient
+  batch_outer   deterministic sums over the batch for weight gradients
+  se_gate       SE's two tiny layers + sigmoid, forward and backward
+  eca_gate      ECA's k-tap channel conv + sigmoid, forward and backward
+  channel_gate  the chunked pool -> gate -> scale pipeline shared by SE and ECA
+  se, eca       block launchers: se_forward/se_backward, eca_forward/eca_backward
+"""
+from .se import se_forward, se_backward
+from .eca import eca_forward, eca_backward
+
+__all__ = ["se_forward", "se_backward", "eca_forward", "eca_backward"]

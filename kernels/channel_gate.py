@@ -1,0 +1,73 @@
+"""The pipeline every channel-gate block shares (SE, ECA, and later CBAM's channel half).
+
+Forward, per chunk of samples:      pool(x) -> gate(pooled) -> y = x * gate
+Backward, per chunk of samples:     pool(dy * x) -> gate backward -> dx = dy * gate + ...
+then the block's weight gradients once over the whole batch.
+
+Order of work (why chunks): x is read twice, once to pool and once to scale. The
+samples are processed in chunks of about ``config.chunk_bytes`` (half the L2 on a GPU):
+the pool pass pulls a chunk of x into L2 and the scale pass, launched right after on the
+same chunk, finds it there. So HBM sees x once and y once, not x twice. The same holds
+for dy in the backward pass. Only the [B, C] vectors leave the chunk.
+
+The block supplies ``launch_gate(parts, b0, nb)``, which turns the pooling partials of
+samples [b0, b0 + nb) into its [B, C] gate (forward) or coefficients (backward).
+"""
+from typing import Callable, Iterator
+
+import torch
+
+from . import config
+from .channel_pool import PoolPartials, channel_pool, new_partials, plan_pool
+from .channel_scale import channel_scale, channel_scale_backward
+from .layout import channel_view
+
+GateLauncher = Callable[[PoolPartials, int, int], None]
+
+
+def sample_chunks(x: torch.Tensor) -> Iterator[tuple[int, int]]:
+    """(b0, nb) chunks of samples whose slices of x fit the L2 budget."""
+    B, C, H, W = x.shape
+    per_sample = max(C * H * W * x.element_size(), 1)
+    chunk = max(1, min(B, config.device_chunk_bytes(x.device) // per_sample))
+    for b0 in range(0, B, chunk):
+        yield b0, min(chunk, B - b0)
+
+
+def chunk_size(x: torch.Tensor) -> int:
+    return max((nb for _, nb in sample_chunks(x)), default=1)
+
+
+def channel_gate_forward(x: torch.Tensor, gate: torch.Tensor, launch_gate: GateLauncher,
+                         with_max: bool = False) -> torch.Tensor:
+    """y = x * gate[b, c] with gate [B, C] computed chunk by chunk by ``launch_gate``."""
+    B, C, H, W = x.shape
+    xv = channel_view(x)
+    y = config.new_like(xv.tensor)
+    yv = channel_view(y)
+    plan = plan_pool(xv, chunk_size(x), C, H * W)
+    parts = new_partials(plan, B, C, x, with_max)
+    for b0, nb in sample_chunks(x):
+        channel_pool(xv, plan, parts, b0, nb)
+        launch_gate(parts, b0, nb)
+        channel_scale(xv, yv, gate, plan, b0, nb)
+    return y
+
+
+def channel_gate_backward(dy: torch.Tensor, x: torch.Tensor, gate: torch.Tensor,
+                          launch_gate_backward: GateLauncher, mean_coef: torch.Tensor,
+                          pool_max: torch.Tensor | None = None,
+                          max_coef: torch.Tensor | None = None) -> torch.Tensor:
+    """dx of y = x * gate, where ``launch_gate_backward`` turns sum_hw(dy * x) partials
+    (and ties with ``pool_max``) into ``mean_coef`` (and ``max_coef``) rows."""
+    B, C, H, W = x.shape
+    xv, dyv = channel_view(x), channel_view(dy)
+    dx = config.new_like(xv.tensor)
+    dxv = channel_view(dx)
+    plan = plan_pool(xv, chunk_size(x), C, H * W)
+    parts = new_partials(plan, B, C, x, with_max=False, with_counts=pool_max is not None)
+    for b0, nb in sample_chunks(x):
+        channel_pool(xv, plan, parts, b0, nb, dy=dyv, ref_max=pool_max)
+        launch_gate_backward(parts, b0, nb)
+        channel_scale_backward(dyv, xv, dxv, gate, mean_coef, plan, b0, nb, pool_max, max_coef)
+    return dx

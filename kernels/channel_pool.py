@@ -1,0 +1,140 @@
+"""Per-(b, c) reductions over H*W: sum(x) [+ max(x)], or sum(dy * x) [+ #(x == max)].
+
+One program reduces a [BLOCK_C, hw_per_split] slab of one sample; H*W is split across
+``n_splits`` programs when B * C alone gives too few programs to fill the GPU. Each
+split writes its own partial (no atomics), the gate kernels add the partials in a
+fixed order, so results are deterministic.
+
+Partials are [n_splits, B, C] in the accumulation dtype.
+"""
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from . import config
+from .layout import ChannelView, acc_dtype, acc_torch_dtype, tile_shape
+
+
+@triton.jit
+def channel_pool_kernel(
+    x_ptr, sxb, sxc, sxhw,
+    dy_ptr, sdb, sdc, sdhw,
+    ref_ptr,
+    sum_ptr, max_ptr, cnt_ptr,
+    b0, B, C, HW, hw_per_split, n_cblocks,
+    PRODUCT: tl.constexpr, WITH_MAX: tl.constexpr, COUNT_TIES: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    b = (b0 + pid // n_cblocks).to(tl.int64)
+    c = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    c64 = c.to(tl.int64)
+    x_rows = x_ptr + b * sxb + c64[:, None] * sxc
+    dy_rows = dy_ptr + b * sdb + c64[:, None] * sdc
+    if COUNT_TIES:
+        ref = tl.load(ref_ptr + b * C + c64, mask=cmask, other=0.0).to(ACC)
+
+    hw_start = split * hw_per_split
+    hw_end = tl.minimum(hw_start + hw_per_split, HW)
+    acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    mx = tl.full([BLOCK_C, BLOCK_HW], float("-inf"), dtype=ACC)
+    cnt = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    for hw0 in range(hw_start, hw_end, BLOCK_HW):
+        hw = hw0 + tl.arange(0, BLOCK_HW)
+        m = cmask[:, None] & (hw < hw_end)[None, :]
+        hw64 = hw.to(tl.int64)[None, :]
+        v = tl.load(x_rows + hw64 * sxhw, mask=m, other=0.0).to(ACC)
+        if PRODUCT:
+            d = tl.load(dy_rows + hw64 * sdhw, mask=m, other=0.0).to(ACC)
+            acc += v * d
+        else:
+            acc += v
+        if WITH_MAX:
+            mx = tl.maximum(mx, tl.where(m, v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+        if COUNT_TIES:
+            cnt += tl.where(m & (v == ref[:, None]), 1.0, 0.0)
+
+    out = (split * B + b) * C + c64
+    tl.store(sum_ptr + out, tl.sum(acc, axis=1), mask=cmask)
+    if WITH_MAX:
+        tl.store(max_ptr + out, tl.max(mx, axis=1), mask=cmask)
+    if COUNT_TIES:
+        tl.store(cnt_ptr + out, tl.sum(cnt, axis=1), mask=cmask)
+
+
+class PoolPlan(NamedTuple):
+    block_c: int
+    block_hw: int
+    n_cblocks: int
+    n_splits: int
+    hw_per_split: int
+
+
+def plan_pool(view: ChannelView, chunk: int, C: int, HW: int) -> PoolPlan:
+    """Tile and H*W split for reducing ``chunk`` samples at a time."""
+    block_c, block_hw = tile_shape(view, C, HW)
+    n_cblocks = triton.cdiv(C, block_c)
+    target = config.device_target_programs(view.tensor.device)
+    max_splits = triton.cdiv(HW, block_hw)
+    splits = min(max(math.ceil(target / (chunk * n_cblocks)), 1), max_splits)
+    hw_per_split = triton.cdiv(triton.cdiv(HW, splits), block_hw) * block_hw
+    return PoolPlan(block_c, block_hw, n_cblocks, triton.cdiv(HW, hw_per_split), hw_per_split)
+
+
+class PoolPartials(NamedTuple):
+    sums: torch.Tensor          # [S, B, C]
+    maxs: torch.Tensor | None   # [S, B, C] when pooling the maximum too
+    counts: torch.Tensor | None  # [S, B, C] ties with the maximum (backward)
+
+
+def new_partials(plan: PoolPlan, B: int, C: int, x: torch.Tensor, with_max: bool,
+                 with_counts: bool = False) -> PoolPartials:
+    shape, dt = (plan.n_splits, B, C), acc_torch_dtype(x.dtype)
+    return PoolPartials(
+        config.new_buffer(shape, dt, x.device),
+        config.new_buffer(shape, dt, x.device) if with_max else None,
+        config.new_buffer(shape, dt, x.device) if with_counts else None,
+    )
+
+
+def channel_pool(view: ChannelView, plan: PoolPlan, parts: PoolPartials, b0: int, nb: int,
+                 dy: ChannelView | None = None, ref_max: torch.Tensor | None = None) -> None:
+    """Fill ``parts`` for samples [b0, b0 + nb): sums of x (or of dy * x when dy is given),
+    maxima of x when ``parts.maxs`` is set, and ties with ``ref_max`` [B, C] when set."""
+    B, C, H, W = view.tensor.shape
+    d = dy if dy is not None else view
+    grid = (nb * plan.n_cblocks, plan.n_splits)
+    channel_pool_kernel[grid](
+        view.tensor, view.sb, view.sc, view.shw,
+        d.tensor, d.sb, d.sc, d.shw,
+        ref_max if ref_max is not None else parts.sums,
+        parts.sums,
+        parts.maxs if parts.maxs is not None else parts.sums,
+        parts.counts if parts.counts is not None else parts.sums,
+        b0, B, C, H * W, plan.hw_per_split, plan.n_cblocks,
+        PRODUCT=dy is not None, WITH_MAX=parts.maxs is not None,
+        COUNT_TIES=parts.counts is not None,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(view.tensor.dtype),
+        num_warps=4,
+    )
+
+
+@triton.jit
+def reduce_partials(ptr, S, B, C, b, c, cmask, IS_MAX: tl.constexpr, ACC: tl.constexpr):
+    """Combine the [S, B, C] partials of sample b at channels c (sum, or max if IS_MAX)."""
+    if IS_MAX:
+        r = tl.full(c.shape, float("-inf"), dtype=ACC)
+    else:
+        r = tl.zeros(c.shape, dtype=ACC)
+    for s in range(0, S):
+        v = tl.load(ptr + (s * B + b) * C + c, mask=cmask, other=0.0).to(ACC)
+        if IS_MAX:
+            r = tl.maximum(r, v, propagate_nan=tl.PropagateNan.ALL)
+        else:
+            r += v
+    return r

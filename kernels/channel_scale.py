@@ -1,0 +1,101 @@
+"""y[b, c, hw] = x[b, c, hw] * gate[b, c]  and its input gradient
+
+    dx[b, c, hw] = dy * gate[b, c] + mean_coef[b, c] + (x == max[b, c]) * max_coef[b, c]
+
+where ``mean_coef = dpool_mean / HW`` and ``max_coef = dpool_max / #ties`` come from the
+gate's backward (the max term only when the block pools the maximum too; without it,
+dx needs no read of x).
+
+One program handles one [BLOCK_C, BLOCK_HW] tile; programs are numbered HW-tile-fastest
+so neighbours in time touch neighbouring memory.
+"""
+import triton
+import triton.language as tl
+
+from .channel_pool import PoolPlan
+from .layout import ChannelView, acc_dtype
+
+
+@triton.jit
+def _tile(pid, b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    hwb = pid % n_hwblocks
+    rest = pid // n_hwblocks
+    b = (b0 + rest // n_cblocks).to(tl.int64)
+    c = (rest % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw = hwb * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    mask = (c < C)[:, None] & (hw < HW)[None, :]
+    return b, c.to(tl.int64), hw.to(tl.int64), mask
+
+
+@triton.jit
+def channel_scale_kernel(
+    x_ptr, sxb, sxc, sxhw,
+    y_ptr, syb, syc, syhw,
+    gate_ptr,
+    b0, C, HW, n_hwblocks, n_cblocks,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    b, c, hw, mask = _tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
+    g = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
+    x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0)
+    y = x.to(ACC) * g[:, None]
+    tl.store(y_ptr + b * syb + c[:, None] * syc + hw[None, :] * syhw,
+             y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def channel_scale_backward_kernel(
+    dy_ptr, sdb, sdc, sdhw,
+    x_ptr, sxb, sxc, sxhw,
+    dx_ptr, sgb, sgc, sghw,
+    gate_ptr, mean_coef_ptr, max_ptr, max_coef_ptr,
+    b0, C, HW, n_hwblocks, n_cblocks,
+    WITH_MAX: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    b, c, hw, mask = _tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
+    cm = c < C
+    vec = b * C + c
+    g = tl.load(gate_ptr + vec, mask=cm, other=0.0).to(ACC)
+    k = tl.load(mean_coef_ptr + vec, mask=cm, other=0.0).to(ACC)
+    dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0)
+    dx = dy.to(ACC) * g[:, None] + k[:, None]
+    if WITH_MAX:
+        mx = tl.load(max_ptr + vec, mask=cm, other=0.0).to(ACC)
+        mk = tl.load(max_coef_ptr + vec, mask=cm, other=0.0).to(ACC)
+        x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0)
+        dx += tl.where(x.to(ACC) == mx[:, None], mk[:, None], 0.0)
+    tl.store(dx_ptr + b * sgb + c[:, None] * sgc + hw[None, :] * sghw,
+             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _grid(plan: PoolPlan, nb: int, HW: int) -> tuple[tuple[int], int]:
+    n_hw = triton.cdiv(HW, plan.block_hw)
+    return (nb * plan.n_cblocks * n_hw,), n_hw
+
+
+def channel_scale(x: ChannelView, y: ChannelView, gate, plan: PoolPlan, b0: int, nb: int) -> None:
+    """y = x * gate[:, :, None, None] for samples [b0, b0 + nb); gate is [B, C]."""
+    _, C, H, W = x.tensor.shape
+    grid, n_hw = _grid(plan, nb, H * W)
+    channel_scale_kernel[grid](
+        x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, gate,
+        b0, C, H * W, n_hw, plan.n_cblocks,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
+    )
+
+
+def channel_scale_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, gate, mean_coef,
+                           plan: PoolPlan, b0: int, nb: int, pool_max=None, max_coef=None) -> None:
+    """dx for samples [b0, b0 + nb); every vector argument is [B, C]."""
+    _, C, H, W = x.tensor.shape
+    grid, n_hw = _grid(plan, nb, H * W)
+    with_max = pool_max is not None
+    channel_scale_backward_kernel[grid](
+        dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw,
+        dx.tensor, dx.sb, dx.sc, dx.shw,
+        gate, mean_coef, pool_max if with_max else gate, max_coef if with_max else gate,
+        b0, C, H * W, n_hw, plan.n_cblocks,
+        WITH_MAX=with_max,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
+    )

@@ -1,0 +1,58 @@
+"""ECA launchers: fused forward and backward of  y = x * sigmoid(conv1d_k(pool(x)))."""
+import torch
+
+from . import config
+from .channel_gate import channel_gate_backward, channel_gate_forward
+from .eca_gate import eca_block_c, eca_gate_backward_kernel, eca_gate_forward_kernel, eca_weight_grad_kernel
+from .layout import acc_dtype, acc_torch_dtype
+
+
+def eca_forward(x, weight, bias, circular: bool):
+    """x [B, C, H, W]; weight [1, 1, K] (K odd); bias [1] | None; circular padding or zeros.
+
+    Returns (y [B, C, H, W] in x's dtype and memory format, pooled [B, C], gate [B, C]).
+    """
+    B, C, H, W = x.shape
+    K = weight.shape[-1]
+    dt, dev = acc_torch_dtype(x.dtype), x.device
+    w = weight.reshape(K).contiguous()
+    pooled = config.new_buffer((B, C), dt, dev)
+    gate = config.new_buffer((B, C), dt, dev)
+    block_c = eca_block_c(C)
+
+    def launch_gate(parts, b0, nb):
+        eca_gate_forward_kernel[(nb, -(-C // block_c))](
+            parts.sums, parts.sums.shape[0], B, C, H * W, w,
+            bias if bias is not None else w, pooled, gate, b0,
+            K=K, CIRCULAR=circular, HAS_BIAS=bias is not None,
+            BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
+        )
+
+    y = channel_gate_forward(x, gate, launch_gate)
+    return y, pooled, gate
+
+
+def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate):
+    """Gradients of eca_forward: (dx, dweight [1, 1, K], dbias [1] | None)."""
+    B, C, H, W = x.shape
+    K = weight.shape[-1]
+    dt, dev = acc_torch_dtype(x.dtype), x.device
+    w = weight.reshape(K).contiguous()
+    dz = config.new_buffer((B, C), dt, dev)
+    mean_coef = config.new_buffer((B, C), dt, dev)
+    block_c = eca_block_c(C)
+
+    def launch_gate_backward(parts, b0, nb):
+        eca_gate_backward_kernel[(nb, -(-C // block_c))](
+            parts.sums, parts.sums.shape[0], B, C, H * W, w, gate, dz, mean_coef, b0,
+            K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
+        )
+
+    dx = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef)
+    dw = config.new_buffer((K,), weight.dtype, dev)
+    db = config.new_buffer((1,), weight.dtype, dev) if has_bias else None
+    eca_weight_grad_kernel[(K + int(has_bias),)](
+        dz, pooled, dw, db if has_bias else dw, B, C,
+        K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
+    )
+    return dx, dw.reshape(weight.shape), db

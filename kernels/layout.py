@@ -1,0 +1,69 @@
+"""Views of a [B, C, H, W] tensor as strided [B, C, HW], without copies.
+
+Contiguous NCHW (HW stride 1) and channels_last (C stride 1) both flatten H and W
+into one axis; so do slices along B or C. Only layouts where H and W cannot be
+merged into one stride (e.g. a crop of W) are copied to contiguous first.
+"""
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+
+class ChannelView(NamedTuple):
+    tensor: torch.Tensor
+    sb: int
+    sc: int
+    shw: int
+
+
+def hw_stride(t: torch.Tensor) -> int | None:
+    """The single stride that walks t's H*W positions in order, or None."""
+    _, _, h, w = t.shape
+    _, _, sh, sw = t.stride()
+    if h == 1:
+        return sw
+    if w == 1:
+        return sh
+    if sh == w * sw:
+        return sw
+    return None
+
+
+def channel_view(t: torch.Tensor) -> ChannelView:
+    """t as (tensor, stride_b, stride_c, stride_hw); copies only if H, W don't merge."""
+    shw = hw_stride(t)
+    if shw is None:
+        t = t.contiguous(memory_format=suggested_memory_format(t))
+        shw = hw_stride(t)
+    sb, sc, _, _ = t.stride()
+    return ChannelView(t, sb, sc, shw)
+
+
+def suggested_memory_format(t: torch.Tensor) -> torch.memory_format:
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def tile_shape(view: ChannelView, c: int, hw: int, elems: int = 2048) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_HW) powers of two for a [C, HW] tile of about ``elems`` elements,
+    longest along the axis that is contiguous in memory (HW for NCHW, C for NHWC)."""
+    pc, phw = triton.next_power_of_2(c), triton.next_power_of_2(hw)
+    if abs(view.sc) == 1 and abs(view.shw) != 1:
+        block_c = min(pc, 128)
+        block_hw = min(phw, max(elems // block_c, 1))
+    else:
+        block_hw = min(phw, 1024)
+        block_c = min(pc, max(elems // block_hw, 1))
+    return block_c, block_hw
+
+
+def acc_dtype(dtype: torch.dtype):
+    """Triton accumulation dtype: float64 for float64 inputs, float32 otherwise."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32

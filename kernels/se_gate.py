@@ -1,0 +1,110 @@
+"""SE's gate on pooled vectors, one program per sample:
+
+    p = mean_hw(x)                [or 0.5 * mean + 0.5 * max]        [C]
+    h = W1 @ p + b1               (saved pre-activation)             [RD]
+    g = sigmoid(W2 @ relu(h) + b2)                                   [C]
+
+and its backward, given dgate[c] = sum_hw(dy * x) (as pooling partials):
+
+    dz = dgate * g * (1 - g)                                         [C]  -> dW2, db2
+    dh = (W2^T @ dz) * (h > 0)                                       [RD] -> dW1, db1
+    dp = W1^T @ dh,  mean_coef = dp / HW  [halves and max_coef = dp / (2 * ties) with max]
+
+The hidden vector stays in registers ([BLOCK_RD]); W1 and W2 are walked in
+[BLOCK_RD, BLOCK_C] tiles. W1 is [RD, C] and W2 is [C, RD], both contiguous.
+"""
+import triton
+import triton.language as tl
+
+from .channel_pool import reduce_partials
+
+
+@triton.jit
+def _sigmoid(z):
+    return 1.0 / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def se_gate_forward_kernel(
+    sum_ptr, max_ptr, S, B, C, RD, HW,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr,
+    pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr, b0,
+    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
+):
+    b = (b0 + tl.program_id(0)).to(tl.int64)
+    r = tl.arange(0, BLOCK_RD)
+    rmask = r < RD
+    h = tl.zeros([BLOCK_RD], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        p = reduce_partials(sum_ptr, S, B, C, b, c, cmask, False, ACC) / HW
+        if WITH_MAX:
+            mx = reduce_partials(max_ptr, S, B, C, b, c, cmask, True, ACC)
+            tl.store(pool_max_ptr + b * C + c, mx, mask=cmask)
+            p = 0.5 * p + 0.5 * mx
+        p = tl.where(cmask, p, 0.0)
+        tl.store(pooled_ptr + b * C + c, p, mask=cmask)
+        w1 = tl.load(w1_ptr + r[:, None] * C + c[None, :],
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
+        h += tl.sum(w1 * p[None, :], axis=1)
+    if HAS_BIAS:
+        h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
+    tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
+    h = tl.where(rmask, tl.maximum(h, 0.0), 0.0)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        w2 = tl.load(w2_ptr + c[None, :] * RD + r[:, None],
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
+        z = tl.sum(w2 * h[:, None], axis=0)
+        if HAS_BIAS:
+            z += tl.load(b2_ptr + c, mask=cmask, other=0.0).to(ACC)
+        tl.store(gate_ptr + b * C + c, _sigmoid(z), mask=cmask)
+
+
+@triton.jit
+def se_gate_backward_kernel(
+    dsum_ptr, cnt_ptr, S, B, C, RD, HW,
+    w1_ptr, w2_ptr, hidden_ptr, gate_ptr,
+    dz_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, b0,
+    WITH_MAX: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
+):
+    b = (b0 + tl.program_id(0)).to(tl.int64)
+    r = tl.arange(0, BLOCK_RD)
+    rmask = r < RD
+    dh = tl.zeros([BLOCK_RD], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        dg = reduce_partials(dsum_ptr, S, B, C, b, c, cmask, False, ACC)
+        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+        dz = tl.where(cmask, dg * g * (1.0 - g), 0.0)
+        tl.store(dz_ptr + b * C + c, dz, mask=cmask)
+        w2 = tl.load(w2_ptr + c[None, :] * RD + r[:, None],
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
+        dh += tl.sum(w2 * dz[None, :], axis=1)
+    h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
+    dh = tl.where(rmask & (h > 0.0), dh, 0.0)
+    tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        w1 = tl.load(w1_ptr + r[:, None] * C + c[None, :],
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
+        dp = tl.sum(w1 * dh[:, None], axis=0)
+        if WITH_MAX:
+            ties = reduce_partials(cnt_ptr, S, B, C, b, c, cmask, False, ACC)
+            ties = tl.where(cmask, ties, 1.0)
+            tl.store(max_coef_ptr + b * C + c, 0.5 * dp / ties, mask=cmask)
+            dp = 0.5 * dp
+        tl.store(mean_coef_ptr + b * C + c, dp / HW, mask=cmask)
+
+
+def gate_tiles(C: int, RD: int, elems: int = 4096) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_RD): the whole hidden vector in one block, C walked in tiles."""
+    block_rd = triton.next_power_of_2(RD)
+    block_c = min(triton.next_power_of_2(C), max(elems // block_rd, 16))
+    return block_c, block_rd
