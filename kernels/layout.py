@@ -42,6 +42,7 @@ def channel_view(t: torch.Tensor) -> ChannelView:
 
 
 def suggested_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for channels_last tensors, else contiguous: the format of outputs."""
     if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format

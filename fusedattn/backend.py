@@ -1,0 +1,59 @@
+"""Which implementation an op runs: Triton kernels or the plain-PyTorch path.
+
+``auto`` (default): Triton for CUDA tensors, plain PyTorch for CPU tensors.
+``triton``: always Triton. CPU tensors then need Triton's interpreter
+(``TRITON_INTERPRET=1`` set before triton is imported); the tests use this.
+``torch``: always the plain-PyTorch path (e.g. to compare on a GPU).
+
+Set it with the environment variable ``FUSEDATTN_BACKEND`` or in code with
+``fusedattn.set_backend(name)`` / ``with fusedattn.use_backend(name): ...``.
+"""
+import contextlib
+import os
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch")
+_backend = os.environ.get("FUSEDATTN_BACKEND", "auto")
+if _backend not in BACKENDS:
+    raise ValueError(f"FUSEDATTN_BACKEND must be one of {BACKENDS}, got {_backend!r}")
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def set_backend(name: str) -> None:
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def uses_triton(t: torch.Tensor) -> bool:
+    """True if an op on tensor ``t`` runs the Triton kernels under the current backend."""
+    if _backend == "torch":
+        return False
+    if t.device.type == "cuda":
+        return True
+    if _backend == "triton":
+        if t.device.type == "cpu" and interpreter_enabled():
+            return True
+        raise RuntimeError(
+            f"fusedattn backend 'triton' on a {t.device.type} tensor needs Triton's interpreter: "
+            "set TRITON_INTERPRET=1 before importing triton, or use backend 'auto'")
+    return False

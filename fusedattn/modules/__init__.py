@@ -1,0 +1,5 @@
+"""Drop-in nn.Modules, one file per block."""
+from .eca import CECA, ECA
+from .se import SE
+
+__all__ = ["SE", "ECA", "CECA"]

@@ -1,0 +1,76 @@
+"""fusedattn.SE: drop-in for timm's SEModule (same arguments, same state_dict)."""
+from torch import nn
+
+from ..ops.se import se
+from ..ops.validation import check_activation
+from ..reference.channels import make_divisible
+from .conversion import copy_into, is_sigmoid, require
+
+_LINEAR_KEYS = {"fc.0.weight": "fc1.weight", "fc.0.bias": "fc1.bias",
+                "fc.2.weight": "fc2.weight", "fc.2.bias": "fc2.bias"}
+
+
+class SE(nn.Module):
+    """Fused Squeeze-and-Excitation: y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
+
+    Arguments and state_dict as timm's ``SEModule`` (fc1.weight [rd, C, 1, 1], fc1.bias [rd],
+    fc2.weight [C, rd, 1, 1], fc2.bias [C]). state_dicts of the Linear layout
+    (fc.0.weight [rd, C], fc.2.weight [C, rd]) load too. Only ReLU, no norm and the sigmoid
+    gate are fused; other choices raise ValueError.
+    """
+
+    def __init__(self, channels, rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=8,
+                 add_maxpool=False, bias=True, act_layer=nn.ReLU, norm_layer=None,
+                 gate_layer="sigmoid"):
+        super().__init__()
+        require(act_layer in (nn.ReLU, "relu") or isinstance(act_layer, nn.ReLU),
+                f"SE fuses act_layer=nn.ReLU only, got {act_layer!r}")
+        require(norm_layer is None, f"SE fuses norm_layer=None only, got {norm_layer!r}")
+        require(is_sigmoid(gate_layer), f"SE fuses gate_layer='sigmoid' only, got {gate_layer!r}")
+        self.channels = channels
+        self.add_maxpool = add_maxpool
+        if not rd_channels:
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
+        self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=bias)
+        self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=bias)
+
+    def forward(self, x):
+        check_activation(x, "x", self.channels)
+        return se(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.add_maxpool)
+
+    def extra_repr(self):
+        return f"channels={self.channels}, rd_channels={self.fc1.out_channels}, add_maxpool={self.add_maxpool}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in _LINEAR_KEYS.items():  # the Linear layout -> 1x1 convs
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                value = state_dict.pop(prefix + old)
+                state_dict[prefix + new] = value[:, :, None, None] if value.dim() == 2 else value
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @classmethod
+    def from_module(cls, m: nn.Module) -> "SE":
+        """A fused SE with m's weights, device, dtype and train/eval mode. m is timm's
+        SEModule (fc1/fc2 1x1 convs) or the Linear layout (fc = Linear, ReLU, Linear, Sigmoid)."""
+        fc1, fc2 = getattr(m, "fc1", None), getattr(m, "fc2", None)
+        if isinstance(fc1, nn.Conv2d) and isinstance(fc2, nn.Conv2d):
+            act, bn, gate = getattr(m, "act", nn.ReLU()), getattr(m, "bn", None), getattr(m, "gate", None)
+            require(isinstance(act, nn.ReLU), f"SE.from_module: activation {act!r} is not ReLU")
+            require(bn is None or isinstance(bn, nn.Identity), f"SE.from_module: norm {bn!r} is not fused")
+            require(gate is None or is_sigmoid(gate), f"SE.from_module: gate {gate!r} is not sigmoid")
+            require(fc1.kernel_size == (1, 1) and fc2.kernel_size == (1, 1) and fc1.groups == 1,
+                    "SE.from_module: fc1/fc2 must be ungrouped 1x1 convs")
+            new = cls(fc1.in_channels, rd_channels=fc1.out_channels, bias=fc1.bias is not None,
+                      add_maxpool=bool(getattr(m, "add_maxpool", False)))
+        else:
+            fc = getattr(m, "fc", None)
+            layers = list(fc) if isinstance(fc, nn.Sequential) else []
+            require(len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[1], nn.ReLU)
+                    and isinstance(layers[2], nn.Linear) and is_sigmoid(layers[3]),
+                    f"SE.from_module: {type(m).__name__} is neither timm's SEModule layout "
+                    "(fc1, fc2 convs) nor fc = Sequential(Linear, ReLU, Linear, Sigmoid)")
+            require((layers[0].bias is None) == (layers[2].bias is None),
+                    "SE.from_module: both Linear layers must have a bias, or neither")
+            new = cls(layers[0].in_features, rd_channels=layers[0].out_features,
+                      bias=layers[0].bias is not None)
+        return copy_into(new, m)

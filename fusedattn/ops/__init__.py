@@ -1,0 +1,5 @@
+"""Autograd-aware ops, one torch.library custom op pair (forward, backward) per block."""
+from .eca import eca
+from .se import se
+
+__all__ = ["se", "eca"]

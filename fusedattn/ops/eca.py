@@ -1,0 +1,131 @@
+"""ECA as one opaque op:  y = x * sigmoid(conv1d_k(mean_hw(x)) across channels)
+
+``fusedattn::eca_forward`` / ``fusedattn::eca_backward``: torch.library custom ops with
+fake impls and registered autograd. CUDA tensors run the Triton kernels
+(fusedattn.kernels.eca); CPU tensors the plain-PyTorch math below.
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import kernels
+from ..backend import uses_triton
+from ..kernels.layout import suggested_memory_format
+from .validation import acc_dtype, check_activation, check_param
+
+
+# ---- plain-PyTorch path (CPU) -------------------------------------------------------
+
+def _channel_conv(v, weight, circular):
+    """z[b, c] = sum_j w[j] * v[b, c + j - pad], zero or circular padding; v [B, C]."""
+    k = weight.shape[-1]
+    pad = (k - 1) // 2
+    v = v[:, None, :]
+    if circular:
+        idx = torch.arange(-pad, v.shape[-1] + pad, device=v.device) % v.shape[-1]
+        return F.conv1d(v[..., idx], weight.reshape(1, 1, k))[:, 0]
+    return F.conv1d(v, weight.reshape(1, 1, k), padding=pad)[:, 0]
+
+
+def eca_forward_torch(x, weight, bias, circular):
+    dt = acc_dtype(x)
+    pooled = x.mean((2, 3), dtype=dt)
+    z = _channel_conv(pooled, weight.to(dt), circular)
+    if bias is not None:
+        z = z + bias.to(dt)
+    gate = torch.sigmoid(z)
+    y = (x * gate[:, :, None, None]).to(x.dtype)
+    return y.contiguous(memory_format=suggested_memory_format(x)), pooled, gate
+
+
+def eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate):
+    B, C, H, W = x.shape
+    k = weight.shape[-1]
+    dt = gate.dtype
+    dgate = (dy.to(dt) * x.to(dt)).sum((2, 3))
+    dz = dgate * gate * (1 - gate)
+    dp = _channel_conv(dz, weight.to(dt).flip(-1), circular)  # the conv's adjoint
+    dx = dy.to(dt) * gate[:, :, None, None] + (dp / (H * W))[:, :, None, None]
+    pad = (k - 1) // 2
+    if circular:
+        idx = torch.arange(-pad, C + pad, device=x.device) % C
+        padded = pooled[:, idx]
+    else:
+        padded = F.pad(pooled, (pad, pad))
+    dw = torch.stack([(dz * padded[:, j:j + C]).sum() for j in range(k)])
+    db = dz.sum().reshape(1).to(weight.dtype) if has_bias else weight.new_empty((0,))
+    return (dx.to(x.dtype).contiguous(memory_format=suggested_memory_format(x)),
+            dw.to(weight.dtype).reshape(weight.shape), db)
+
+
+# ---- custom ops ----------------------------------------------------------------------
+
+@torch.library.custom_op("fusedattn::eca_forward", mutates_args=())
+def eca_forward(x: Tensor, weight: Tensor, bias: Tensor | None, circular: bool
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, pooled [B, C], gate [B, C])."""
+    if uses_triton(x):
+        return kernels.eca_forward(x, weight, bias, circular)
+    return eca_forward_torch(x, weight, bias, circular)
+
+
+@eca_forward.register_fake
+def _(x, weight, bias, circular):
+    B, C = x.shape[:2]
+    dt = acc_dtype(x)
+    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
+            x.new_empty((B, C), dtype=dt), x.new_empty((B, C), dtype=dt))
+
+
+@torch.library.custom_op("fusedattn::eca_backward", mutates_args=())
+def eca_backward(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, circular: bool,
+                 pooled: Tensor, gate: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias); dbias is empty without bias."""
+    if uses_triton(x):
+        dx, dw, db = kernels.eca_backward(dy, x, weight, has_bias, circular, pooled, gate)
+        return dx, dw, db if has_bias else weight.new_empty((0,))
+    return eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate)
+
+
+@eca_backward.register_fake
+def _(dy, x, weight, has_bias, circular, pooled, gate):
+    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
+            torch.empty_like(weight), weight.new_empty((1,) if has_bias else (0,)))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, circular = inputs
+    _, pooled, gate = output
+    ctx.has_bias, ctx.circular = bias is not None, circular
+    ctx.save_for_backward(x, weight, pooled, gate)
+
+
+def _backward(ctx, dy, *_unused):
+    x, weight, pooled, gate = ctx.saved_tensors
+    dx, dw, db = eca_backward(dy, x, weight, ctx.has_bias, ctx.circular, pooled, gate)
+    return dx, dw, db if ctx.has_bias else None, None
+
+
+eca_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- functional API ------------------------------------------------------------------
+
+def eca(x: Tensor, weight: Tensor, bias: Tensor | None = None, circular: bool = False) -> Tensor:
+    """Efficient Channel Attention on x [B, C, H, W] with a Conv1d weight [1, 1, k] (k odd).
+
+    circular=True wraps the channel axis around (timm's CecaModule) instead of zero padding.
+    """
+    check_activation(x)
+    C = x.shape[1]
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 3 or weight.shape[:2] != (1, 1):
+        raise ValueError(f"weight must be a Conv1d(1, 1, k) weight of shape [1, 1, k], got "
+                         f"{tuple(getattr(weight, 'shape', ()))}")
+    k = weight.shape[-1]
+    if k % 2 == 0:
+        raise ValueError(f"weight's kernel size must be odd, got {k}")
+    check_param(weight, "weight", x)
+    check_param(bias, "bias", x, (1,))
+    if circular and (k - 1) // 2 > C:
+        raise ValueError(f"circular padding {(k - 1) // 2} is larger than the {C} channels of x")
+    return eca_forward(x, weight, bias, bool(circular))[0]

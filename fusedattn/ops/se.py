@@ -1,0 +1,147 @@
+"""SE as one opaque op:  y = x * sigmoid(fc2(relu(fc1(pool(x)))))
+
+``fusedattn::se_forward`` / ``fusedattn::se_backward`` are ``torch.library`` custom ops
+with fake impls and registered autograd, so ``torch.compile(fullgraph=True)`` keeps
+each SE block as one node. CUDA tensors run the Triton kernels (fusedattn.kernels.se);
+CPU tensors run the plain-PyTorch math below, which mirrors the kernels step by step.
+"""
+import torch
+from torch import Tensor
+
+from .. import kernels
+from ..backend import uses_triton
+from ..kernels.layout import suggested_memory_format
+from .validation import acc_dtype, check_activation, check_param
+
+
+# ---- plain-PyTorch path (CPU) -------------------------------------------------------
+
+def se_forward_torch(x, w1, b1, w2, b2, add_maxpool):
+    B, C = x.shape[:2]
+    RD = w1.shape[0]
+    dt = acc_dtype(x)
+    mean = x.mean((2, 3), dtype=dt)
+    pool_max = x.new_empty((0,), dtype=dt)
+    pooled = mean
+    if add_maxpool:
+        pool_max = x.amax((2, 3)).to(dt)
+        pooled = 0.5 * mean + 0.5 * pool_max
+    hidden = pooled @ w1.reshape(RD, C).to(dt).t()
+    if b1 is not None:
+        hidden = hidden + b1.to(dt)
+    z = hidden.relu() @ w2.reshape(C, RD).to(dt).t()
+    if b2 is not None:
+        z = z + b2.to(dt)
+    gate = torch.sigmoid(z)
+    y = (x * gate[:, :, None, None]).to(x.dtype)
+    return y.contiguous(memory_format=suggested_memory_format(x)), pooled, pool_max, hidden, gate
+
+
+def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate):
+    B, C, H, W = x.shape
+    RD = w1.shape[0]
+    dt = gate.dtype
+    fmt = suggested_memory_format(x)
+    xf, dyf = x.to(dt), dy.to(dt)
+    dgate = (dyf * xf).sum((2, 3))
+    dz = dgate * gate * (1 - gate)
+    dh = (dz @ w2.reshape(C, RD).to(dt)) * (hidden > 0)
+    dp = dh @ w1.reshape(RD, C).to(dt)
+    if pool_max.numel():
+        at_max = xf == pool_max[:, :, None, None]
+        ties = at_max.sum((2, 3)).to(dt)
+        dx = dyf * gate[:, :, None, None] + (0.5 * dp / (H * W))[:, :, None, None] \
+            + at_max * (0.5 * dp / ties)[:, :, None, None]
+    else:
+        dx = dyf * gate[:, :, None, None] + (dp / (H * W))[:, :, None, None]
+    dw2 = (dz.t() @ hidden.relu()).to(w2.dtype).reshape(w2.shape)
+    dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
+    db2 = dz.sum(0).to(w2.dtype) if has_bias else w2.new_empty((0,))
+    db1 = dh.sum(0).to(w1.dtype) if has_bias else w1.new_empty((0,))
+    return dx.to(x.dtype).contiguous(memory_format=fmt), dw1, db1, dw2, db2
+
+
+# ---- custom ops ----------------------------------------------------------------------
+
+@torch.library.custom_op("fusedattn::se_forward", mutates_args=())
+def se_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+               add_maxpool: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, pooled [B,C], pool_max [B,C] or [0], hidden [B,RD], gate [B,C])."""
+    if uses_triton(x):
+        return kernels.se_forward(x, w1, b1, w2, b2, add_maxpool)
+    return se_forward_torch(x, w1, b1, w2, b2, add_maxpool)
+
+
+@se_forward.register_fake
+def _(x, w1, b1, w2, b2, add_maxpool):
+    B, C = x.shape[:2]
+    RD = w1.shape[0]
+    dt = acc_dtype(x)
+    y = torch.empty_like(x, memory_format=suggested_memory_format(x))
+    return (y, x.new_empty((B, C), dtype=dt), x.new_empty((B, C) if add_maxpool else (0,), dtype=dt),
+            x.new_empty((B, RD), dtype=dt), x.new_empty((B, C), dtype=dt))
+
+
+@torch.library.custom_op("fusedattn::se_backward", mutates_args=())
+def se_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool, pooled: Tensor,
+                pool_max: Tensor, hidden: Tensor, gate: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw1, db1, dw2, db2); db1/db2 are empty without bias."""
+    if uses_triton(x):
+        dx, dw1, db1, dw2, db2 = kernels.se_backward(dy, x, w1, w2, has_bias, pooled, pool_max,
+                                                     hidden, gate)
+        if not has_bias:
+            db1, db2 = w1.new_empty((0,)), w2.new_empty((0,))
+        return dx, dw1, db1, dw2, db2
+    return se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate)
+
+
+@se_backward.register_fake
+def _(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate):
+    RD, C = w1.shape[0], w2.shape[0]
+    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
+            torch.empty_like(w1), w1.new_empty((RD,) if has_bias else (0,)),
+            torch.empty_like(w2), w2.new_empty((C,) if has_bias else (0,)))
+
+
+def _setup_context(ctx, inputs, output):
+    x, w1, b1, w2, b2, add_maxpool = inputs
+    _, pooled, pool_max, hidden, gate = output
+    ctx.has_bias = b1 is not None
+    ctx.save_for_backward(x, w1, w2, pooled, pool_max, hidden, gate)
+
+
+def _backward(ctx, dy, *_unused):
+    x, w1, w2, pooled, pool_max, hidden, gate = ctx.saved_tensors
+    dx, dw1, db1, dw2, db2 = se_backward(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate)
+    if not ctx.has_bias:
+        db1 = db2 = None
+    return dx, dw1, db1, dw2, db2, None
+
+
+se_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- functional API ------------------------------------------------------------------
+
+def se(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor,
+       fc2_bias: Tensor | None, add_maxpool: bool = False) -> Tensor:
+    """Squeeze-and-Excitation on x [B, C, H, W].
+
+    fc1_weight [RD, C, 1, 1] or [RD, C], fc2_weight [C, RD, 1, 1] or [C, RD]; biases [RD] and
+    [C], both given or both None. add_maxpool pools 0.5 * mean + 0.5 * max (timm's option).
+    """
+    check_activation(x)
+    C = x.shape[1]
+    if fc1_weight.dim() not in (2, 4) or fc2_weight.dim() != fc1_weight.dim():
+        raise ValueError("fc1_weight and fc2_weight must both be [out, in] or [out, in, 1, 1], got "
+                         f"{tuple(fc1_weight.shape)} and {tuple(fc2_weight.shape)}")
+    RD = fc1_weight.shape[0]
+    tail = (1, 1) if fc1_weight.dim() == 4 else ()
+    check_param(fc1_weight, "fc1_weight", x, (RD, C) + tail)
+    check_param(fc2_weight, "fc2_weight", x, (C, RD) + tail)
+    if (fc1_bias is None) != (fc2_bias is None):
+        raise ValueError("fc1_bias and fc2_bias must both be given or both be None")
+    check_param(fc1_bias, "fc1_bias", x, (RD,))
+    check_param(fc2_bias, "fc2_bias", x, (C,))
+    return se_forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool))[0]

@@ -1,0 +1,38 @@
+"""Argument checks shared by the ops: clear errors instead of kernel crashes."""
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_activation(x, name: str = "x", channels: int | None = None) -> None:
+    """x must be a floating [B, C, H, W] tensor (with C == channels when given)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be a 4-D [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} has {x.shape[1]} channels, but the block was built for {channels}")
+    if x.shape[1] < 1 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"{name} needs C, H, W >= 1, got shape {tuple(x.shape)}")
+
+
+def check_param(p, name: str, x: torch.Tensor, shape: tuple | None = None) -> None:
+    """A parameter tensor: floating, on x's device, with the expected shape when given."""
+    if p is None:
+        return
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
+    if p.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor, got {p.dtype}")
+    if p.device != x.device:
+        raise ValueError(f"{name} is on {p.device} but the input is on {x.device}; "
+                         "move the module to the input's device")
+    if shape is not None and tuple(p.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(p.shape)}")
+
+
+def acc_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 inputs, float32 for every other dtype."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
