@@ -41,7 +41,11 @@ def use_backend(name: str):
 
 
 def interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True if fusedattn's kernels were built by Triton's interpreter (TRITON_INTERPRET=1
+    was set when they were imported), so they run on CPU tensors."""
+    from .kernels.channel_pool import channel_pool_kernel
+
+    return type(channel_pool_kernel).__name__ == "InterpretedFunction"
 
 
 def uses_triton(t: torch.Tensor) -> bool:
@@ -55,5 +59,5 @@ def uses_triton(t: torch.Tensor) -> bool:
             return True
         raise RuntimeError(
             f"fusedattn backend 'triton' on a {t.device.type} tensor needs Triton's interpreter: "
-            "set TRITON_INTERPRET=1 before importing triton, or use backend 'auto'")
+            "set TRITON_INTERPRET=1 before importing fusedattn, or use backend 'auto'")
     return False

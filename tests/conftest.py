@@ -1,0 +1,60 @@
+"""Test setup: without a GPU, Triton kernels run under the interpreter on CPU tensors.
+
+TRITON_INTERPRET must be set before fusedattn (and so its @triton.jit kernels) is
+imported, hence here, at the top of conftest.
+"""
+import os
+import random
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import fusedattn  # noqa: E402
+from fusedattn.kernels import config  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SEED = int(os.environ.get("FUSEDATTN_TEST_SEED", random.SystemRandom().randrange(2**31)))
+
+
+def pytest_report_header(config):
+    return (f"fusedattn tests on {DEVICE} (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}), "
+            f"seed {SEED} (set FUSEDATTN_TEST_SEED to repeat)")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_random_and_poison(request, monkeypatch):
+    """Fresh random inputs per test (seed derived from the run's seed and the test id,
+    printed in the header) and NaN-poisoned kernel outputs."""
+    torch.manual_seed(SEED ^ (hash(request.node.nodeid) & 0x7FFFFFFF))
+    monkeypatch.setattr(config, "poison_outputs", True)
+
+
+@pytest.fixture
+def device():
+    return DEVICE
+
+
+@pytest.fixture(params=["triton", "torch"])
+def backend(request):
+    """Run a test through the Triton kernels and through the plain-PyTorch path."""
+    with fusedattn.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def triton_backend():
+    with fusedattn.use_backend("triton"):
+        yield "triton"
+
+
+@pytest.fixture(params=["one-chunk", "chunked-split"])
+def pipeline(request, monkeypatch):
+    """Default launch plan, or tiny L2 chunks and many H*W splits (multi-chunk, multi-split)."""
+    if request.param == "chunked-split":
+        monkeypatch.setattr(config, "chunk_bytes", 1)      # one sample per chunk
+        monkeypatch.setattr(config, "target_programs", 1 << 12)  # split H*W as far as it goes
+    return request.param

@@ -1,0 +1,59 @@
+"""Comparison helpers: float64 references, relative norm errors, per-dtype tolerances."""
+import torch
+
+#: Relative norm error allowed for a result in each dtype against a float64 reference.
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+LAYOUTS = ["nchw", "channels_last"]
+
+#: (B, C, H, W): HW = 1, C = 1, C not a multiple of any block, odd H and W, B = 1.
+ODD_SHAPES = [(2, 1, 3, 5), (1, 37, 1, 1), (3, 19, 7, 5), (2, 130, 2, 3), (1, 8, 17, 9)]
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """||actual - expected|| / ||expected|| in float64 (NaN anywhere gives NaN)."""
+    a, e = actual.double(), expected.double()
+    if a.shape != e.shape:
+        raise AssertionError(f"shape {tuple(a.shape)} != {tuple(e.shape)}")
+    denom = e.norm().item()
+    return (a - e).norm().item() / (denom if denom > 0 else 1.0)
+
+
+def assert_close(actual, expected, dtype, what=""):
+    err = rel_err(actual, expected)
+    assert err <= TOL[dtype], f"{what}: relative error {err:.3e} > {TOL[dtype]:.0e} ({dtype})"
+
+
+def make_x(shape, dtype, layout, device, requires_grad=False):
+    """Random N(0, 1) input in the given dtype and memory format."""
+    x = torch.randn(shape, device=device).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    return x.requires_grad_(requires_grad)
+
+
+def grads_of(module, x, dy):
+    """(y, dx, {param name: grad}) of module(x) backpropagating dy."""
+    x = x.detach().requires_grad_(True)
+    module.zero_grad(set_to_none=True)
+    y = module(x)
+    y.backward(dy)
+    return y.detach(), x.grad, {n: p.grad for n, p in module.named_parameters()}
+
+
+def check_against_reference(fused, reference, x, dtype, what):
+    """Forward and every gradient of ``fused`` (dtype) vs ``reference`` run in float64."""
+    ref64 = reference.double()
+    ref64.load_state_dict(fused.state_dict())
+    dy = torch.randn_like(x)
+    y, dx, grads = grads_of(fused, x, dy)
+    y64, dx64, grads64 = grads_of(ref64, x.double(), dy.double())
+    assert y.dtype == x.dtype and dx.dtype == x.dtype
+    assert_close(y, y64, dtype, f"{what} y")
+    assert_close(dx, dx64, dtype, f"{what} dx")
+    assert grads.keys() == grads64.keys()
+    for name in grads:
+        assert grads[name] is not None, f"{what}: no gradient for {name}"
+        assert_close(grads[name], grads64[name], dtype, f"{what} d{name}")
+    return y, dx
