@@ -1,0 +1,53 @@
+"""autocast, train()/eval(), and (on a GPU) index arithmetic past 2**31 elements."""
+import pytest
+import torch
+
+import fusedattn
+from fusedattn.reference import EcaModule, SEModule
+from helpers import make_x, rel_err
+
+
+@pytest.mark.parametrize("block", ["SE", "ECA"])
+def test_autocast_matches_reference(backend, block, device):
+    """Under autocast the fused block returns the reference's dtype and values (the reference
+    runs its tiny layers in bf16, the fused block in float32, hence the bf16 tolerance)."""
+    C = 32
+    ref = (SEModule(C, rd_ratio=0.25) if block == "SE" else EcaModule(kernel_size=3)).to(device)
+    fused = (fusedattn.SE if block == "SE" else fusedattn.ECA).from_module(ref)
+    conv = torch.nn.Conv2d(8, C, 3, padding=1).to(device)
+    x = torch.randn(2, 8, 6, 6, device=device, requires_grad=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        h = conv(x)
+        y_ref, y = ref(h), fused(h)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    assert rel_err(y, y_ref) < 2e-2
+    (g_ref,) = torch.autograd.grad(y_ref.float().square().sum(), x, retain_graph=True)
+    (g,) = torch.autograd.grad(y.float().square().sum(), x)
+    assert rel_err(g, g_ref) < 5e-2
+
+
+@pytest.mark.parametrize("block", ["SE", "ECA"])
+def test_train_and_eval_modes(backend, block, device):
+    fused = (fusedattn.SE(16, rd_channels=4) if block == "SE" else fusedattn.ECA(16)).to(device)
+    x = make_x((2, 16, 4, 4), torch.float32, "nchw", device)
+    y_train = fused.train()(x)
+    with torch.no_grad():
+        y_eval = fused.eval()(x)
+    torch.testing.assert_close(y_train.detach(), y_eval)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (4 GiB tensors)")
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_more_than_2_pow_31_elements(layout):
+    """Offsets past 2**31 elements: compare the last channels / pixels with the torch path."""
+    x = torch.randn(2, 4, 2**14, 2**14 + 1, device="cuda", dtype=torch.bfloat16)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    assert x.numel() > 2**31
+    se = fusedattn.SE(4, rd_channels=2).cuda()
+    y = se(x)
+    with fusedattn.use_backend("torch"):
+        y_ref = se(x)
+    assert rel_err(y[1, :, -64:], y_ref[1, :, -64:]) < 2e-2
+    assert rel_err(y[:, :, :64], y_ref[:, :, :64]) < 2e-2

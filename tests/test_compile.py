@@ -1,0 +1,72 @@
+"""torch.compile(fullgraph=True) sees one opaque op per block; opcheck on the custom ops."""
+import pytest
+import torch
+from torch import nn
+
+import fusedattn
+from fusedattn.reference import EcaModule, SEModule
+from helpers import make_x
+
+
+class TinyNet(nn.Module):
+    def __init__(self, attn_a, attn_b):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.attn_a = attn_a
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.attn_b = attn_b
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.attn_a(torch.relu(self.conv1(x)))
+        x = self.attn_b(torch.relu(self.conv2(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def _nets(device):
+    ref = TinyNet(SEModule(16, rd_channels=4, add_maxpool=True), EcaModule(kernel_size=3)).to(device)
+    fused = TinyNet(fusedattn.SE(16, rd_channels=4, add_maxpool=True), fusedattn.ECA(kernel_size=3)).to(device)
+    fused.load_state_dict(ref.state_dict())
+    return ref, fused
+
+
+def test_compile_fullgraph_forward_backward(backend, device):
+    torch._dynamo.reset()
+    ref, fused = _nets(device)
+    compiled = torch.compile(fused, fullgraph=True)
+    x = make_x((2, 3, 8, 8), torch.float32, "channels_last", device)
+    out, expected = compiled(x), ref(x)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    expected.sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_compile_graph_has_one_node_per_block(device):
+    torch._dynamo.reset()
+    _, fused = _nets(device)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.compile(fused, fullgraph=True, backend=backend)(torch.randn(2, 3, 8, 8, device=device))
+    targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert sum("fusedattn.se_forward" in t for t in targets) == 1
+    assert sum("fusedattn.eca_forward" in t for t in targets) == 1
+
+
+@pytest.mark.parametrize("op", ["se", "eca"])
+def test_opcheck(triton_backend, op, device):
+    x = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
+    if op == "se":
+        args = (x, torch.randn(3, 6, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
+                torch.randn(3, dtype=torch.float64, device=device, requires_grad=True),
+                torch.randn(6, 3, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
+                torch.randn(6, dtype=torch.float64, device=device, requires_grad=True), True)
+        torch.library.opcheck(torch.ops.fusedattn.se_forward.default, args)
+    else:
+        args = (x, torch.randn(1, 1, 3, dtype=torch.float64, device=device, requires_grad=True), None, True)
+        torch.library.opcheck(torch.ops.fusedattn.eca_forward.default, args)

@@ -1,0 +1,83 @@
+"""Bad input gives a clear Python error that names the problem."""
+import pytest
+import torch
+from torch import nn
+
+import fusedattn
+
+
+@pytest.fixture(params=["SE", "ECA"])
+def block(request, backend):
+    return fusedattn.SE(16, rd_channels=4) if request.param == "SE" else fusedattn.ECA(16)
+
+
+def test_wrong_rank(block):
+    with pytest.raises(ValueError, match=r"4-D \[B, C, H, W\]"):
+        block(torch.randn(2, 16, 5))
+
+
+def test_wrong_channel_count(block):
+    with pytest.raises(ValueError, match="12 channels, but the block was built for 16"):
+        block(torch.randn(2, 12, 4, 4))
+
+
+def test_integer_dtype(block):
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
+        block(torch.randint(0, 5, (2, 16, 4, 4)))
+
+
+def test_not_a_tensor(block):
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        block([[1.0]])
+
+
+def test_empty_spatial(block):
+    with pytest.raises(ValueError, match="C, H, W >= 1"):
+        block(torch.randn(2, 16, 0, 4))
+
+
+def test_parameters_on_other_device():
+    x = torch.randn(2, 16, 4, 4)
+    w = torch.randn(4, 16, 1, 1, device="meta")
+    with pytest.raises(ValueError, match="fc1_weight is on meta but the input is on cpu"):
+        fusedattn.se(x, w, None, torch.randn(16, 4, 1, 1), None)
+    with pytest.raises(ValueError, match="weight is on meta"):
+        fusedattn.eca(x, torch.randn(1, 1, 3, device="meta"))
+
+
+def test_se_weight_shapes_and_bias_pairs():
+    x = torch.randn(2, 16, 4, 4)
+    with pytest.raises(ValueError, match=r"fc2_weight must have shape \(16, 4, 1, 1\)"):
+        fusedattn.se(x, torch.randn(4, 16, 1, 1), None, torch.randn(16, 5, 1, 1), None)
+    with pytest.raises(ValueError, match="both be given or both be None"):
+        fusedattn.se(x, torch.randn(4, 16, 1, 1), torch.randn(4), torch.randn(16, 4, 1, 1), None)
+    with pytest.raises(TypeError, match="fc1_weight must be a floating tensor"):
+        fusedattn.se(x, torch.ones(4, 16, 1, 1, dtype=torch.int32), None, torch.randn(16, 4, 1, 1), None)
+
+
+def test_eca_weight_shape():
+    x = torch.randn(2, 16, 4, 4)
+    with pytest.raises(ValueError, match="odd"):
+        fusedattn.eca(x, torch.randn(1, 1, 4))
+    with pytest.raises(ValueError, match=r"\[1, 1, k\]"):
+        fusedattn.eca(x, torch.randn(3))
+    with pytest.raises(ValueError, match="circular padding 3 is larger than the 2 channels"):
+        fusedattn.eca(torch.randn(1, 2, 3, 3), torch.randn(1, 1, 7), circular=True)
+
+
+def test_unsupported_variants_are_refused():
+    with pytest.raises(ValueError, match="act_layer=nn.ReLU only"):
+        fusedattn.SE(16, act_layer=nn.SiLU)
+    with pytest.raises(ValueError, match="norm_layer=None"):
+        fusedattn.SE(16, norm_layer=nn.BatchNorm2d)
+    with pytest.raises(ValueError, match="gate_layer='sigmoid'"):
+        fusedattn.ECA(16, gate_layer="hard_sigmoid")
+    with pytest.raises(ValueError, match="use_mlp=False"):
+        fusedattn.ECA(16, use_mlp=True)
+    with pytest.raises(ValueError, match="neither timm's SEModule layout"):
+        fusedattn.SE.from_module(nn.Conv2d(3, 3, 1))
+
+
+def test_bad_backend_name():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fusedattn.set_backend("cuda")
