@@ -1,0 +1,54 @@
+"""Bench suite setup: case lists per device, and a JSON writer for every figure.
+
+Run: ``pytest bench --benchmark-only``. On a CUDA GPU: ResNet-50 stage shapes, and a
+result file ``bench/results/<gpu>-<date>.json``; on CPU: tiny shapes (keeps the suite
+alive in CI), results written only if FUSEDATTN_BENCH_OUT names a file.
+"""
+import datetime
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+
+from cases import CUDA, DEVICE
+
+RESULTS: list[dict] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not RESULTS:
+        return
+    out = os.environ.get("FUSEDATTN_BENCH_OUT")
+    if out is None and not CUDA:
+        return
+    name = torch.cuda.get_device_name() if CUDA else (platform.processor() or "cpu")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if out is None:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+        out = Path(__file__).parent / "results" / f"{slug}-{stamp}.json"
+    doc = {
+        "device": name, "device_type": DEVICE.type, "time": stamp,
+        "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
+        "timing": "triton.testing.do_bench median (CUDA events, L2 flushed)" if CUDA else "host clock median",
+        "definitions": {
+            "bandwidth_gbs": "forward: (bytes of x + bytes of y) / time; fwd+bwd: (x, y, dy, x again, dx: 5 x bytes) / time",
+            "copy_ratio": "time / time of x.clone() in the same run (one read + one write of x)",
+            "saved_bytes": "memory autograd keeps for backward beyond the input x (see fusedattn.benchmark)",
+        },
+        "results": RESULTS,
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(doc, indent=1))
+    print(f"\nbench results written to {out}")
+
+
+@pytest.fixture
+def record():
+    def add(**row):
+        RESULTS.append(row)
+    return add

@@ -1,0 +1,47 @@
+"""SE and ECA: eager reference vs torch.compile of the reference vs fusedattn,
+forward and forward+backward, per shape, dtype and memory layout."""
+import functools
+
+import pytest
+import torch
+
+from cases import DEVICE, DTYPES, LAYOUTS, SHAPES
+from fusedattn import benchmark as measure
+
+
+@functools.lru_cache(maxsize=None)
+def copy_ms(shape, dtype, layout):
+    """Same-run time of x.clone(): one read and one write of x, the copy bound."""
+    x = measure.make_input(shape, dtype, layout, DEVICE)
+    return measure.time_ms(lambda: x.clone(memory_format=torch.preserve_format), DEVICE)
+
+
+@functools.lru_cache(maxsize=4)
+def modules(block, channels, dtype):
+    return measure.make_modules(block, channels, DEVICE, dtype)
+
+
+@pytest.mark.parametrize("provider", measure.PROVIDERS)
+@pytest.mark.parametrize("pass_", ["forward", "fwd+bwd"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("block", list(measure.BLOCKS))
+def test_block(benchmark, record, block, shape, dtype, layout, pass_, provider):
+    module = modules(block, shape[1], dtype)[provider]
+    x = measure.make_input(shape, dtype, layout, DEVICE, requires_grad=pass_ == "fwd+bwd")
+    if pass_ == "forward":
+        fn = measure.forward_fn(module, x)
+    else:
+        fn = measure.forward_backward_fn(module, x, torch.randn_like(x))
+    ms = measure.time_ms(fn, DEVICE, grad_to_none=[x] + list(module.parameters()))
+    benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)  # host clock, for the table
+    nbytes = x.numel() * x.element_size()
+    moved = 2 * nbytes if pass_ == "forward" else 5 * nbytes
+    copy = copy_ms(shape, dtype, layout)
+    row = dict(block=block, shape=list(shape), dtype=str(dtype)[6:], layout=layout, pass_=pass_,
+               provider=provider, ms=ms, bandwidth_gbs=moved / ms / 1e6, copy_ms=copy,
+               copy_ratio=ms / copy,
+               saved_bytes=measure.saved_for_backward_bytes(module, x) if pass_ == "fwd+bwd" else None)
+    benchmark.extra_info.update(row)
+    record(**row)

@@ -1,0 +1,102 @@
+"""``python -m fusedattn``: environment, per-block correctness against the reference, timings.
+
+On a GPU: the fused blocks (Triton) vs the reference in eager mode and under
+torch.compile, forward and forward+backward. On CPU: the reference vs the fused
+block's plain-PyTorch path, plus a small check of the Triton kernels under Triton's
+interpreter (run in a subprocess, since TRITON_INTERPRET must be set at import).
+"""
+import argparse
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+import triton
+
+from . import benchmark
+from .backend import get_backend, interpreter_enabled, use_backend, uses_triton
+
+
+def max_errors(block: str, device, dtype, shape, layout="channels_last") -> tuple[float, float]:
+    """(max |y - y_ref|, max |dx - dx_ref|) of the fused block in dtype vs the reference in float64."""
+    mods = benchmark.make_modules(block, shape[1], device, torch.float64, providers=("eager", "fused"))
+    ref, fused = mods["eager"], mods["fused"].to(dtype)
+    x = benchmark.make_input(shape, dtype, layout, device, requires_grad=True)
+    dy = torch.randn_like(x)
+    y = fused(x)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_(True)
+    y64 = ref(x64)
+    y64.backward(dy.double())
+    return ((y.double() - y64).abs().max().item(), (x.grad.double() - x64.grad).abs().max().item())
+
+
+def print_environment(device) -> None:
+    print("fusedattn environment")
+    print(f"  python {platform.python_version()}, torch {torch.__version__}, triton {triton.__version__}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"  device: {device} ({name})")
+    print(f"  backend setting: {get_backend()} (FUSEDATTN_BACKEND), Triton interpreter: {interpreter_enabled()}")
+    probe = torch.empty(0, device=device)
+    for block in benchmark.BLOCKS:
+        path = "Triton kernels" if uses_triton(probe) else "plain-PyTorch path"
+        print(f"  {block}: {path} on {device.type} tensors")
+
+
+def interpreter_check() -> int:
+    """Run each block's Triton kernels under the interpreter on a tiny shape."""
+    print("Triton kernels under the interpreter (float64, [2, 20, 5, 7], channels_last):")
+    with use_backend("triton"):
+        worst = 0.0
+        for block in benchmark.BLOCKS:
+            ey, edx = max_errors(block, torch.device("cpu"), torch.float64, (2, 20, 5, 7))
+            worst = max(worst, ey, edx)
+            print(f"  {block:5s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
+    return 0 if worst < 1e-9 else 1
+
+
+def timing_table(device, dtype, shape, layout) -> None:
+    providers = benchmark.PROVIDERS if device.type == "cuda" else ("eager", "fused")
+    print(f"\nTimings, median ms ({device.type}, {str(dtype)[6:]}, {list(shape)}, {layout}):")
+    print(f"  {'block':6s}{'pass':10s}" + "".join(f"{p:>12s}" for p in providers))
+    for block in benchmark.BLOCKS:
+        mods = benchmark.make_modules(block, shape[1], device, dtype, providers)
+        x = benchmark.make_input(shape, dtype, layout, device, requires_grad=True)
+        dy = torch.randn_like(x)
+        for name, make in (("forward", lambda m: benchmark.forward_fn(m, x)),
+                           ("fwd+bwd", lambda m: benchmark.forward_backward_fn(m, x, dy))):
+            row = []
+            for p in providers:
+                grads = [x] + list(mods[p].parameters())
+                row.append(benchmark.time_ms(make(mods[p]), device, grad_to_none=grads))
+            print(f"  {block:6s}{name:10s}" + "".join(f"{t:12.4f}" for t in row))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fusedattn", description=__doc__.splitlines()[0])
+    parser.add_argument("--interpreter-check", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.interpreter_check:
+        return interpreter_check()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print_environment(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    print(f"\nFused ({str(dtype)[6:]}) vs reference (float64), [4, 64, 14, 14] channels_last:")
+    for block in benchmark.BLOCKS:
+        ey, edx = max_errors(block, device, dtype, (4, 64, 14, 14))
+        print(f"  {block:5s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
+    status = 0
+    if device.type == "cpu":
+        sys.stdout.flush()
+        env = dict(os.environ, TRITON_INTERPRET="1")
+        status = subprocess.call([sys.executable, "-m", "fusedattn", "--interpreter-check"], env=env)
+        timing_table(device, dtype, (8, 64, 28, 28), "channels_last")
+    else:
+        timing_table(device, dtype, (64, 256, 56, 56), "channels_last")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Measurement pieces shared by ``python -m fusedattn`` and the bench suite (bench/).
+
+GPU times are medians of CUDA-event timings (``triton.testing.do_bench``, which also
+flushes L2 between runs); CPU times are medians of host-clock timings.
+"""
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .modules import ECA, SE
+from .reference import EcaModule, SEModule
+
+#: block name -> (reference module for C channels, fused-from-reference converter)
+BLOCKS: dict[str, tuple[Callable[[int], nn.Module], Callable[[nn.Module], nn.Module]]] = {
+    "se": (lambda c: SEModule(c), SE.from_module),
+    "eca": (lambda c: EcaModule(c), ECA.from_module),
+}
+
+PROVIDERS = ("eager", "compiled", "fused")
+
+
+def make_modules(block: str, channels: int, device, dtype, providers=PROVIDERS) -> dict[str, nn.Module]:
+    """The reference block (eager), torch.compile of it, and the fused block with its weights."""
+    make_ref, to_fused = BLOCKS[block]
+    ref = make_ref(channels).to(device=device, dtype=dtype)
+    out = {}
+    for p in providers:
+        if p == "eager":
+            out[p] = ref
+        elif p == "compiled":
+            out[p] = torch.compile(ref)
+        elif p == "fused":
+            out[p] = to_fused(ref)
+    return out
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, grad_to_none=None, reps: int = 20) -> float:
+    """Median time of fn() in milliseconds."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
+                                             return_mode="median"))
+    fn()
+    times = []
+    for _ in range(reps):
+        for t in grad_to_none or ():
+            t.grad = None
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def saved_for_backward_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
+    """Bytes of the tensors autograd keeps from one forward of module(x) for backward.
+
+    CUDA: growth of allocated memory over the forward, less the output (covers compiled
+    graphs; x itself is allocated before and not counted). CPU: unique storages seen by
+    saved-tensor hooks, less x's (None for compiled modules, whose internals hooks miss).
+    """
+    x = x.detach().requires_grad_(True)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        y = module(x)
+        torch.cuda.synchronize()
+        saved = torch.cuda.memory_allocated() - before - y.untyped_storage().nbytes()
+        del y
+        return max(saved, 0)
+    if hasattr(module, "_orig_mod"):
+        return None
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    storages.pop(x.untyped_storage().data_ptr(), None)
+    return sum(storages.values())
+
+
+def make_input(shape, dtype, layout: str, device, requires_grad=False) -> torch.Tensor:
+    x = torch.randn(shape, device=device, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    return x.requires_grad_(requires_grad)
+
+
+def forward_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def run():
+        with torch.no_grad():
+            return module(x)
+    return run
+
+
+def forward_backward_fn(module: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> Callable[[], object]:
+    def run():
+        module(x).backward(dy)
+    return run
