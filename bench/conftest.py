@@ -1,8 +1,9 @@
 """Bench suite setup: case lists per device, and a JSON writer for every figure.
 
 Run: ``pytest bench --benchmark-only``. On a CUDA GPU: ResNet-50 stage shapes, and a
-result file ``bench/results/<gpu>-<date>.json``; on CPU: tiny shapes (keeps the suite
-alive in CI), results written only if FUSEDATTN_BENCH_OUT names a file.
+result file ``bench/results/<gpu>-<date>.json``. Elsewhere (CPU, or a plain test run):
+tiny shapes that keep the suite alive in CI; results written only if
+FUSEDATTN_BENCH_OUT names a file (or, with the full sweep, always).
 """
 import datetime
 import json
@@ -15,16 +16,24 @@ import pytest
 import torch
 import triton
 
-from cases import CUDA, DEVICE
+from cases import CUDA, DEVICE, GPU_DTYPES, GPU_SHAPES, TINY_DTYPES, TINY_SHAPES, full_sweep
 
 RESULTS: list[dict] = []
+
+
+def pytest_generate_tests(metafunc):
+    full = full_sweep(metafunc.config)
+    if "shape" in metafunc.fixturenames:
+        metafunc.parametrize("shape", GPU_SHAPES if full else TINY_SHAPES, ids=lambda s: "x".join(map(str, s)))
+    if "dtype" in metafunc.fixturenames:
+        metafunc.parametrize("dtype", GPU_DTYPES if full else TINY_DTYPES, ids=lambda d: str(d)[6:])
 
 
 def pytest_sessionfinish(session, exitstatus):
     if not RESULTS:
         return
     out = os.environ.get("FUSEDATTN_BENCH_OUT")
-    if out is None and not CUDA:
+    if out is None and not full_sweep(session.config):
         return
     name = torch.cuda.get_device_name() if CUDA else (platform.processor() or "cpu")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

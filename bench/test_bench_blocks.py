@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from cases import DEVICE, DTYPES, LAYOUTS, SHAPES
+from cases import DEVICE, LAYOUTS
 from fusedattn import benchmark as measure
 
 
@@ -24,8 +24,6 @@ def modules(block, channels, dtype):
 @pytest.mark.parametrize("provider", measure.PROVIDERS)
 @pytest.mark.parametrize("pass_", ["forward", "fwd+bwd"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("block", list(measure.BLOCKS))
 def test_block(benchmark, record, block, shape, dtype, layout, pass_, provider):
     module = modules(block, shape[1], dtype)[provider]
