@@ -28,8 +28,10 @@ def _tap(c, shift, C, CIRCULAR: tl.constexpr):
     if CIRCULAR:
         idx = idx % C  # C's sign rule when compiled, numpy's when interpreted:
         idx = tl.where(idx < 0, idx + C, idx)  # both land in [0, C) after this
-        return idx, c < C
-    return idx, (c < C) & (idx >= 0) & (idx < C)
+        valid = c < C
+    else:
+        valid = (c < C) & (idx >= 0) & (idx < C)
+    return idx, valid
 
 
 @triton.jit
