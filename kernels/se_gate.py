@@ -11,7 +11,8 @@ and its backward, given dgate[c] = sum_hw(dy * x) (as pooling partials):
     dp = W1^T @ dh,  mean_coef = dp / HW  [halves and max_coef = dp / (2 * ties) with max]
 
 The hidden vector stays in registers ([BLOCK_RD]); W1 and W2 are walked in
-[BLOCK_RD, BLOCK_C] tiles. W1 is [RD, C] and W2 is [C, RD], both contiguous.
+[BLOCK_RD, BLOCK_C] tiles by the four matrix-vector helpers below, which CBAM's
+channel gate shares. W1 is [RD, C] and W2 is [C, RD], both contiguous.
 """
 import triton
 import triton.language as tl
@@ -22,6 +23,38 @@ from .channel_pool import reduce_partials
 @triton.jit
 def _sigmoid(z):
     return 1.0 / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def w1_times(w1_ptr, p, r, c, C, RD, ACC: tl.constexpr):
+    """(W1[:, c] @ p[c]) for one channel tile: [BLOCK_RD]."""
+    w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=(r < RD)[:, None] & (c < C)[None, :],
+                other=0.0).to(ACC)
+    return tl.sum(w * p[None, :], axis=1)
+
+
+@triton.jit
+def w1t_times(w1_ptr, dh, r, c, C, RD, ACC: tl.constexpr):
+    """(W1[:, c]^T @ dh) for one channel tile: [BLOCK_C]."""
+    w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=(r < RD)[:, None] & (c < C)[None, :],
+                other=0.0).to(ACC)
+    return tl.sum(w * dh[:, None], axis=0)
+
+
+@triton.jit
+def w2_times(w2_ptr, h, r, c, C, RD, ACC: tl.constexpr):
+    """(W2[c, :] @ h) for one channel tile: [BLOCK_C]."""
+    w = tl.load(w2_ptr + c[None, :] * RD + r[:, None], mask=(r < RD)[:, None] & (c < C)[None, :],
+                other=0.0).to(ACC)
+    return tl.sum(w * h[:, None], axis=0)
+
+
+@triton.jit
+def w2t_times(w2_ptr, dz, r, c, C, RD, ACC: tl.constexpr):
+    """(W2[c, :]^T @ dz[c]) for one channel tile: [BLOCK_RD]."""
+    w = tl.load(w2_ptr + c[None, :] * RD + r[:, None], mask=(r < RD)[:, None] & (c < C)[None, :],
+                other=0.0).to(ACC)
+    return tl.sum(w * dz[None, :], axis=1)
 
 
 @triton.jit
@@ -46,9 +79,7 @@ def se_gate_forward_kernel(
             p = 0.5 * p + 0.5 * mx
         p = tl.where(cmask, p, 0.0)
         tl.store(pooled_ptr + b * C + c, p, mask=cmask)
-        w1 = tl.load(w1_ptr + r[:, None] * C + c[None, :],
-                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
-        h += tl.sum(w1 * p[None, :], axis=1)
+        h += w1_times(w1_ptr, p, r, c, C, RD, ACC)
     if HAS_BIAS:
         h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
     tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
@@ -56,9 +87,7 @@ def se_gate_forward_kernel(
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
-        w2 = tl.load(w2_ptr + c[None, :] * RD + r[:, None],
-                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
-        z = tl.sum(w2 * h[:, None], axis=0)
+        z = w2_times(w2_ptr, h, r, c, C, RD, ACC)
         if HAS_BIAS:
             z += tl.load(b2_ptr + c, mask=cmask, other=0.0).to(ACC)
         tl.store(gate_ptr + b * C + c, _sigmoid(z), mask=cmask)
@@ -83,18 +112,14 @@ def se_gate_backward_kernel(
         g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
         dz = tl.where(cmask, dg * g * (1.0 - g), 0.0)
         tl.store(dz_ptr + b * C + c, dz, mask=cmask)
-        w2 = tl.load(w2_ptr + c[None, :] * RD + r[:, None],
-                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
-        dh += tl.sum(w2 * dz[None, :], axis=1)
+        dh += w2t_times(w2_ptr, dz, r, c, C, RD, ACC)
     h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
     dh = tl.where(rmask & (h > 0.0), dh, 0.0)
     tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
-        w1 = tl.load(w1_ptr + r[:, None] * C + c[None, :],
-                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
-        dp = tl.sum(w1 * dh[:, None], axis=0)
+        dp = w1t_times(w1_ptr, dh, r, c, C, RD, ACC)
         if WITH_MAX:
             ties = reduce_partials(cnt_ptr, S, B, C, b, c, cmask, False, ACC)
             ties = tl.where(cmask, ties, 1.0)
