@@ -11,11 +11,12 @@ Layers: ``fusedattn.kernels`` (Triton kernels and launchers) -> ``fusedattn.ops`
 """
 from . import ops, reference
 from .backend import get_backend, set_backend, use_backend
-from .modules import CECA, ECA, SE
-from .ops import eca, se
+from .modules import CBAM, CECA, ECA, SE
+from .ops import cbam, eca, se
 
-SEModule, EcaModule, CecaModule = SE, ECA, CECA  # timm's names
+SEModule, EcaModule, CecaModule, CbamModule = SE, ECA, CECA, CBAM  # timm's names
 
 __version__ = "0.1.0"
-__all__ = ["SE", "ECA", "CECA", "SEModule", "EcaModule", "CecaModule", "se", "eca",
+__all__ = ["SE", "ECA", "CECA", "CBAM", "SEModule", "EcaModule", "CecaModule", "CbamModule",
+           "se", "eca", "cbam",
            "get_backend", "set_backend", "use_backend", "ops", "reference"]

@@ -12,9 +12,14 @@ Files, one concept each:
   se_gate       SE's two tiny layers + sigmoid, forward and backward
   eca_gate      ECA's k-tap channel conv + sigmoid, forward and backward
   channel_gate  the chunked pool -> gate -> scale pipeline shared by SE and ECA
-  se, eca       block launchers: se_forward/se_backward, eca_forward/eca_backward
+  cbam_gate     CBAM's two-branch channel MLP gate, forward and backward
+  spatial_pool  per-pixel mean / max / sum(dy * .) over channels of x * ca (CBAM's maps)
+  cbam_grad     CBAM's backward passes over x after the spatial gate
+  se, eca, cbam block launchers
 """
-from .se import se_forward, se_backward
-from .eca import eca_forward, eca_backward
+from .cbam import cbam_apply, cbam_channel_backward, cbam_channel_forward, cbam_spatial_grad_inputs
+from .eca import eca_backward, eca_forward
+from .se import se_backward, se_forward
 
-__all__ = ["se_forward", "se_backward", "eca_forward", "eca_backward"]
+__all__ = ["se_forward", "se_backward", "eca_forward", "eca_backward", "cbam_channel_forward",
+           "cbam_apply", "cbam_spatial_grad_inputs", "cbam_channel_backward"]

@@ -1,4 +1,5 @@
-"""y[b, c, hw] = x[b, c, hw] * gate[b, c]  and its input gradient
+"""y[b, c, hw] = x[b, c, hw] * gate[b, c] [* spatial[b, hw]]  and the input gradient of the
+channel-only form
 
     dx[b, c, hw] = dy * gate[b, c] + mean_coef[b, c] + (x == max[b, c]) * max_coef[b, c]
 
@@ -17,7 +18,7 @@ from .layout import ChannelView, acc_dtype
 
 
 @triton.jit
-def _tile(pid, b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+def scale_tile(pid, b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     hwb = pid % n_hwblocks
     rest = pid // n_hwblocks
     b = (b0 + rest // n_cblocks).to(tl.int64)
@@ -31,14 +32,17 @@ def _tile(pid, b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW
 def channel_scale_kernel(
     x_ptr, sxb, sxc, sxhw,
     y_ptr, syb, syc, syhw,
-    gate_ptr,
+    gate_ptr, spatial_ptr,
     b0, C, HW, n_hwblocks, n_cblocks,
+    HAS_SPATIAL: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
-    b, c, hw, mask = _tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
+    b, c, hw, mask = scale_tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
     g = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
     x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0)
     y = x.to(ACC) * g[:, None]
+    if HAS_SPATIAL:
+        y *= tl.load(spatial_ptr + b * HW + hw, mask=hw < HW, other=0.0).to(ACC)[None, :]
     tl.store(y_ptr + b * syb + c[:, None] * syc + hw[None, :] * syhw,
              y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -53,7 +57,7 @@ def channel_scale_backward_kernel(
     WITH_MAX: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
-    b, c, hw, mask = _tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
+    b, c, hw, mask = scale_tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
     cm = c < C
     vec = b * C + c
     g = tl.load(gate_ptr + vec, mask=cm, other=0.0).to(ACC)
@@ -69,18 +73,21 @@ def channel_scale_backward_kernel(
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def _grid(plan: PoolPlan, nb: int, HW: int) -> tuple[tuple[int], int]:
+def scale_grid(plan: PoolPlan, nb: int, HW: int) -> tuple[tuple[int], int]:
     n_hw = triton.cdiv(HW, plan.block_hw)
     return (nb * plan.n_cblocks * n_hw,), n_hw
 
 
-def channel_scale(x: ChannelView, y: ChannelView, gate, plan: PoolPlan, b0: int, nb: int) -> None:
-    """y = x * gate[:, :, None, None] for samples [b0, b0 + nb); gate is [B, C]."""
+def channel_scale(x: ChannelView, y: ChannelView, gate, plan: PoolPlan, b0: int, nb: int,
+                  spatial=None) -> None:
+    """y = x * gate[:, :, None, None] (* spatial[:, None]) for samples [b0, b0 + nb);
+    gate is [B, C], spatial (optional) [B, H*W]."""
     _, C, H, W = x.tensor.shape
-    grid, n_hw = _grid(plan, nb, H * W)
+    grid, n_hw = scale_grid(plan, nb, H * W)
     channel_scale_kernel[grid](
         x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, gate,
-        b0, C, H * W, n_hw, plan.n_cblocks,
+        spatial if spatial is not None else gate,
+        b0, C, H * W, n_hw, plan.n_cblocks, HAS_SPATIAL=spatial is not None,
         BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
     )
 
@@ -89,7 +96,7 @@ def channel_scale_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, gat
                            plan: PoolPlan, b0: int, nb: int, pool_max=None, max_coef=None) -> None:
     """dx for samples [b0, b0 + nb); every vector argument is [B, C]."""
     _, C, H, W = x.tensor.shape
-    grid, n_hw = _grid(plan, nb, H * W)
+    grid, n_hw = scale_grid(plan, nb, H * W)
     with_max = pool_max is not None
     channel_scale_backward_kernel[grid](
         dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw,

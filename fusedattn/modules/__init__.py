@@ -1,5 +1,6 @@
 """Drop-in nn.Modules, one file per block."""
+from .cbam import CBAM
 from .eca import CECA, ECA
 from .se import SE
 
-__all__ = ["SE", "ECA", "CECA"]
+__all__ = ["SE", "ECA", "CECA", "CBAM"]

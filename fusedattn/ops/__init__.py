@@ -1,5 +1,6 @@
 """Autograd-aware ops, one torch.library custom op pair (forward, backward) per block."""
+from .cbam import cbam
 from .eca import eca
 from .se import se
 
-__all__ = ["se", "eca"]
+__all__ = ["se", "eca", "cbam"]

@@ -3,8 +3,10 @@
 These are the spec: the fused modules load their state_dicts unchanged and the tests
 check every fused path against them in float64.
 """
+from .cbam import CbamModule, ConvBiasCBAM, OriginalCBAM, TutorialCBAM
 from .channels import eca_kernel_size, make_divisible
 from .eca import CecaModule, EcaModule
 from .se import LinearSE, SEModule
 
-__all__ = ["SEModule", "LinearSE", "EcaModule", "CecaModule", "make_divisible", "eca_kernel_size"]
+__all__ = ["SEModule", "LinearSE", "EcaModule", "CecaModule", "CbamModule", "TutorialCBAM",
+           "ConvBiasCBAM", "OriginalCBAM", "make_divisible", "eca_kernel_size"]

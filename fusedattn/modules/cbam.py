@@ -1,0 +1,149 @@
+"""fusedattn.CBAM: drop-in for timm's CbamModule and the common CBAM layouts."""
+import torch
+from torch import nn
+
+from ..ops.cbam import cbam
+from ..ops.validation import check_activation
+from ..reference.channels import make_divisible
+from .conversion import copy_into, is_sigmoid, require
+
+# state_dict keys of the other layouts -> fusedattn.CBAM's (timm's) keys
+_KEY_PREFIXES = [
+    ("channelattention.fc.0.", "channel.fc1."), ("channelattention.fc.2.", "channel.fc2."),  # (a)
+    ("spatialattention.conv1.", "spatial.conv.conv."),
+    ("fc1.", "channel.fc1."), ("fc2.", "channel.fc2."), ("conv_after_concat.", "spatial.conv.conv."),  # (b)
+    ("ChannelGate.mlp.1.", "channel.fc1."), ("ChannelGate.mlp.3.", "channel.fc2."),  # (c)
+    ("SpatialGate.spatial.conv.", "spatial.conv.conv."), ("SpatialGate.spatial.bn.", "spatial.conv.bn."),
+]
+
+
+class _ChannelMLP(nn.Module):
+    def __init__(self, channels, rd_channels, bias):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias)
+        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias)
+
+
+class _ConvNorm(nn.Module):
+    def __init__(self, kernel_size, norm, bias, momentum, eps):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=bias)
+        self.bn = nn.BatchNorm2d(1, eps=eps, momentum=momentum) if norm else None
+
+
+class _Spatial(nn.Module):
+    def __init__(self, *args):
+        super().__init__()
+        self.conv = _ConvNorm(*args)
+
+
+class CBAM(nn.Module):
+    """Fused CBAM: channel attention (shared MLP on avg- and max-pooled vectors), then spatial
+    attention (k x k conv [+ BatchNorm] on per-pixel channel mean and max), in four passes
+    over x forward and no x-sized intermediate saved for backward.
+
+    timm CbamModule's arguments and state_dict (channel.fc1.weight, channel.fc2.weight,
+    spatial.conv.conv.weight, spatial.conv.bn.*), plus the switches that select the other
+    layouts: ``spatial_norm`` (BatchNorm after the conv), ``spatial_bias`` (conv bias),
+    ``max_first`` (maps ordered [max, mean], the CBAM authors' code), ``bn_momentum``,
+    ``bn_eps``. state_dicts of the tutorial layouts (channelattention.fc.*, spatialattention.conv1),
+    the conv-with-bias layout (fc1, fc2, conv_after_concat) and the authors' layout
+    (ChannelGate.mlp.*, SpatialGate.spatial.*) load directly; ``from_module`` picks the switches.
+    """
+
+    def __init__(self, channels, rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=1,
+                 spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
+                 spatial_norm=True, spatial_bias=False, max_first=False, bn_momentum=0.1, bn_eps=1e-5):
+        super().__init__()
+        require(act_layer in (nn.ReLU, "relu") or isinstance(act_layer, nn.ReLU),
+                f"CBAM fuses act_layer=nn.ReLU only, got {act_layer!r}")
+        require(is_sigmoid(gate_layer), f"CBAM fuses gate_layer='sigmoid' only, got {gate_layer!r}")
+        require(spatial_kernel_size % 2 == 1, f"spatial_kernel_size must be odd, got {spatial_kernel_size}")
+        if not rd_channels:
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
+        self.channels = channels
+        self.max_first = max_first
+        self.channel = _ChannelMLP(channels, rd_channels, mlp_bias)
+        self.spatial = _Spatial(spatial_kernel_size, spatial_norm, spatial_bias, bn_momentum, bn_eps)
+
+    def forward(self, x):
+        check_activation(x, "x", self.channels)
+        fc1, fc2 = self.channel.fc1, self.channel.fc2
+        conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
+        batch_stats = bn is not None and (self.training or bn.running_mean is None)
+        y, mean, var = cbam(
+            x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias,
+            bn.weight if bn is not None else None, bn.bias if bn is not None else None,
+            bn.running_mean if bn is not None else None, bn.running_var if bn is not None else None,
+            use_bn=bn is not None, bn_training=batch_stats, eps=bn.eps if bn is not None else 0.0,
+            max_first=self.max_first, return_bn_stats=True)
+        if bn is not None and self.training and bn.track_running_stats:
+            self._update_running_stats(bn, mean.detach(), var.detach(), x.shape[0] * x.shape[2] * x.shape[3])
+        return y
+
+    @staticmethod
+    def _update_running_stats(bn: nn.BatchNorm2d, mean, var, n: int) -> None:
+        """What nn.BatchNorm2d does in training: unbiased variance, momentum or cumulative average."""
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - momentum).add_(mean.to(bn.running_mean.dtype), alpha=momentum)
+            unbiased = var * (n / (n - 1))
+            bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.dtype), alpha=momentum)
+
+    def extra_repr(self):
+        return (f"channels={self.channels}, rd_channels={self.channel.fc1.out_channels}, "
+                f"kernel_size={self.spatial.conv.conv.kernel_size[0]}, max_first={self.max_first}")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            for old, new in _KEY_PREFIXES:
+                if rest.startswith(old) and prefix + new + rest[len(old):] not in state_dict:
+                    value = state_dict.pop(key)
+                    if new.startswith("channel.") and rest.endswith("weight") and value.dim() == 2:
+                        value = value[:, :, None, None]  # Linear -> 1x1 conv
+                    state_dict[prefix + new + rest[len(old):]] = value
+                    break
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @classmethod
+    def from_module(cls, m: nn.Module) -> "CBAM":
+        """A fused CBAM with m's weights, buffers, device, dtype and mode. m is timm's
+        CbamModule or one of the layouts in fusedattn.reference (recognised by structure)."""
+        def conv2d(mod, *names):
+            for n in names:
+                mod = getattr(mod, n, None)
+            return mod if isinstance(mod, nn.Conv2d) else None
+
+        def bn_of(mod):
+            return mod if isinstance(mod, nn.BatchNorm2d) else None
+
+        if conv2d(m, "channel", "fc1") and conv2d(m, "spatial", "conv", "conv"):          # timm
+            fc1, conv = m.channel.fc1, m.spatial.conv.conv
+            bn, max_first = bn_of(getattr(m.spatial.conv, "bn", None)), False
+            require(isinstance(getattr(m.channel, "act", nn.ReLU()), nn.ReLU), "CBAM.from_module: act is not ReLU")
+        elif conv2d(m, "spatialattention", "conv1"):                                        # (a)
+            fc = m.channelattention.fc
+            require(isinstance(fc[1], nn.ReLU), "CBAM.from_module: channel MLP activation is not ReLU")
+            fc1, conv, bn, max_first = fc[0], m.spatialattention.conv1, None, False
+        elif conv2d(m, "fc1") and conv2d(m, "conv_after_concat"):                          # (b)
+            fc1, conv, bn, max_first = m.fc1, m.conv_after_concat, None, False
+        elif hasattr(m, "ChannelGate") and hasattr(m, "SpatialGate"):                      # (c)
+            lin = m.ChannelGate.mlp[1]
+            require(isinstance(lin, nn.Linear), "CBAM.from_module: ChannelGate.mlp.1 is not Linear")
+            fc1 = nn.Conv2d(lin.in_features, lin.out_features, 1, bias=lin.bias is not None)
+            conv, bn, max_first = m.SpatialGate.spatial.conv, bn_of(getattr(m.SpatialGate.spatial, "bn", None)), True
+        else:
+            raise ValueError(f"CBAM.from_module: {type(m).__name__} matches no known CBAM layout")
+        k = conv.kernel_size[0]
+        require(conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2) and conv.stride == (1, 1)
+                and conv.in_channels == 2 and conv.out_channels == 1,
+                "CBAM.from_module: the spatial conv must be a 2->1 k x k conv with padding k // 2")
+        new = cls(fc1.in_channels, rd_channels=fc1.out_channels, spatial_kernel_size=k,
+                  mlp_bias=fc1.bias is not None, spatial_norm=bn is not None, spatial_bias=conv.bias is not None,
+                  max_first=max_first, bn_momentum=bn.momentum if bn is not None else 0.1,
+                  bn_eps=bn.eps if bn is not None else 1e-5)
+        if bn is not None:
+            require(bn.affine, "CBAM.from_module: BatchNorm without affine parameters is not supported")
+        return copy_into(new, m)

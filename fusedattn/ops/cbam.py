@@ -1,0 +1,233 @@
+"""CBAM as one opaque op:
+
+    ca = sigmoid(mlp(mean_hw x) + mlp(max_hw x));  x1 = x * ca
+    sa = sigmoid(BN(conv([mean_c x1, max_c x1])));  y = x1 * sa
+
+``fusedattn::cbam_forward`` / ``fusedattn::cbam_backward``: torch.library custom ops with fake
+impls and registered autograd. The passes over x run as Triton kernels on CUDA
+(fusedattn.kernels.cbam) and as the plain-PyTorch functions below on CPU; the spatial gate
+on the small maps is shared (ops/spatial_gate.py). Saved for backward: x and vectors of
+size B*C, B*H*W (no x-sized intermediate).
+"""
+import types
+
+import torch
+from torch import Tensor
+
+from .. import kernels
+from ..backend import uses_triton
+from ..kernels.layout import suggested_memory_format
+from .spatial_gate import SpatialParams, spatial_gate, spatial_gate_backward
+from .validation import acc_dtype, check_activation, check_param
+
+
+# ---- plain-PyTorch path (CPU): the same four stages as fusedattn.kernels.cbam ------------
+
+def _mlp_logits(pooled, w1, b1, w2, b2):
+    C, RD = w2.shape[0], w1.shape[0]
+    hidden = pooled @ w1.reshape(RD, C).to(pooled.dtype).t()
+    if b1 is not None:
+        hidden = hidden + b1.to(pooled.dtype)
+    z = hidden.relu() @ w2.reshape(C, RD).to(pooled.dtype).t()
+    if b2 is not None:
+        z = z + b2.to(pooled.dtype)
+    return hidden, z
+
+
+def cbam_channel_forward_torch(x, w1, b1, w2, b2):
+    B = x.shape[0]
+    dt = acc_dtype(x)
+    pooled = torch.cat([x.mean((2, 3), dtype=dt), x.amax((2, 3)).to(dt)])
+    hidden, z = _mlp_logits(pooled, w1, b1, w2, b2)
+    ca = torch.sigmoid(z[:B] + z[B:])
+    x1 = x.to(dt) * ca[:, :, None, None]
+    return ca, pooled, hidden, torch.stack([x1.mean(1), x1.amax(1)], 1)
+
+
+def cbam_apply_torch(x, ca, sa):
+    y = x.to(ca.dtype) * ca[:, :, None, None] * sa
+    return y.to(x.dtype).contiguous(memory_format=suggested_memory_format(x))
+
+
+def cbam_spatial_grad_inputs_torch(dy, x, ca, maps):
+    x1 = x.to(ca.dtype) * ca[:, :, None, None]
+    return ((dy.to(ca.dtype) * x1).sum(1, keepdim=True),
+            (x1 == maps[:, 1:2]).sum(1, keepdim=True).to(ca.dtype))
+
+
+def cbam_channel_backward_torch(dy, x, w1, w2, has_bias, ca, pooled, hidden, maps, sa, k_mean, k_max):
+    B, C, H, W = x.shape
+    RD = w1.shape[0]
+    dt = ca.dtype
+    xf = x.to(dt)
+    x1 = xf * ca[:, :, None, None]
+    dx1 = dy.to(dt) * sa + k_mean + (x1 == maps[:, 1:2]) * k_max
+    dv = (dx1 * xf).sum((2, 3)) * ca * (1 - ca)
+    t = dv @ w2.reshape(C, RD).to(dt)
+    dh = torch.cat([t, t]) * (hidden > 0)
+    dpool = dh @ w1.reshape(RD, C).to(dt)
+    at_max = xf == pooled[B:, :, None, None]
+    dx = dx1 * ca[:, :, None, None] + (dpool[:B] / (H * W))[:, :, None, None] \
+        + at_max * (dpool[B:] / at_max.sum((2, 3)))[:, :, None, None]
+    dv2 = torch.cat([dv, dv])
+    dw2 = (dv2.t() @ hidden.relu()).to(w2.dtype).reshape(w2.shape)
+    dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
+    db2 = dv2.sum(0).to(w2.dtype) if has_bias else None
+    db1 = dh.sum(0).to(w1.dtype) if has_bias else None
+    return dx.to(x.dtype).contiguous(memory_format=suggested_memory_format(x)), dw1, db1, dw2, db2
+
+
+TORCH_PATH = types.SimpleNamespace(
+    cbam_channel_forward=cbam_channel_forward_torch, cbam_apply=cbam_apply_torch,
+    cbam_spatial_grad_inputs=cbam_spatial_grad_inputs_torch,
+    cbam_channel_backward=cbam_channel_backward_torch)
+
+
+def _impl(x):
+    return kernels if uses_triton(x) else TORCH_PATH
+
+
+def _empty_or(t, like):
+    return t if t is not None else like.new_empty((0,))
+
+
+# ---- custom ops ----------------------------------------------------------------------
+
+@torch.library.custom_op("fusedattn::cbam_forward", mutates_args=())
+def cbam_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                 conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
+                 bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
+                 use_bn: bool, bn_training: bool, eps: float, max_first: bool
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, ca [B,C], pooled [2B,C], hidden [2B,RD], maps [B,2,H,W], sa [B,1,H,W],
+    bn mean [1], bn var [1])."""
+    impl = _impl(x)
+    p = SpatialParams(conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+                      use_bn, bn_training, eps, max_first)
+    ca, pooled, hidden, maps = impl.cbam_channel_forward(x, w1, b1, w2, b2)
+    sa, mean, var = spatial_gate(maps, p)
+    return impl.cbam_apply(x, ca, sa), ca, pooled, hidden, maps, sa, mean, var
+
+
+@cbam_forward.register_fake
+def _(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+      use_bn, bn_training, eps, max_first):
+    B, C, H, W = x.shape
+    RD = w1.shape[0]
+    dt = acc_dtype(x)
+    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
+            x.new_empty((B, C), dtype=dt), x.new_empty((2 * B, C), dtype=dt),
+            x.new_empty((2 * B, RD), dtype=dt), x.new_empty((B, 2, H, W), dtype=dt),
+            x.new_empty((B, 1, H, W), dtype=dt), x.new_empty((1,), dtype=dt), x.new_empty((1,), dtype=dt))
+
+
+@torch.library.custom_op("fusedattn::cbam_backward", mutates_args=())
+def cbam_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
+                  conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
+                  bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
+                  use_bn: bool, bn_training: bool, eps: float, max_first: bool,
+                  ca: Tensor, pooled: Tensor, hidden: Tensor, maps: Tensor, sa: Tensor
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw1, db1, dw2, db2, dconv_weight, dconv_bias, dbn_weight, dbn_bias); gradients of
+    absent parameters are empty tensors."""
+    impl = _impl(x)
+    C = x.shape[1]
+    p = SpatialParams(conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+                      use_bn, bn_training, eps, max_first)
+    dsa, ties = impl.cbam_spatial_grad_inputs(dy, x, ca, maps)
+    dmaps, dcw, dcb, dbw, dbb = spatial_gate_backward(dsa, maps, sa, p)
+    k_mean, k_max = dmaps[:, 0:1] / C, dmaps[:, 1:2] / ties
+    dx, dw1, db1, dw2, db2 = impl.cbam_channel_backward(dy, x, w1, w2, has_bias, ca, pooled, hidden,
+                                                        maps, sa, k_mean, k_max)
+    return (dx, dw1, _empty_or(db1, w1), dw2, _empty_or(db2, w2), dcw, _empty_or(dcb, conv_weight),
+            _empty_or(dbw, conv_weight), _empty_or(dbb, conv_weight))
+
+
+@cbam_backward.register_fake
+def _(dy, x, w1, w2, has_bias, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+      use_bn, bn_training, eps, max_first, ca, pooled, hidden, maps, sa):
+    def like(t):
+        return torch.empty_like(t) if t is not None else conv_weight.new_empty((0,))
+    return (torch.empty_like(x, memory_format=suggested_memory_format(x)), torch.empty_like(w1),
+            w1.new_empty((w1.shape[0],) if has_bias else (0,)), torch.empty_like(w2),
+            w2.new_empty((w2.shape[0],) if has_bias else (0,)), torch.empty_like(conv_weight),
+            like(conv_bias), like(bn_weight), like(bn_bias))
+
+
+def _setup_context(ctx, inputs, output):
+    (x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
+     use_bn, bn_training, eps, max_first) = inputs
+    _, ca, pooled, hidden, maps, sa, mean, var = output
+    ctx.flags = (b1 is not None, use_bn, bn_training, eps, max_first)
+    ctx.present = [t is not None for t in (conv_bias, bn_weight, bn_bias)]
+    stats = (running_mean, running_var) if use_bn and not bn_training else (None, None)
+    ctx.has_stats = stats[0] is not None
+    saved = [x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa]
+    saved += [t for t in (conv_bias, bn_weight, bn_bias) if t is not None]
+    saved += [t for t in stats if t is not None]
+    ctx.save_for_backward(*saved)
+
+
+def _backward(ctx, dy, *_unused):
+    has_bias, use_bn, bn_training, eps, max_first = ctx.flags
+    x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa, *rest = ctx.saved_tensors
+    optional = [rest.pop(0) if present else None for present in ctx.present]
+    stats = (rest[0], rest[1]) if ctx.has_stats else (None, None)
+    grads = cbam_backward(dy, x, w1, w2, has_bias, conv_weight, *optional, *stats, use_bn,
+                          bn_training, eps, max_first, ca, pooled, hidden, maps, sa)
+    dx, dw1, db1, dw2, db2, dcw, dcb, dbw, dbb = grads
+    present = [has_bias, has_bias] + ctx.present
+    db1, db2, dcb, dbw, dbb = (g if keep else None for g, keep in zip((db1, db2, dcb, dbw, dbb), present))
+    return dx, dw1, db1, dw2, db2, dcw, dcb, dbw, dbb, None, None, None, None, None, None
+
+
+cbam_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- functional API ------------------------------------------------------------------
+
+def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor,
+         fc2_bias: Tensor | None, conv_weight: Tensor, conv_bias: Tensor | None = None,
+         bn_weight: Tensor | None = None, bn_bias: Tensor | None = None,
+         running_mean: Tensor | None = None, running_var: Tensor | None = None,
+         use_bn: bool = False, bn_training: bool = False, eps: float = 1e-5, max_first: bool = False,
+         return_bn_stats: bool = False):
+    """CBAM on x [B, C, H, W]: channel MLP fc1 [RD, C(,1,1)] / fc2 [C, RD(,1,1)] (biases both or
+    neither), spatial conv [1, 2, k, k] (k odd) on [mean_c, max_c] maps ([max, mean] with
+    max_first), optional BatchNorm (batch statistics when bn_training, else running_mean/var).
+
+    Returns y, or (y, bn_mean, bn_var) with return_bn_stats (what BN normalised with; the
+    caller updates running statistics, as fusedattn.CBAM does).
+    """
+    check_activation(x)
+    C = x.shape[1]
+    if fc1_weight.dim() not in (2, 4) or fc2_weight.dim() != fc1_weight.dim():
+        raise ValueError("fc1_weight and fc2_weight must both be [out, in] or [out, in, 1, 1], got "
+                         f"{tuple(fc1_weight.shape)} and {tuple(fc2_weight.shape)}")
+    RD = fc1_weight.shape[0]
+    tail = (1, 1) if fc1_weight.dim() == 4 else ()
+    check_param(fc1_weight, "fc1_weight", x, (RD, C) + tail)
+    check_param(fc2_weight, "fc2_weight", x, (C, RD) + tail)
+    if (fc1_bias is None) != (fc2_bias is None):
+        raise ValueError("fc1_bias and fc2_bias must both be given or both be None")
+    check_param(fc1_bias, "fc1_bias", x, (RD,))
+    check_param(fc2_bias, "fc2_bias", x, (C,))
+    k = conv_weight.shape[-1] if isinstance(conv_weight, Tensor) else 0
+    check_param(conv_weight, "conv_weight", x, (1, 2, k, k))
+    if k % 2 == 0:
+        raise ValueError(f"conv_weight's kernel size must be odd, got {k}")
+    for t, name in ((conv_bias, "conv_bias"), (bn_weight, "bn_weight"), (bn_bias, "bn_bias"),
+                    (running_mean, "running_mean"), (running_var, "running_var")):
+        check_param(t, name, x, (1,))
+    if use_bn:
+        if (bn_weight is None) != (bn_bias is None):
+            raise ValueError("bn_weight and bn_bias must both be given or both be None")
+        if not bn_training and (running_mean is None or running_var is None):
+            raise ValueError("BatchNorm without batch statistics needs running_mean and running_var")
+        if bn_training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            raise ValueError("Expected more than 1 value per channel when training the spatial "
+                             f"BatchNorm, got input of shape {tuple(x.shape)}")
+    out = cbam_forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, conv_weight, conv_bias,
+                       bn_weight, bn_bias, running_mean, running_var, bool(use_bn),
+                       bool(bn_training), float(eps), bool(max_first))
+    return (out[0], out[6], out[7]) if return_bn_stats else out[0]
