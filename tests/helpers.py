@@ -20,9 +20,9 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (a - e).norm().item() / (denom if denom > 0 else 1.0)
 
 
-def assert_close(actual, expected, dtype, what=""):
-    err = rel_err(actual, expected)
-    assert err <= TOL[dtype], f"{what}: relative error {err:.3e} > {TOL[dtype]:.0e} ({dtype})"
+def assert_close(actual, expected, dtype, what="", scale=1.0):
+    err, tol = rel_err(actual, expected), TOL[dtype] * scale
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e} ({dtype})"
 
 
 def make_x(shape, dtype, layout, device, requires_grad=False):
@@ -55,5 +55,8 @@ def check_against_reference(fused, reference, x, dtype, what):
     assert grads.keys() == grads64.keys()
     for name in grads:
         assert grads[name] is not None, f"{what}: no gradient for {name}"
-        assert_close(grads[name], grads64[name], dtype, f"{what} d{name}")
+        # a one-element gradient is a sum over the whole batch with cancellation (e.g. a
+        # BatchNorm weight's): its rounding error is relative to the terms, not the sum
+        scale = 10.0 if grads[name].numel() == 1 else 1.0
+        assert_close(grads[name], grads64[name], dtype, f"{what} d{name}", scale)
     return y, dx
