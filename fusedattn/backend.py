@@ -61,3 +61,15 @@ def uses_triton(t: torch.Tensor) -> bool:
             f"fusedattn backend 'triton' on a {t.device.type} tensor needs Triton's interpreter: "
             "set TRITON_INTERPRET=1 before importing fusedattn, or use backend 'auto'")
     return False
+
+
+def without_autocast(fn):
+    """Run an op's implementation with autocast off: the op decides its own precision
+    (float32 accumulation, float64 for float64), as the Triton kernels do."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper

@@ -10,13 +10,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .modules import ECA, SE
-from .reference import EcaModule, SEModule
+from .modules import CBAM, ECA, SE
+from .reference import CbamModule, EcaModule, SEModule
 
 #: block name -> (reference module for C channels, fused-from-reference converter)
 BLOCKS: dict[str, tuple[Callable[[int], nn.Module], Callable[[nn.Module], nn.Module]]] = {
     "se": (lambda c: SEModule(c), SE.from_module),
     "eca": (lambda c: EcaModule(c), ECA.from_module),
+    "cbam": (lambda c: CbamModule(c), CBAM.from_module),
 }
 
 PROVIDERS = ("eager", "compiled", "fused")

@@ -3,17 +3,18 @@ import pytest
 import torch
 
 import fusedattn
-from fusedattn.reference import EcaModule, SEModule
+from fusedattn.reference import CbamModule, EcaModule, SEModule
 from helpers import make_x, rel_err
 
 
-@pytest.mark.parametrize("block", ["SE", "ECA"])
+@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM"])
 def test_autocast_matches_reference(backend, block, device):
     """Under autocast the fused block returns the reference's dtype and values (the reference
     runs its tiny layers in bf16, the fused block in float32, hence the bf16 tolerance)."""
     C = 32
-    ref = (SEModule(C, rd_ratio=0.25) if block == "SE" else EcaModule(kernel_size=3)).to(device)
-    fused = (fusedattn.SE if block == "SE" else fusedattn.ECA).from_module(ref)
+    ref = {"SE": lambda: SEModule(C, rd_ratio=0.25), "ECA": lambda: EcaModule(kernel_size=3),
+           "CBAM": lambda: CbamModule(C, rd_ratio=0.25).eval()}[block]().to(device)
+    fused = getattr(fusedattn, block).from_module(ref)
     conv = torch.nn.Conv2d(8, C, 3, padding=1).to(device)
     x = torch.randn(2, 8, 6, 6, device=device, requires_grad=True)
     with torch.autocast(device.type, dtype=torch.bfloat16):

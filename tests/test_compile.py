@@ -4,28 +4,31 @@ import torch
 from torch import nn
 
 import fusedattn
-from fusedattn.reference import EcaModule, SEModule
+from fusedattn.reference import CbamModule, EcaModule, SEModule
 from helpers import make_x
 
 
 class TinyNet(nn.Module):
-    def __init__(self, attn_a, attn_b):
+    def __init__(self, attn_a, attn_b, attn_c):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
         self.attn_a = attn_a
         self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
         self.attn_b = attn_b
+        self.attn_c = attn_c
         self.head = nn.Linear(16, 5)
 
     def forward(self, x):
         x = self.attn_a(torch.relu(self.conv1(x)))
-        x = self.attn_b(torch.relu(self.conv2(x)))
+        x = self.attn_c(self.attn_b(torch.relu(self.conv2(x))))
         return self.head(x.mean((2, 3)))
 
 
 def _nets(device):
-    ref = TinyNet(SEModule(16, rd_channels=4, add_maxpool=True), EcaModule(kernel_size=3)).to(device)
-    fused = TinyNet(fusedattn.SE(16, rd_channels=4, add_maxpool=True), fusedattn.ECA(kernel_size=3)).to(device)
+    ref = TinyNet(SEModule(16, rd_channels=4, add_maxpool=True), EcaModule(kernel_size=3),
+                  CbamModule(16, rd_channels=4, spatial_kernel_size=3)).to(device)
+    fused = TinyNet(fusedattn.SE(16, rd_channels=4, add_maxpool=True), fusedattn.ECA(kernel_size=3),
+                    fusedattn.CBAM(16, rd_channels=4, spatial_kernel_size=3)).to(device)
     fused.load_state_dict(ref.state_dict())
     return ref, fused
 
@@ -41,6 +44,8 @@ def test_compile_fullgraph_forward_backward(backend, device):
     expected.sum().backward()
     for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, b), r in zip(fused.named_buffers(), ref.buffers()):  # CBAM's BN running stats
+        torch.testing.assert_close(b, r, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_compile_graph_has_one_node_per_block(device):
@@ -56,9 +61,10 @@ def test_compile_graph_has_one_node_per_block(device):
     targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
     assert sum("fusedattn.se_forward" in t for t in targets) == 1
     assert sum("fusedattn.eca_forward" in t for t in targets) == 1
+    assert sum("fusedattn.cbam_forward" in t for t in targets) == 1
 
 
-@pytest.mark.parametrize("op", ["se", "eca"])
+@pytest.mark.parametrize("op", ["se", "eca", "cbam"])
 def test_opcheck(triton_backend, op, device):
     x = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
     if op == "se":
@@ -67,6 +73,12 @@ def test_opcheck(triton_backend, op, device):
                 torch.randn(6, 3, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
                 torch.randn(6, dtype=torch.float64, device=device, requires_grad=True), True)
         torch.library.opcheck(torch.ops.fusedattn.se_forward.default, args)
-    else:
+    elif op == "eca":
         args = (x, torch.randn(1, 1, 3, dtype=torch.float64, device=device, requires_grad=True), None, True)
         torch.library.opcheck(torch.ops.fusedattn.eca_forward.default, args)
+    else:
+        p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
+        stats = (torch.zeros(1, dtype=torch.float64, device=device), torch.ones(1, dtype=torch.float64, device=device))
+        args = (x, p(3, 6, 1, 1), None, p(6, 3, 1, 1), None, p(1, 2, 3, 3), None, p(1), p(1), *stats,
+                True, True, 1e-5, False)
+        torch.library.opcheck(torch.ops.fusedattn.cbam_forward.default, args)

@@ -6,9 +6,10 @@ from torch import nn
 import fusedattn
 
 
-@pytest.fixture(params=["SE", "ECA"])
+@pytest.fixture(params=["SE", "ECA", "CBAM"])
 def block(request, backend):
-    return fusedattn.SE(16, rd_channels=4) if request.param == "SE" else fusedattn.ECA(16)
+    return {"SE": lambda: fusedattn.SE(16, rd_channels=4), "ECA": lambda: fusedattn.ECA(16),
+            "CBAM": lambda: fusedattn.CBAM(16, rd_channels=4)}[request.param]()
 
 
 def test_wrong_rank(block):
@@ -43,6 +44,10 @@ def test_parameters_on_other_device():
         fusedattn.se(x, w, None, torch.randn(16, 4, 1, 1), None)
     with pytest.raises(ValueError, match="weight is on meta"):
         fusedattn.eca(x, torch.randn(1, 1, 3, device="meta"))
+    cbam = fusedattn.CBAM(16, rd_channels=4)
+    cbam.spatial.conv.conv.to("meta")
+    with pytest.raises(ValueError, match="conv_weight is on meta but the input is on cpu"):
+        cbam(x)
 
 
 def test_se_weight_shapes_and_bias_pairs():
