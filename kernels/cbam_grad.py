@@ -14,7 +14,7 @@ It is never stored: both kernels recompute it from dy and x.
 import triton
 import triton.language as tl
 
-from .channel_pool import PoolPartials, PoolPlan
+from .channel_pool import PoolPartials, PoolPlan, pool_slab
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, acc_dtype
 
@@ -39,16 +39,11 @@ def cbam_channel_grad_kernel(
     b0, B, C, HW, hw_per_split, n_cblocks,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    split = tl.program_id(1)
-    b = (b0 + pid // n_cblocks).to(tl.int64)
-    c = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b, c, split, hw_start, hw_end = pool_slab(b0, C, HW, hw_per_split, n_cblocks, BLOCK_C)
     cmask = c < C
     c64 = c.to(tl.int64)[:, None]
     g = tl.load(ca_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
     pm = tl.load(pmax_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-    hw_start = split * hw_per_split
-    hw_end = tl.minimum(hw_start + hw_per_split, HW)
     acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     cnt = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     for hw0 in range(hw_start, hw_end, BLOCK_HW):

@@ -19,6 +19,18 @@ from .layout import ChannelView, acc_dtype, acc_torch_dtype, tile_shape
 
 
 @triton.jit
+def pool_slab(b0, C, HW, hw_per_split, n_cblocks, BLOCK_C: tl.constexpr):
+    """This program's slab of a [B, C, HW] reduction: (sample b, channels c, split index,
+    hw_start, hw_end); grid = (chunk samples * channel blocks, splits)."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    b = (b0 + pid // n_cblocks).to(tl.int64)
+    c = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw_start = split * hw_per_split
+    return b, c, split, hw_start, tl.minimum(hw_start + hw_per_split, HW)
+
+
+@triton.jit
 def channel_pool_kernel(
     x_ptr, sxb, sxc, sxhw,
     dy_ptr, sdb, sdc, sdhw,
@@ -28,10 +40,7 @@ def channel_pool_kernel(
     PRODUCT: tl.constexpr, WITH_MAX: tl.constexpr, COUNT_TIES: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    split = tl.program_id(1)
-    b = (b0 + pid // n_cblocks).to(tl.int64)
-    c = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b, c, split, hw_start, hw_end = pool_slab(b0, C, HW, hw_per_split, n_cblocks, BLOCK_C)
     cmask = c < C
     c64 = c.to(tl.int64)
     x_rows = x_ptr + b * sxb + c64[:, None] * sxc
@@ -39,8 +48,6 @@ def channel_pool_kernel(
     if COUNT_TIES:
         ref = tl.load(ref_ptr + b * C + c64, mask=cmask, other=0.0).to(ACC)
 
-    hw_start = split * hw_per_split
-    hw_end = tl.minimum(hw_start + hw_per_split, HW)
     acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     mx = tl.full([BLOCK_C, BLOCK_HW], float("-inf"), dtype=ACC)
     cnt = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)

@@ -1,5 +1,4 @@
 """ECA launchers: fused forward and backward of  y = x * sigmoid(conv1d_k(pool(x)))."""
-import torch
 
 from . import config
 from .channel_gate import channel_gate_backward, channel_gate_forward

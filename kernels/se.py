@@ -1,5 +1,4 @@
 """SE launchers: fused forward and backward of  y = x * sigmoid(W2 relu(W1 pool(x) + b1) + b2)."""
-import torch
 
 from . import config
 from .batch_outer import batch_outer

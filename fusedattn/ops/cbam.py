@@ -18,7 +18,7 @@ from .. import kernels
 from ..backend import uses_triton, without_autocast
 from ..kernels.layout import suggested_memory_format
 from .spatial_gate import SpatialParams, spatial_gate, spatial_gate_backward
-from .validation import acc_dtype, check_activation, check_param
+from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
 
 
 # ---- plain-PyTorch path (CPU): the same four stages as fusedattn.kernels.cbam ------------
@@ -202,18 +202,7 @@ def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Ten
     caller updates running statistics, as fusedattn.CBAM does).
     """
     check_activation(x)
-    C = x.shape[1]
-    if fc1_weight.dim() not in (2, 4) or fc2_weight.dim() != fc1_weight.dim():
-        raise ValueError("fc1_weight and fc2_weight must both be [out, in] or [out, in, 1, 1], got "
-                         f"{tuple(fc1_weight.shape)} and {tuple(fc2_weight.shape)}")
-    RD = fc1_weight.shape[0]
-    tail = (1, 1) if fc1_weight.dim() == 4 else ()
-    check_param(fc1_weight, "fc1_weight", x, (RD, C) + tail)
-    check_param(fc2_weight, "fc2_weight", x, (C, RD) + tail)
-    if (fc1_bias is None) != (fc2_bias is None):
-        raise ValueError("fc1_bias and fc2_bias must both be given or both be None")
-    check_param(fc1_bias, "fc1_bias", x, (RD,))
-    check_param(fc2_bias, "fc2_bias", x, (C,))
+    check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     k = conv_weight.shape[-1] if isinstance(conv_weight, Tensor) else 0
     check_param(conv_weight, "conv_weight", x, (1, 2, k, k))
     if k % 2 == 0:

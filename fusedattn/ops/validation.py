@@ -36,3 +36,19 @@ def check_param(p, name: str, x: torch.Tensor, shape: tuple | None = None) -> No
 def acc_dtype(x: torch.Tensor) -> torch.dtype:
     """float64 for float64 inputs, float32 for every other dtype."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> None:
+    """The channel MLP of SE / CBAM: fc1 [RD, C(,1,1)], fc2 [C, RD(,1,1)], biases both or neither."""
+    C = x.shape[1]
+    if fc1_weight.dim() not in (2, 4) or fc2_weight.dim() != fc1_weight.dim():
+        raise ValueError("fc1_weight and fc2_weight must both be [out, in] or [out, in, 1, 1], got "
+                         f"{tuple(fc1_weight.shape)} and {tuple(fc2_weight.shape)}")
+    RD = fc1_weight.shape[0]
+    tail = (1, 1) if fc1_weight.dim() == 4 else ()
+    check_param(fc1_weight, "fc1_weight", x, (RD, C) + tail)
+    check_param(fc2_weight, "fc2_weight", x, (C, RD) + tail)
+    if (fc1_bias is None) != (fc2_bias is None):
+        raise ValueError("fc1_bias and fc2_bias must both be given or both be None")
+    check_param(fc1_bias, "fc1_bias", x, (RD,))
+    check_param(fc2_bias, "fc2_bias", x, (C,))
