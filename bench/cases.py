@@ -1,5 +1,10 @@
 """Bench cases: ResNet-50 stage shapes on a GPU with --benchmark-only, tiny shapes otherwise
-(a plain test run, or CPU, keeps the suite alive without the full sweep)."""
+(a plain test run, or CPU, keeps the suite alive without the full sweep).
+
+FUSEDATTN_BENCH=quick narrows the GPU sweep to the goal cases (batch 64, bfloat16,
+channels_last), for a device session with little time."""
+import os
+
 import torch
 
 CUDA = torch.cuda.is_available()
@@ -11,6 +16,11 @@ GPU_DTYPES = [torch.bfloat16, torch.float32]
 TINY_SHAPES = [(2, 32, 8, 8), (1, 64, 4, 4)]
 TINY_DTYPES = [torch.float32]
 LAYOUTS = ["channels_last", "nchw"]
+
+if os.environ.get("FUSEDATTN_BENCH") == "quick":
+    GPU_SHAPES = [s for s in GPU_SHAPES if s[0] == 64]
+    GPU_DTYPES = [torch.bfloat16]
+    LAYOUTS = ["channels_last"]
 
 
 def full_sweep(config) -> bool:

@@ -63,13 +63,17 @@ def uses_triton(t: torch.Tensor) -> bool:
     return False
 
 
-def without_autocast(fn):
-    """Run an op's implementation with autocast off: the op decides its own precision
-    (float32 accumulation, float64 for float64), as the Triton kernels do."""
+def op_implementation(fn):
+    """Wrap an op's implementation: autocast off (the op decides its own precision: float32
+    accumulation, float64 for float64, as the Triton kernels do) and, for CUDA inputs, the
+    inputs' GPU as the current device (Triton launches on the current device)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
+        on_gpu = torch.cuda.device(device) if device is not None and device.type == "cuda" \
+            else contextlib.nullcontext()
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False), on_gpu:
             return fn(*args, **kwargs)
     return wrapper

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import uses_triton, without_autocast
+from ..backend import uses_triton, op_implementation
 from ..kernels.layout import suggested_memory_format
 from .spatial_gate import SpatialParams, spatial_gate, spatial_gate_backward
 from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
@@ -94,7 +94,7 @@ def _empty_or(t, like):
 # ---- custom ops ----------------------------------------------------------------------
 
 @torch.library.custom_op("fusedattn::cbam_forward", mutates_args=())
-@without_autocast
+@op_implementation
 def cbam_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
                  conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
                  bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
@@ -123,7 +123,7 @@ def _(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mea
 
 
 @torch.library.custom_op("fusedattn::cbam_backward", mutates_args=())
-@without_autocast
+@op_implementation
 def cbam_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
                   conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
                   bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,

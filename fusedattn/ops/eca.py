@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
-from ..backend import uses_triton, without_autocast
+from ..backend import uses_triton, op_implementation
 from ..kernels.layout import suggested_memory_format
 from .validation import acc_dtype, check_activation, check_param
 
@@ -61,7 +61,7 @@ def eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate):
 # ---- custom ops ----------------------------------------------------------------------
 
 @torch.library.custom_op("fusedattn::eca_forward", mutates_args=())
-@without_autocast
+@op_implementation
 def eca_forward(x: Tensor, weight: Tensor, bias: Tensor | None, circular: bool
                 ) -> tuple[Tensor, Tensor, Tensor]:
     """(y, pooled [B, C], gate [B, C])."""
@@ -79,7 +79,7 @@ def _(x, weight, bias, circular):
 
 
 @torch.library.custom_op("fusedattn::eca_backward", mutates_args=())
-@without_autocast
+@op_implementation
 def eca_backward(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, circular: bool,
                  pooled: Tensor, gate: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias); dbias is empty without bias."""

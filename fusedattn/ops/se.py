@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import uses_triton, without_autocast
+from ..backend import uses_triton, op_implementation
 from ..kernels.layout import suggested_memory_format
 from .validation import acc_dtype, check_activation, check_channel_mlp
 
@@ -64,7 +64,7 @@ def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate):
 # ---- custom ops ----------------------------------------------------------------------
 
 @torch.library.custom_op("fusedattn::se_forward", mutates_args=())
-@without_autocast
+@op_implementation
 def se_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
                add_maxpool: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y, pooled [B,C], pool_max [B,C] or [0], hidden [B,RD], gate [B,C])."""
@@ -84,7 +84,7 @@ def _(x, w1, b1, w2, b2, add_maxpool):
 
 
 @torch.library.custom_op("fusedattn::se_backward", mutates_args=())
-@without_autocast
+@op_implementation
 def se_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool, pooled: Tensor,
                 pool_max: Tensor, hidden: Tensor, gate: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
