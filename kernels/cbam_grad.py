@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .channel_pool import PoolPartials, PoolPlan, pool_slab
 from .channel_scale import scale_grid, scale_tile
-from .layout import ChannelView, acc_dtype
+from .layout import ChannelView, STREAM_WARPS, acc_dtype
 
 
 @triton.jit
@@ -90,7 +90,7 @@ def cbam_channel_grad(x: ChannelView, dy: ChannelView, plan: PoolPlan, parts: Po
         x.tensor, x.sb, x.sc, x.shw, dy.tensor, dy.sb, dy.sc, dy.shw,
         ca, pool_max, sa, k_mean, maps, k_max, parts.sums, parts.counts,
         b0, B, C, H * W, plan.hw_per_split, plan.n_cblocks,
-        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )
 
 
@@ -102,5 +102,5 @@ def cbam_input_grad(dy: ChannelView, x: ChannelView, dx: ChannelView, plan: Pool
         dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw, dx.tensor, dx.sb, dx.sc, dx.shw,
         ca, pool_max, mean_coef, max_coef, sa, k_mean, maps, k_max,
         b0, C, H * W, n_hw, plan.n_cblocks,
-        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )

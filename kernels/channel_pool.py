@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from . import config
-from .layout import ChannelView, acc_dtype, acc_torch_dtype, tile_shape
+from .layout import ChannelView, STREAM_WARPS, acc_dtype, acc_torch_dtype, tile_shape
 
 
 @triton.jit
@@ -127,7 +127,7 @@ def channel_pool(view: ChannelView, plan: PoolPlan, parts: PoolPartials, b0: int
         PRODUCT=dy is not None, WITH_MAX=parts.maxs is not None,
         COUNT_TIES=parts.counts is not None,
         BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(view.tensor.dtype),
-        num_warps=4,
+        num_warps=STREAM_WARPS,
     )
 
 

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .channel_pool import PoolPlan
-from .layout import ChannelView, acc_dtype
+from .layout import ChannelView, STREAM_WARPS, acc_dtype
 
 
 @triton.jit
@@ -88,7 +88,7 @@ def channel_scale(x: ChannelView, y: ChannelView, gate, plan: PoolPlan, b0: int,
         x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, gate,
         spatial if spatial is not None else gate,
         b0, C, H * W, n_hw, plan.n_cblocks, HAS_SPATIAL=spatial is not None,
-        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )
 
 
@@ -104,5 +104,5 @@ def channel_scale_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, gat
         gate, mean_coef, pool_max if with_max else gate, max_coef if with_max else gate,
         b0, C, H * W, n_hw, plan.n_cblocks,
         WITH_MAX=with_max,
-        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )

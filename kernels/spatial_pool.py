@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from . import config
-from .layout import ChannelView, acc_dtype, tile_shape
+from .layout import ChannelView, STREAM_WARPS, acc_dtype, tile_shape
 
 
 @triton.jit
@@ -92,5 +92,5 @@ def spatial_pool(x: ChannelView, ca, plan: SpatialPlan, b0: int, nb: int, out_su
         out_cnt if out_cnt is not None else out_sum, out_sb,
         b0, C, H * W, plan.n_hwblocks,
         PRODUCT=dy is not None, WITH_MAX=out_max is not None, COUNT_TIES=out_cnt is not None,
-        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=4,
+        BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )

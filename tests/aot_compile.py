@@ -88,6 +88,31 @@ def exercise_launchers() -> None:
                                                   torch.randn_like(sa), torch.randn_like(sa))
 
 
+def ptxas_usage(ptx: str, arch: int) -> tuple[int, int]:
+    """(registers per thread, spill store + load bytes) that ptxas reports for the PTX."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia import compiler as nv
+
+    try:
+        try:
+            ptxas = nv.get_ptxas(arch).path  # triton >= 3.7
+        except TypeError:
+            ptxas = nv.get_ptxas().path
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+            f.write(ptx)
+            f.flush()
+            out = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}a", f.name, "-o", os.devnull],
+                                 capture_output=True, text=True).stderr
+    except Exception:  # noqa: BLE001 - the usage report is informative only
+        return -1, 0
+    regs = sum(int(r) for r in re.findall(r"Used (\d+) registers", out))
+    spills = sum(int(a) + int(b) for a, b in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", out))
+    return regs, spills
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 (H100)")
@@ -95,17 +120,20 @@ def main(argv=None) -> int:
     JITFunction.run = _capture
     exercise_launchers()
     target = GPUTarget("cuda", args.arch, 32)
-    failures = 0
+    failures = total_spills = 0
     for (name, *_), (fn, signature, constexprs, options) in sorted(CAPTURED.items(), key=lambda kv: kv[0][0]):
         modes = ",".join(f"{k}={v}" for k, v in constexprs.items() if not isinstance(v, tl.dtype) and k.isupper())
+        modes = f"{next(iter(signature.values()))[1:]:4s} " + modes  # the first pointer's dtype
         try:
             compiled = triton.compile(ASTSource(fn, signature, constexprs), target=target, options=options)
-            meta = compiled.metadata
-            print(f"ok   sm_{args.arch} {name:38s} {modes}  shared={getattr(meta, 'shared', '?')}")
+            regs, spills = ptxas_usage(compiled.asm["ptx"], args.arch)
+            total_spills += spills
+            print(f"ok   sm_{args.arch} {name:34s} regs={regs:3d} spill_bytes={spills:4d}  {modes}")
         except Exception as e:  # noqa: BLE001 - report every failing variant
             failures += 1
             print(f"FAIL sm_{args.arch} {name:38s} {modes}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
-    print(f"{len(CAPTURED) - failures} compiled, {failures} failed (kernel variants for sm_{args.arch})")
+    print(f"{len(CAPTURED) - failures} compiled, {failures} failed (kernel variants for sm_{args.arch}); "
+          f"{total_spills} spill bytes in all")
     return 1 if failures else 0
 
 
