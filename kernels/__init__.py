@@ -15,11 +15,13 @@ Files, one concept each:
   cbam_gate     CBAM's two-branch channel MLP gate, forward and backward
   spatial_pool  per-pixel mean / max / sum(dy * .) over channels of x * ca (CBAM's maps)
   cbam_grad     CBAM's backward passes over x after the spatial gate
-  se, eca, cbam block launchers
+  split_softmax softmax across PSA's splits, forward and backward
+  se, eca, cbam, psa   block launchers
 """
 from .cbam import cbam_apply, cbam_channel_backward, cbam_channel_forward, cbam_spatial_grad_inputs
 from .eca import eca_backward, eca_forward
+from .psa import psa_backward, psa_forward
 from .se import se_backward, se_forward
 
 __all__ = ["se_forward", "se_backward", "eca_forward", "eca_backward", "cbam_channel_forward",
-           "cbam_apply", "cbam_spatial_grad_inputs", "cbam_channel_backward"]
+           "cbam_apply", "cbam_spatial_grad_inputs", "cbam_channel_backward", "psa_forward", "psa_backward"]

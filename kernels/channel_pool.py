@@ -36,7 +36,7 @@ def channel_pool_kernel(
     dy_ptr, sdb, sdc, sdhw,
     ref_ptr,
     sum_ptr, max_ptr, cnt_ptr,
-    b0, B, C, HW, hw_per_split, n_cblocks,
+    b0, row0, ROWS, C, HW, hw_per_split, n_cblocks,
     PRODUCT: tl.constexpr, WITH_MAX: tl.constexpr, COUNT_TIES: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -45,8 +45,9 @@ def channel_pool_kernel(
     c64 = c.to(tl.int64)
     x_rows = x_ptr + b * sxb + c64[:, None] * sxc
     dy_rows = dy_ptr + b * sdb + c64[:, None] * sdc
+    row = row0 + b  # this sample's row in the [S, ROWS, C] partials (and in ref)
     if COUNT_TIES:
-        ref = tl.load(ref_ptr + b * C + c64, mask=cmask, other=0.0).to(ACC)
+        ref = tl.load(ref_ptr + row * C + c64, mask=cmask, other=0.0).to(ACC)
 
     acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     mx = tl.full([BLOCK_C, BLOCK_HW], float("-inf"), dtype=ACC)
@@ -66,7 +67,7 @@ def channel_pool_kernel(
         if COUNT_TIES:
             cnt += tl.where(m & (v == ref[:, None]), 1.0, 0.0)
 
-    out = (split * B + b) * C + c64
+    out = (split * ROWS + row) * C + c64
     tl.store(sum_ptr + out, tl.sum(acc, axis=1), mask=cmask)
     if WITH_MAX:
         tl.store(max_ptr + out, tl.max(mx, axis=1), mask=cmask)
@@ -110,9 +111,11 @@ def new_partials(plan: PoolPlan, B: int, C: int, x: torch.Tensor, with_max: bool
 
 
 def channel_pool(view: ChannelView, plan: PoolPlan, parts: PoolPartials, b0: int, nb: int,
-                 dy: ChannelView | None = None, ref_max: torch.Tensor | None = None) -> None:
+                 dy: ChannelView | None = None, ref_max: torch.Tensor | None = None,
+                 row0: int = 0) -> None:
     """Fill ``parts`` for samples [b0, b0 + nb): sums of x (or of dy * x when dy is given),
-    maxima of x when ``parts.maxs`` is set, and ties with ``ref_max`` [B, C] when set."""
+    maxima of x when ``parts.maxs`` is set, and ties with ``ref_max`` [rows, C] when set.
+    Sample b lands in partial row row0 + b (several tensors can share one buffer)."""
     B, C, H, W = view.tensor.shape
     d = dy if dy is not None else view
     grid = (nb * plan.n_cblocks, plan.n_splits)
@@ -123,7 +126,7 @@ def channel_pool(view: ChannelView, plan: PoolPlan, parts: PoolPartials, b0: int
         parts.sums,
         parts.maxs if parts.maxs is not None else parts.sums,
         parts.counts if parts.counts is not None else parts.sums,
-        b0, B, C, H * W, plan.hw_per_split, plan.n_cblocks,
+        b0, row0, parts.sums.shape[1], C, H * W, plan.hw_per_split, plan.n_cblocks,
         PRODUCT=dy is not None, WITH_MAX=parts.maxs is not None,
         COUNT_TIES=parts.counts is not None,
         BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(view.tensor.dtype),

@@ -39,9 +39,9 @@ def device_target_programs(device: torch.device) -> int:
     return 4
 
 
-def new_buffer(shape, dtype, device) -> torch.Tensor:
+def new_buffer(shape, dtype, device, memory_format=torch.contiguous_format) -> torch.Tensor:
     """An output buffer: uninitialised, or NaN-filled when ``poison_outputs`` is set."""
-    out = torch.empty(shape, dtype=dtype, device=device)
+    out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
     if poison_outputs:
         out.fill_(float("nan"))
     return out

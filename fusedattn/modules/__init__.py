@@ -1,6 +1,7 @@
 """Drop-in nn.Modules, one file per block."""
 from .cbam import CBAM
 from .eca import CECA, ECA
+from .psa import PSA
 from .se import SE
 
-__all__ = ["SE", "ECA", "CECA", "CBAM"]
+__all__ = ["SE", "ECA", "CECA", "CBAM", "PSA"]

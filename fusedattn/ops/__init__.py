@@ -1,6 +1,7 @@
 """Autograd-aware ops, one torch.library custom op pair (forward, backward) per block."""
 from .cbam import cbam
 from .eca import eca
+from .psa import psa_attention
 from .se import se
 
-__all__ = ["se", "eca", "cbam"]
+__all__ = ["se", "eca", "cbam", "psa_attention"]

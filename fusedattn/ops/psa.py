@@ -1,0 +1,139 @@
+"""PSA's attention tail (after the four branch convs) as one opaque op:
+
+    s_p = sigmoid(fc2(relu(fc1(mean_hw x_p))));  a = softmax_p(s);  out = cat(x_3 a_3, ..., x_0 a_0)
+
+``fusedattn::psa_forward`` / ``fusedattn::psa_backward``: torch.library custom ops over the list
+of split tensors, with fake impls and registered autograd. CUDA tensors run the Triton kernels
+(fusedattn.kernels.psa); CPU tensors the plain-PyTorch math below.
+"""
+import torch
+from torch import Tensor
+
+from .. import kernels
+from ..backend import op_implementation, uses_triton
+from ..kernels.layout import suggested_memory_format
+from .validation import acc_dtype, check_activation, check_channel_mlp
+
+
+# ---- plain-PyTorch path (CPU) -------------------------------------------------------
+
+def psa_forward_torch(xs, w1, b1, w2, b2):
+    P = len(xs)
+    B, C = xs[0].shape[:2]
+    RD = w1.shape[0]
+    dt = acc_dtype(xs[0])
+    pooled = torch.cat([x.mean((2, 3), dtype=dt) for x in xs])
+    hidden = pooled @ w1.reshape(RD, C).to(dt).t() + (b1.to(dt) if b1 is not None else 0)
+    se = torch.sigmoid(hidden.relu() @ w2.reshape(C, RD).to(dt).t() + (b2.to(dt) if b2 is not None else 0))
+    att = torch.softmax(se.view(P, B, C), dim=0).reshape(P * B, C)
+    out = torch.cat([xs[p] * att[p * B:(p + 1) * B, :, None, None] for p in reversed(range(P))], dim=1)
+    return (out.to(xs[0].dtype).contiguous(memory_format=suggested_memory_format(xs[0])),
+            pooled, hidden, se, att)
+
+
+def psa_backward_torch(dout, xs, w1, w2, has_bias, pooled, hidden, se, att):
+    P = len(xs)
+    B, C, H, W = xs[0].shape
+    RD = w1.shape[0]
+    dt = se.dtype
+    dys = [dout[:, (P - 1 - p) * C:(P - p) * C].to(dt) for p in range(P)]
+    datt = torch.cat([(dys[p] * xs[p].to(dt)).sum((2, 3)) for p in range(P)]).view(P, B, C)
+    a = att.view(P, B, C)
+    ds = (a * (datt - (a * datt).sum(0, keepdim=True))).reshape(P * B, C)
+    dz = ds * se * (1 - se)
+    dh = (dz @ w2.reshape(C, RD).to(dt)) * (hidden > 0)
+    dp = dh @ w1.reshape(RD, C).to(dt) / (H * W)
+    fmt = suggested_memory_format(xs[0])
+    dxs = [(dys[p] * att[p * B:(p + 1) * B, :, None, None] + dp[p * B:(p + 1) * B, :, None, None])
+           .to(xs[p].dtype).contiguous(memory_format=fmt) for p in range(P)]
+    dw2 = (dz.t() @ hidden.relu()).to(w2.dtype).reshape(w2.shape)
+    dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
+    db2 = dz.sum(0).to(w2.dtype) if has_bias else w2.new_empty((0,))
+    db1 = dh.sum(0).to(w1.dtype) if has_bias else w1.new_empty((0,))
+    return dxs, dw1, db1, dw2, db2
+
+
+# ---- custom ops ----------------------------------------------------------------------
+
+@torch.library.custom_op("fusedattn::psa_forward", mutates_args=())
+@op_implementation
+def psa_forward(xs: list[Tensor], w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out [B, P*C, H, W], pooled [P*B, C], hidden [P*B, RD], se [P*B, C], att [P*B, C])."""
+    if uses_triton(xs[0]):
+        return kernels.psa_forward(xs, w1, b1, w2, b2)
+    return psa_forward_torch(xs, w1, b1, w2, b2)
+
+
+@psa_forward.register_fake
+def _(xs, w1, b1, w2, b2):
+    P = len(xs)
+    B, C, H, W = xs[0].shape
+    RD = w1.shape[0]
+    dt = acc_dtype(xs[0])
+    out = torch.empty((B, P * C, H, W), dtype=xs[0].dtype, device=xs[0].device,
+                      memory_format=suggested_memory_format(xs[0]))
+    vec = lambda n: xs[0].new_empty((P * B, n), dtype=dt)  # noqa: E731
+    return out, vec(C), vec(RD), vec(C), vec(C)
+
+
+@torch.library.custom_op("fusedattn::psa_backward", mutates_args=())
+@op_implementation
+def psa_backward(dout: Tensor, xs: list[Tensor], w1: Tensor, w2: Tensor, has_bias: bool,
+                 pooled: Tensor, hidden: Tensor, se: Tensor, att: Tensor) -> list[Tensor]:
+    """[dx_0, ..., dx_{P-1}, dw1, db1, dw2, db2]; db1/db2 empty without bias."""
+    if uses_triton(xs[0]):
+        dxs, dw1, db1, dw2, db2 = kernels.psa_backward(dout, xs, w1, w2, has_bias, pooled, hidden, se, att)
+        if not has_bias:
+            db1, db2 = w1.new_empty((0,)), w2.new_empty((0,))
+    else:
+        dxs, dw1, db1, dw2, db2 = psa_backward_torch(dout, xs, w1, w2, has_bias, pooled, hidden, se, att)
+    return [*dxs, dw1, db1, dw2, db2]
+
+
+@psa_backward.register_fake
+def _(dout, xs, w1, w2, has_bias, pooled, hidden, se, att):
+    fmt = suggested_memory_format(xs[0])
+    return [*(torch.empty_like(x, memory_format=fmt) for x in xs), torch.empty_like(w1),
+            w1.new_empty((w1.shape[0],) if has_bias else (0,)), torch.empty_like(w2),
+            w2.new_empty((w2.shape[0],) if has_bias else (0,))]
+
+
+def _setup_context(ctx, inputs, output):
+    xs, w1, b1, w2, b2 = inputs
+    _, pooled, hidden, se, att = output
+    ctx.has_bias, ctx.n_splits = b1 is not None, len(xs)
+    ctx.save_for_backward(*xs, w1, w2, pooled, hidden, se, att)
+
+
+def _backward(ctx, dout, *_unused):
+    saved = ctx.saved_tensors
+    P = ctx.n_splits
+    xs, (w1, w2, pooled, hidden, se, att) = list(saved[:P]), saved[P:]
+    grads = psa_backward(dout, xs, w1, w2, ctx.has_bias, pooled, hidden, se, att)
+    dxs, (dw1, db1, dw2, db2) = grads[:P], grads[P:]
+    if not ctx.has_bias:
+        db1 = db2 = None
+    return list(dxs), dw1, db1, dw2, db2
+
+
+psa_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- functional API ------------------------------------------------------------------
+
+def psa_attention(splits, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor,
+                  fc2_bias: Tensor | None) -> Tensor:
+    """PSA's attention tail on the branch outputs ``splits`` (P tensors [B, C, H, W], same shape,
+    dtype and device): shared SE weights, softmax across splits, weighted splits concatenated
+    in reverse order (last split first, EPSANet's layout) -> [B, P*C, H, W]."""
+    splits = list(splits)
+    if not splits:
+        raise ValueError("splits must hold at least one tensor")
+    for i, s in enumerate(splits):
+        check_activation(s, f"splits[{i}]")
+        if s.shape != splits[0].shape or s.dtype != splits[0].dtype or s.device != splits[0].device:
+            raise ValueError(f"splits[{i}] is {tuple(s.shape)} {s.dtype} on {s.device}, but splits[0] is "
+                             f"{tuple(splits[0].shape)} {splits[0].dtype} on {splits[0].device}")
+    check_channel_mlp(splits[0], fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    return psa_forward(splits, fc1_weight, fc1_bias, fc2_weight, fc2_bias)[0]
