@@ -34,11 +34,12 @@ def make_x(shape, dtype, layout, device, requires_grad=False):
 
 
 def grads_of(module, x, dy):
-    """(y, dx, {param name: grad}) of module(x) backpropagating dy."""
+    """(y, dx, {param name: grad}) of module(x) backpropagating dy (a function of y's shape,
+    dtype and device, so the same draw serves both sides)."""
     x = x.detach().requires_grad_(True)
     module.zero_grad(set_to_none=True)
     y = module(x)
-    y.backward(dy)
+    y.backward(dy(y))
     return y.detach(), x.grad, {n: p.grad for n, p in module.named_parameters()}
 
 
@@ -46,9 +47,15 @@ def check_against_reference(fused, reference, x, dtype, what):
     """Forward and every gradient of ``fused`` (dtype) vs ``reference`` run in float64."""
     ref64 = reference.double()
     ref64.load_state_dict(fused.state_dict())
-    dy = torch.randn_like(x)
+    drawn = {}
+
+    def dy(y):  # one random upstream gradient, drawn in the fused output's dtype
+        if "dy" not in drawn:
+            drawn["dy"] = torch.randn_like(y)  # in y's memory format
+        return drawn["dy"].to(y.dtype)
+
     y, dx, grads = grads_of(fused, x, dy)
-    y64, dx64, grads64 = grads_of(ref64, x.double(), dy.double())
+    y64, dx64, grads64 = grads_of(ref64, x.double(), dy)
     assert y.dtype == x.dtype and dx.dtype == x.dtype
     assert_close(y, y64, dtype, f"{what} y")
     assert_close(dx, dx64, dtype, f"{what} dx")
