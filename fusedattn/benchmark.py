@@ -10,14 +10,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .modules import CBAM, ECA, SE
-from .reference import CbamModule, EcaModule, SEModule
+from .modules import CBAM, ECA, PSA, SE
+from .reference import CbamModule, EcaModule, PSAModule, SEModule
 
 #: block name -> (reference module for C channels, fused-from-reference converter)
 BLOCKS: dict[str, tuple[Callable[[int], nn.Module], Callable[[nn.Module], nn.Module]]] = {
     "se": (lambda c: SEModule(c), SE.from_module),
     "eca": (lambda c: EcaModule(c), ECA.from_module),
     "cbam": (lambda c: CbamModule(c), CBAM.from_module),
+    "psa": (lambda c: PSAModule(c, c), PSA.from_module),  # whole block: convs + attention tail
 }
 
 PROVIDERS = ("eager", "compiled", "fused")

@@ -4,7 +4,7 @@ flow on tensors, dtype mixes), so this catches what CI under TRITON_INTERPRET ca
 
 Run as a script (TRITON_INTERPRET must be unset, so the kernels are real JITFunctions):
     python tests/aot_compile.py [--arch 90]
-It runs the SE / ECA / CBAM launchers on small CPU tensors with kernel launches intercepted,
+It runs the SE / ECA / CBAM / PSA launchers on small CPU tensors with kernel launches intercepted,
 records each (kernel, argument types, constexprs, num_warps), then compiles each to a cubin
 with triton.compile for the chosen arch and prints one line per variant (registers, spills
 where the compiler reports them). Exit status 1 if any variant fails to compile.
@@ -78,6 +78,10 @@ def exercise_launchers() -> None:
                         w = torch.randn(1, 1, 5)
                         y, pooled, gate = kernels.eca_forward(x, w, bias, circular)
                         kernels.eca_backward(dy, x, w, bias is not None, circular, pooled, gate)
+                for bias in (False, True):
+                    out = kernels.psa_forward([x] * 4, w1, b1 if bias else None, w2, b2 if bias else None)
+                    dout = torch.randn(B, 4 * C, H, W).to(dtype)
+                    kernels.psa_backward(dout, [x] * 4, w1, w2, bias, *out[1:])
                 for bias in (False, True):
                     ca, pooled, hidden, maps = kernels.cbam_channel_forward(
                         x, w1, b1 if bias else None, w2, b2 if bias else None)

@@ -38,14 +38,15 @@ def test_train_and_eval_modes(backend, block, device):
     torch.testing.assert_close(y_train.detach(), y_eval)
 
 
-@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM"])
+@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM", "PSA"])
 def test_backward_is_deterministic(triton_backend, pipeline, block, device):
     """Two backward passes on the same inputs give bitwise equal gradients (no atomics)."""
     C = 24
     fused = {"SE": lambda: fusedattn.SE(C, rd_ratio=0.25), "ECA": lambda: fusedattn.ECA(C),
-             "CBAM": lambda: fusedattn.CBAM(C, rd_ratio=0.25).eval()}[block]().to(device)
+             "CBAM": lambda: fusedattn.CBAM(C, rd_ratio=0.25).eval(),
+             "PSA": lambda: fusedattn.PSA(C, 64, conv_groups=(1, 2, 4, 8))}[block]().to(device)
     x = make_x((3, C, 5, 7), torch.float32, "nchw", device, requires_grad=True)
-    dy = torch.randn_like(x)
+    dy = torch.randn_like(fused(x))
     runs = []
     for _ in range(2):
         fused.zero_grad(set_to_none=True)

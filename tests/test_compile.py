@@ -4,31 +4,32 @@ import torch
 from torch import nn
 
 import fusedattn
-from fusedattn.reference import CbamModule, EcaModule, SEModule
+from fusedattn.reference import CbamModule, EcaModule, PSAModule, SEModule
 from helpers import make_x
 
 
 class TinyNet(nn.Module):
-    def __init__(self, attn_a, attn_b, attn_c):
+    def __init__(self, attn_a, attn_b, attn_c, psa):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
         self.attn_a = attn_a
         self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
         self.attn_b = attn_b
         self.attn_c = attn_c
-        self.head = nn.Linear(16, 5)
+        self.psa = psa
+        self.head = nn.Linear(64, 5)
 
     def forward(self, x):
         x = self.attn_a(torch.relu(self.conv1(x)))
-        x = self.attn_c(self.attn_b(torch.relu(self.conv2(x))))
+        x = self.psa(self.attn_c(self.attn_b(torch.relu(self.conv2(x)))))
         return self.head(x.mean((2, 3)))
 
 
 def _nets(device):
     ref = TinyNet(SEModule(16, rd_channels=4, add_maxpool=True), EcaModule(kernel_size=3),
-                  CbamModule(16, rd_channels=4, spatial_kernel_size=3)).to(device)
+                  CbamModule(16, rd_channels=4, spatial_kernel_size=3), PSAModule(16, 64)).to(device)
     fused = TinyNet(fusedattn.SE(16, rd_channels=4, add_maxpool=True), fusedattn.ECA(kernel_size=3),
-                    fusedattn.CBAM(16, rd_channels=4, spatial_kernel_size=3)).to(device)
+                    fusedattn.CBAM(16, rd_channels=4, spatial_kernel_size=3), fusedattn.PSA(16, 64)).to(device)
     fused.load_state_dict(ref.state_dict())
     return ref, fused
 
@@ -62,9 +63,10 @@ def test_compile_graph_has_one_node_per_block(device):
     assert sum("fusedattn.se_forward" in t for t in targets) == 1
     assert sum("fusedattn.eca_forward" in t for t in targets) == 1
     assert sum("fusedattn.cbam_forward" in t for t in targets) == 1
+    assert sum("fusedattn.psa_forward" in t for t in targets) == 1
 
 
-@pytest.mark.parametrize("op", ["se", "eca", "cbam"])
+@pytest.mark.parametrize("op", ["se", "eca", "cbam", "psa"])
 def test_opcheck(triton_backend, op, device):
     x = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
     if op == "se":
@@ -76,6 +78,10 @@ def test_opcheck(triton_backend, op, device):
     elif op == "eca":
         args = (x, torch.randn(1, 1, 3, dtype=torch.float64, device=device, requires_grad=True), None, True)
         torch.library.opcheck(torch.ops.fusedattn.eca_forward.default, args)
+    elif op == "psa":
+        splits = [make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(4)]
+        p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
+        torch.library.opcheck(torch.ops.fusedattn.psa_forward.default, (splits, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6)))
     else:
         p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
         stats = (torch.zeros(1, dtype=torch.float64, device=device), torch.ones(1, dtype=torch.float64, device=device))
