@@ -13,7 +13,7 @@ DEVICE = torch.device("cuda" if CUDA else "cpu")
 # ResNet-50 stage outputs (C, H, W) at batch 64 and batch 1
 GPU_SHAPES = [(b, c, s, s) for b in (64, 1) for c, s in ((256, 56), (512, 28), (1024, 14), (2048, 7))]
 GPU_DTYPES = [torch.bfloat16, torch.float32]
-TINY_SHAPES = [(2, 32, 8, 8), (1, 64, 4, 4)]
+TINY_SHAPES = [(2, 64, 8, 8), (1, 64, 4, 4)]  # PSA needs C % 64 == 0 (groups 16 of C / 4)
 TINY_DTYPES = [torch.float32]
 LAYOUTS = ["channels_last", "nchw"]
 
