@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import config
+
 
 @triton.jit
 def batch_outer_kernel(
@@ -52,3 +54,19 @@ def batch_outer(a: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
         RELU_V=relu_v, WITH_SUM=a_sum is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, ACC=acc, num_warps=4,
     )
+
+
+def mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias: bool):
+    """Gradients of the channel MLP  z = W2 relu(W1 p + b1) + b2  summed over rows:
+    dz [N, C] (at z), hidden [N, RD] (pre-ReLU), dh [N, RD] (at W1 p + b1), pooled [N, C] (p).
+
+    Returns (dw1, db1 | None, dw2, db2 | None) in the weights' shapes and dtypes.
+    """
+    C, RD = dz.shape[1], dh.shape[1]
+    dw2 = config.new_buffer((C, RD), w2.dtype, dz.device)
+    dw1 = config.new_buffer((RD, C), w1.dtype, dz.device)
+    db2 = config.new_buffer((C,), w2.dtype, dz.device) if has_bias else None
+    db1 = config.new_buffer((RD,), w1.dtype, dz.device) if has_bias else None
+    batch_outer(dz, hidden, dw2, db2, relu_v=True)
+    batch_outer(dh, pooled, dw1, db1)
+    return dw1.reshape(w1.shape), db1, dw2.reshape(w2.shape), db2

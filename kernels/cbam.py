@@ -15,7 +15,7 @@ served from L2) and never written besides y; dy and x are read three times backw
 import torch
 
 from . import config
-from .batch_outer import batch_outer
+from .batch_outer import mlp_weight_grads
 from .cbam_gate import cbam_channel_gate_backward_kernel, cbam_channel_gate_forward_kernel
 from .cbam_grad import cbam_channel_grad, cbam_input_grad
 from .channel_gate import chunk_size, sample_chunks
@@ -115,10 +115,4 @@ def cbam_channel_backward(dy, x, w1, w2, has_bias: bool, ca, pooled, hidden, map
             BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
         )
         cbam_input_grad(dyv, xv, dxv, plan, b0, nb, mean_coef=mean_coef, max_coef=max_coef, **vectors)
-    dw2 = config.new_buffer((C, RD), w2.dtype, dev)
-    dw1 = config.new_buffer((RD, C), w1.dtype, dev)
-    db2 = config.new_buffer((C,), w2.dtype, dev) if has_bias else None
-    db1 = config.new_buffer((RD,), w1.dtype, dev) if has_bias else None
-    batch_outer(torch.cat([dv, dv]), hidden, dw2, db2, relu_v=True)
-    batch_outer(dh, pooled, dw1, db1)
-    return dx, dw1.reshape(w1.shape), db1, dw2.reshape(w2.shape), db2
+    return (dx, *mlp_weight_grads(torch.cat([dv, dv]), hidden, dh, pooled, w1, w2, has_bias))

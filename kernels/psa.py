@@ -13,7 +13,7 @@ samples per stage).
 import triton
 
 from . import config
-from .batch_outer import batch_outer
+from .batch_outer import mlp_weight_grads
 from .channel_pool import channel_pool, new_partials, plan_pool
 from .channel_scale import channel_scale, channel_scale_backward
 from .layout import acc_dtype, acc_torch_dtype, channel_view, suggested_memory_format
@@ -92,10 +92,4 @@ def psa_backward(dout, xs, w1, w2, has_bias: bool, pooled, hidden, se, att):
         rows = slice(p * B, (p + 1) * B)
         channel_scale_backward(dys[p], views[p], channel_view(dx), att[rows], mean_coef[rows], plan, 0, B)
         dxs.append(dx)
-    dw2 = config.new_buffer((C, RD), w2.dtype, dev)
-    dw1 = config.new_buffer((RD, C), w1.dtype, dev)
-    db2 = config.new_buffer((C,), w2.dtype, dev) if has_bias else None
-    db1 = config.new_buffer((RD,), w1.dtype, dev) if has_bias else None
-    batch_outer(dz, hidden, dw2, db2, relu_v=True)
-    batch_outer(dh, pooled, dw1, db1)
-    return dxs, dw1.reshape(w1.shape), db1, dw2.reshape(w2.shape), db2
+    return (dxs, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias))

@@ -1,7 +1,7 @@
 """SE launchers: fused forward and backward of  y = x * sigmoid(W2 relu(W1 pool(x) + b1) + b2)."""
 
 from . import config
-from .batch_outer import batch_outer
+from .batch_outer import mlp_weight_grads
 from .channel_gate import channel_gate_backward, channel_gate_forward
 from .layout import acc_dtype, acc_torch_dtype
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
@@ -67,10 +67,4 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate):
 
     dx = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
                                pool_max if with_max else None, max_coef)
-    dw2 = config.new_buffer((C, RD), w2.dtype, dev)
-    dw1 = config.new_buffer((RD, C), w1.dtype, dev)
-    db2 = config.new_buffer((C,), w2.dtype, dev) if has_bias else None
-    db1 = config.new_buffer((RD,), w1.dtype, dev) if has_bias else None
-    batch_outer(dz, hidden, dw2, db2, relu_v=True)
-    batch_outer(dh, pooled, dw1, db1)
-    return dx, dw1.reshape(w1.shape), db1, dw2.reshape(w2.shape), db2
+    return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias))
