@@ -11,7 +11,30 @@ import torch
 from torch import nn
 
 from .modules import CBAM, ECA, PSA, SE
-from .reference import CbamModule, EcaModule, PSAModule, SEModule
+from .ops import psa_attention
+from .reference import CbamModule, EcaModule, PSAModule, SEModule, SEWeightModule, psa_attention_reference
+
+class PSATail(nn.Module):
+    """PSA's attention tail alone, for benchmarks: x [B, 4*C4, H, W] is read as the four split
+    tensors (channel views, no copy) that the branch convs would produce."""
+
+    def __init__(self, channels: int, fused: bool = False):
+        super().__init__()
+        self.se = SEWeightModule(channels // 4)
+        self.fused = fused
+
+    def forward(self, x):
+        splits = list(x.chunk(4, dim=1))
+        if self.fused:
+            return psa_attention(splits, self.se.fc1.weight, self.se.fc1.bias, self.se.fc2.weight, self.se.fc2.bias)
+        return psa_attention_reference(splits, self.se)
+
+
+def _fused_tail(ref: PSATail) -> PSATail:
+    new = PSATail(4 * ref.se.fc1.in_channels, fused=True).to(next(ref.parameters()).device)
+    new.load_state_dict(ref.state_dict())
+    return new.to(next(ref.parameters()).dtype)
+
 
 #: block name -> (reference module for C channels, fused-from-reference converter)
 BLOCKS: dict[str, tuple[Callable[[int], nn.Module], Callable[[nn.Module], nn.Module]]] = {
@@ -19,6 +42,7 @@ BLOCKS: dict[str, tuple[Callable[[int], nn.Module], Callable[[nn.Module], nn.Mod
     "eca": (lambda c: EcaModule(c), ECA.from_module),
     "cbam": (lambda c: CbamModule(c), CBAM.from_module),
     "psa": (lambda c: PSAModule(c, c), PSA.from_module),  # whole block: convs + attention tail
+    "psa_tail": (lambda c: PSATail(c), _fused_tail),       # the fused part alone
 }
 
 PROVIDERS = ("eager", "compiled", "fused")

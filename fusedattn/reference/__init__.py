@@ -6,8 +6,8 @@ check every fused path against them in float64.
 from .cbam import CbamModule, ConvBiasCBAM, OriginalCBAM, TutorialCBAM
 from .channels import eca_kernel_size, make_divisible
 from .eca import CecaModule, EcaModule
-from .psa import PSAModule, SEWeightModule
+from .psa import PSAModule, SEWeightModule, psa_attention_reference
 from .se import LinearSE, SEModule
 
 __all__ = ["SEModule", "LinearSE", "EcaModule", "CecaModule", "CbamModule", "TutorialCBAM",
-           "ConvBiasCBAM", "OriginalCBAM", "PSAModule", "SEWeightModule", "make_divisible", "eca_kernel_size"]
+           "ConvBiasCBAM", "OriginalCBAM", "PSAModule", "SEWeightModule", "psa_attention_reference", "make_divisible", "eca_kernel_size"]

@@ -31,9 +31,14 @@ class PSAModule(nn.Module):
         self.split_channel = planes // 4
 
     def forward(self, x):
-        b = x.shape[0]
-        splits = [self.conv_1(x), self.conv_2(x), self.conv_3(x), self.conv_4(x)]
-        feats = torch.cat(splits, dim=1).view(b, 4, self.split_channel, *splits[0].shape[2:])
-        attention = torch.cat([self.se(s) for s in splits], dim=1).view(b, 4, self.split_channel, 1, 1)
-        weighted = feats * torch.softmax(attention, dim=1)
-        return torch.cat([weighted[:, i] for i in reversed(range(4))], dim=1)
+        return psa_attention_reference([self.conv_1(x), self.conv_2(x), self.conv_3(x), self.conv_4(x)], self.se)
+
+
+def psa_attention_reference(splits, se: SEWeightModule):
+    """PSA's attention tail as EPSANet computes it: P splits [B, C, H, W] -> [B, P*C, H, W]."""
+    b, c = splits[0].shape[:2]
+    p = len(splits)
+    feats = torch.cat(splits, dim=1).view(b, p, c, *splits[0].shape[2:])
+    attention = torch.cat([se(s) for s in splits], dim=1).view(b, p, c, 1, 1)
+    weighted = feats * torch.softmax(attention, dim=1)
+    return torch.cat([weighted[:, i] for i in reversed(range(p))], dim=1)
