@@ -81,12 +81,30 @@ def time_ms(fn: Callable[[], object], device: torch.device, grad_to_none=None, r
     return statistics.median(times)
 
 
+def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the unique storages autograd's saved-tensor hooks see in one forward of
+    module(x), parameters and buffers left out (they exist anyway); x's storage counted."""
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    for t in list(module.parameters()) + list(module.buffers()):
+        storages.pop(t.untyped_storage().data_ptr(), None)
+    return sum(storages.values())
+
+
 def saved_for_backward_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
-    """Bytes of the tensors autograd keeps from one forward of module(x) for backward.
+    """Bytes of the tensors autograd keeps from one forward of module(x) for backward,
+    beyond x itself and the module's parameters.
 
     CUDA: growth of allocated memory over the forward, less the output (covers compiled
-    graphs; x itself is allocated before and not counted). CPU: unique storages seen by
-    saved-tensor hooks, less x's (None for compiled modules, whose internals hooks miss).
+    graphs; x and the parameters are allocated before and not counted). CPU:
+    saved_tensor_bytes less x's (None for compiled modules, whose internals hooks miss).
     """
     x = x.detach().requires_grad_(True)
     if x.device.type == "cuda":
@@ -99,17 +117,7 @@ def saved_for_backward_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
         return max(saved, 0)
     if hasattr(module, "_orig_mod"):
         return None
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x)
-    storages.pop(x.untyped_storage().data_ptr(), None)
-    return sum(storages.values())
+    return saved_tensor_bytes(module, x) - x.untyped_storage().nbytes()
 
 
 def make_input(shape, dtype, layout: str, device, requires_grad=False) -> torch.Tensor:

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import fusedattn
+from fusedattn.benchmark import saved_tensor_bytes
 from fusedattn.reference import CbamModule, ConvBiasCBAM, OriginalCBAM, TutorialCBAM
 from helpers import DTYPES, LAYOUTS, ODD_SHAPES, assert_close, check_against_reference, make_x, rel_err
 
@@ -150,19 +151,8 @@ def test_cbam_saves_at_most_x_plus_small_vectors(backend, device):
     ref = CbamModule(C).to(device)
     fused = fusedattn.CBAM.from_module(ref)
 
-    def saved(module, x):
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            module(x)
-        params = {p.untyped_storage().data_ptr() for p in list(module.parameters()) + list(module.buffers())}
-        return sum(v for k, v in storages.items() if k not in params)
-
     x = make_x((B, C, H, W), torch.float32, "channels_last", device, requires_grad=True)
-    fused_bytes, eager_bytes = saved(fused, x), saved(ref, x)
+    fused_bytes, eager_bytes = saved_tensor_bytes(fused, x), saved_tensor_bytes(ref, x)
     x_bytes = x.numel() * x.element_size()
     small = 4 * 8 * B * (C + H * W)
     assert fused_bytes <= x_bytes + small, (fused_bytes, x_bytes)

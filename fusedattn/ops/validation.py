@@ -1,6 +1,8 @@
 """Argument checks shared by the ops: clear errors instead of kernel crashes."""
 import torch
 
+from ..kernels.layout import acc_torch_dtype
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -34,8 +36,8 @@ def check_param(p, name: str, x: torch.Tensor, shape: tuple | None = None) -> No
 
 
 def acc_dtype(x: torch.Tensor) -> torch.dtype:
-    """float64 for float64 inputs, float32 for every other dtype."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+    """float64 for float64 inputs, float32 for every other dtype (the kernels' rule)."""
+    return acc_torch_dtype(x.dtype)
 
 
 def check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> None:
