@@ -45,9 +45,12 @@ def pytest_sessionfinish(session, exitstatus):
         "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
         "timing": "triton.testing.do_bench median (CUDA events, L2 flushed)" if CUDA else "host clock median",
         "definitions": {
-            "bandwidth_gbs": "forward: (bytes of x + bytes of y) / time; fwd+bwd: (x, y, dy, x again, dx: 5 x bytes) / time",
-            "copy_ratio": "time / time of x.clone() in the same run (one read + one write of x)",
-            "saved_bytes": "memory autograd keeps for backward beyond the input x (see fusedattn.benchmark)",
+            "inputs": "whole blocks: x of the case shape; psa_tail: four [B, C/4, H, W] splits; "
+                      "sk_tail: two [B, C, H, W] paths (the branch outputs, separate tensors)",
+            "bandwidth_gbs": "compulsory traffic / time: forward reads the inputs and writes y; fwd+bwd also "
+                             "reads dy and the inputs again and writes their gradients (3 x inputs + 2 x y)",
+            "copy_ratio": "time / time of x.clone() of the case shape in the same run (one read + one write)",
+            "saved_bytes": "memory autograd keeps for backward beyond the inputs (see fusedattn.benchmark)",
         },
         "results": RESULTS,
     }

@@ -1,4 +1,4 @@
-"""SE and ECA: eager reference vs torch.compile of the reference vs fusedattn,
+"""Every block in fusedattn.benchmark.BLOCKS: eager reference vs torch.compile of the reference vs fusedattn,
 forward and forward+backward, per shape, dtype and memory layout."""
 import functools
 
@@ -27,19 +27,22 @@ def modules(block, channels, dtype):
 @pytest.mark.parametrize("block", list(measure.BLOCKS))
 def test_block(benchmark, record, block, shape, dtype, layout, pass_, provider):
     module = modules(block, shape[1], dtype)[provider]
-    x = measure.make_input(shape, dtype, layout, DEVICE, requires_grad=pass_ == "fwd+bwd")
+    module.train(shape[0] > 1)  # BatchNorm (CBAM, SK) takes batch statistics in train(): not at batch 1
+    xs = measure.make_inputs(block, shape, dtype, layout, DEVICE, requires_grad=pass_ == "fwd+bwd")
     if pass_ == "forward":
-        fn = measure.forward_fn(module, x)
+        fn = measure.forward_fn(module, xs)
     else:
-        fn = measure.forward_backward_fn(module, x, torch.randn_like(x))
-    ms = measure.time_ms(fn, DEVICE, grad_to_none=[x] + list(module.parameters()))
+        fn = measure.forward_backward_fn(module, xs, measure.output_like(module, xs))
+    ms = measure.time_ms(fn, DEVICE, grad_to_none=xs + list(module.parameters()))
     benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)  # host clock, for the table
-    nbytes = x.numel() * x.element_size()
-    moved = 2 * nbytes if pass_ == "forward" else 5 * nbytes
+    in_bytes = sum(x.numel() * x.element_size() for x in xs)
+    out_bytes = measure.output_like(module, xs).numel() * xs[0].element_size()
+    # compulsory traffic: read the inputs, write y; backward also reads dy and the inputs, writes dx
+    moved = in_bytes + out_bytes if pass_ == "forward" else 3 * in_bytes + 2 * out_bytes
     copy = copy_ms(shape, dtype, layout)
     row = dict(block=block, shape=list(shape), dtype=str(dtype)[6:], layout=layout, pass_=pass_,
-               provider=provider, ms=ms, bandwidth_gbs=moved / ms / 1e6, copy_ms=copy,
+               provider=provider, mode="train" if module.training else "eval", ms=ms, bandwidth_gbs=moved / ms / 1e6, copy_ms=copy,
                copy_ratio=ms / copy,
-               saved_bytes=measure.saved_for_backward_bytes(module, x) if pass_ == "fwd+bwd" else None)
+               saved_bytes=measure.saved_for_backward_bytes(module, *xs) if pass_ == "fwd+bwd" else None)
     benchmark.extra_info.update(row)
     record(**row)

@@ -11,13 +11,13 @@ Layers: ``fusedattn.kernels`` (Triton kernels and launchers) -> ``fusedattn.ops`
 """
 from . import ops, reference
 from .backend import get_backend, set_backend, use_backend
-from .modules import CBAM, CECA, ECA, PSA, SE
-from .ops import cbam, eca, psa_attention, se
+from .modules import CBAM, CECA, ECA, PSA, SE, SelectiveKernel
+from .ops import cbam, eca, psa_attention, se, sk_attention
 
 SEModule, EcaModule, CecaModule, CbamModule = SE, ECA, CECA, CBAM  # timm's names
 PSAModule = PSA  # EPSANet's name
 
 __version__ = "0.1.0"
 __all__ = ["SE", "ECA", "CECA", "CBAM", "PSA", "SEModule", "EcaModule", "CecaModule", "CbamModule",
-           "PSAModule", "se", "eca", "cbam", "psa_attention",
+           "PSAModule", "SelectiveKernel", "se", "eca", "cbam", "psa_attention", "sk_attention",
            "get_backend", "set_backend", "use_backend", "ops", "reference"]

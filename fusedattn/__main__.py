@@ -21,15 +21,16 @@ from .backend import get_backend, interpreter_enabled, use_backend, uses_triton
 def max_errors(block: str, device, dtype, shape, layout="channels_last") -> tuple[float, float]:
     """(max |y - y_ref|, max |dx - dx_ref|) of the fused block in dtype vs the reference in float64."""
     mods = benchmark.make_modules(block, shape[1], device, torch.float64, providers=("eager", "fused"))
-    ref, fused = mods["eager"], mods["fused"].to(dtype)
-    x = benchmark.make_input(shape, dtype, layout, device, requires_grad=True)
-    dy = torch.randn_like(x)
-    y = fused(x)
+    ref, fused = mods["eager"].eval(), mods["fused"].to(dtype).eval()  # BN: the same (running) statistics
+    xs = benchmark.make_inputs(block, shape, dtype, layout, device, requires_grad=True)
+    y = fused(*xs)
+    dy = torch.randn_like(y)
     y.backward(dy)
-    x64 = x.detach().double().requires_grad_(True)
-    y64 = ref(x64)
+    xs64 = [x.detach().double().requires_grad_(True) for x in xs]
+    y64 = ref(*xs64)
     y64.backward(dy.double())
-    return ((y.double() - y64).abs().max().item(), (x.grad.double() - x64.grad).abs().max().item())
+    return ((y.double() - y64).abs().max().item(),
+            max((x.grad.double() - x64.grad).abs().max().item() for x, x64 in zip(xs, xs64)))
 
 
 def print_environment(device) -> None:
@@ -52,25 +53,25 @@ def interpreter_check() -> int:
         for block in benchmark.BLOCKS:
             ey, edx = max_errors(block, torch.device("cpu"), torch.float64, (2, 64, 5, 7))
             worst = max(worst, ey, edx)
-            print(f"  {block:5s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
+            print(f"  {block:8s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
     return 0 if worst < 1e-9 else 1
 
 
 def timing_table(device, dtype, shape, layout) -> None:
     providers = benchmark.PROVIDERS if device.type == "cuda" else ("eager", "fused")
     print(f"\nTimings, median ms ({device.type}, {str(dtype)[6:]}, {list(shape)}, {layout}):")
-    print(f"  {'block':6s}{'pass':10s}" + "".join(f"{p:>12s}" for p in providers))
+    print(f"  {'block':9s}{'pass':10s}" + "".join(f"{p:>12s}" for p in providers))
     for block in benchmark.BLOCKS:
         mods = benchmark.make_modules(block, shape[1], device, dtype, providers)
-        x = benchmark.make_input(shape, dtype, layout, device, requires_grad=True)
-        dy = torch.randn_like(x)
-        for name, make in (("forward", lambda m: benchmark.forward_fn(m, x)),
-                           ("fwd+bwd", lambda m: benchmark.forward_backward_fn(m, x, dy))):
+        xs = benchmark.make_inputs(block, shape, dtype, layout, device, requires_grad=True)
+        dy = benchmark.output_like(mods["eager"], xs)
+        for name, make in (("forward", lambda m: benchmark.forward_fn(m, xs)),
+                           ("fwd+bwd", lambda m: benchmark.forward_backward_fn(m, xs, dy))):
             row = []
             for p in providers:
-                grads = [x] + list(mods[p].parameters())
+                grads = xs + list(mods[p].parameters())
                 row.append(benchmark.time_ms(make(mods[p]), device, grad_to_none=grads))
-            print(f"  {block:6s}{name:10s}" + "".join(f"{t:12.4f}" for t in row))
+            print(f"  {block:9s}{name:10s}" + "".join(f"{t:12.4f}" for t in row))
 
 
 def main(argv=None) -> int:
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     print(f"\nFused ({str(dtype)[6:]}) vs reference (float64), [4, 64, 14, 14] channels_last:")
     for block in benchmark.BLOCKS:
         ey, edx = max_errors(block, device, dtype, (4, 64, 14, 14))
-        print(f"  {block:5s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
+        print(f"  {block:8s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
     status = 0
     if device.type == "cpu":
         sys.stdout.flush()

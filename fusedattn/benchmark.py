@@ -3,46 +3,74 @@
 GPU times are medians of CUDA-event timings (``triton.testing.do_bench``, which also
 flushes L2 between runs); CPU times are medians of host-clock timings.
 """
+import copy
 import statistics
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
-from .modules import CBAM, ECA, PSA, SE
+from .modules import CBAM, ECA, PSA, SE, SelectiveKernel
 from .ops import psa_attention
-from .reference import CbamModule, EcaModule, PSAModule, SEModule, SEWeightModule, psa_attention_reference
+from .reference import (CbamModule, EcaModule, PSAModule, SelectiveKernel as SelectiveKernelReference,
+                        SelectiveKernelAttn, SEModule, SEWeightModule, psa_attention_reference,
+                        sk_attention_reference)
+
 
 class PSATail(nn.Module):
-    """PSA's attention tail alone, for benchmarks: x [B, 4*C4, H, W] is read as the four split
-    tensors (channel views, no copy) that the branch convs would produce."""
+    """PSA's attention tail alone, for benchmarks: the four branch outputs [B, C/4, H, W] as
+    separate tensors (as the branch convs produce them) -> [B, C, H, W]."""
 
     def __init__(self, channels: int, fused: bool = False):
         super().__init__()
         self.se = SEWeightModule(channels // 4)
         self.fused = fused
 
-    def forward(self, x):
-        splits = list(x.chunk(4, dim=1))
+    def forward(self, *splits):
         if self.fused:
             return psa_attention(splits, self.se.fc1.weight, self.se.fc1.bias, self.se.fc2.weight, self.se.fc2.bias)
         return psa_attention_reference(splits, self.se)
 
 
-def _fused_tail(ref: PSATail) -> PSATail:
-    new = PSATail(4 * ref.se.fc1.in_channels, fused=True).to(next(ref.parameters()).device)
-    new.load_state_dict(ref.state_dict())
-    return new.to(next(ref.parameters()).dtype)
+class SKTail(nn.Module):
+    """SK's attention tail alone, for benchmarks: two path tensors [B, C, H, W] (what the
+    branch convs produce) -> [B, C, H, W]; the eager reference stacks them, as timm does."""
+
+    def __init__(self, channels: int, fused: bool = False, num_paths: int = 2):
+        super().__init__()
+        self.attn = SelectiveKernelAttn(channels, num_paths, max(channels // 16, 8))
+        self.fused = fused
+
+    def forward(self, *paths):
+        if not self.fused:
+            return sk_attention_reference(paths, self.attn)
+        return SelectiveKernel.attention(self, paths)  # the fused module's tail, BN statistics included
 
 
-#: block name -> (reference module for C channels, fused-from-reference converter)
-BLOCKS: dict[str, tuple[Callable[[int], nn.Module], Callable[[nn.Module], nn.Module]]] = {
-    "se": (lambda c: SEModule(c), SE.from_module),
-    "eca": (lambda c: EcaModule(c), ECA.from_module),
-    "cbam": (lambda c: CbamModule(c), CBAM.from_module),
-    "psa": (lambda c: PSAModule(c, c), PSA.from_module),  # whole block: convs + attention tail
-    "psa_tail": (lambda c: PSATail(c), _fused_tail),       # the fused part alone
+def _fused_copy(ref: nn.Module) -> nn.Module:
+    """The tail module with ref's weights, device, dtype and mode, running the fused op."""
+    new = copy.deepcopy(ref)
+    new.fused = True
+    return new
+
+
+class Block(NamedTuple):
+    make_ref: Callable[[int], nn.Module]             # reference module for C channels
+    to_fused: Callable[[nn.Module], nn.Module]       # fused module with the reference's weights
+    input_shapes: Callable[[tuple], list[tuple]] = lambda s: [s]  # the module's inputs for a case shape
+
+
+#: block name -> Block. A case shape (B, C, H, W) is x for the whole blocks; the tails take the
+#: branch outputs: PSA four [B, C/4, H, W] splits, SK two [B, C, H, W] paths.
+BLOCKS: dict[str, Block] = {
+    "se": Block(lambda c: SEModule(c), SE.from_module),
+    "eca": Block(lambda c: EcaModule(c), ECA.from_module),
+    "cbam": Block(lambda c: CbamModule(c), CBAM.from_module),
+    "psa": Block(lambda c: PSAModule(c, c), PSA.from_module),  # whole block: convs + attention tail
+    "psa_tail": Block(lambda c: PSATail(c), _fused_copy, lambda s: [(s[0], s[1] // 4, *s[2:])] * 4),
+    "sk": Block(lambda c: SelectiveKernelReference(c, c), SelectiveKernel.from_module),  # paths + tail
+    "sk_tail": Block(lambda c: SKTail(c), _fused_copy, lambda s: [s] * 2),
 }
 
 PROVIDERS = ("eager", "compiled", "fused")
@@ -50,8 +78,8 @@ PROVIDERS = ("eager", "compiled", "fused")
 
 def make_modules(block: str, channels: int, device, dtype, providers=PROVIDERS) -> dict[str, nn.Module]:
     """The reference block (eager), torch.compile of it, and the fused block with its weights."""
-    make_ref, to_fused = BLOCKS[block]
-    ref = make_ref(channels).to(device=device, dtype=dtype)
+    spec = BLOCKS[block]
+    ref = spec.make_ref(channels).to(device=device, dtype=dtype)
     out = {}
     for p in providers:
         if p == "eager":
@@ -59,8 +87,13 @@ def make_modules(block: str, channels: int, device, dtype, providers=PROVIDERS) 
         elif p == "compiled":
             out[p] = torch.compile(ref)
         elif p == "fused":
-            out[p] = to_fused(ref)
+            out[p] = spec.to_fused(ref)
     return out
+
+
+def make_inputs(block: str, shape, dtype, layout: str, device, requires_grad=False) -> list[torch.Tensor]:
+    """Fresh random inputs of ``block`` for the case shape (one x, or the branch outputs)."""
+    return [make_input(s, dtype, layout, device, requires_grad) for s in BLOCKS[block].input_shapes(tuple(shape))]
 
 
 def time_ms(fn: Callable[[], object], device: torch.device, grad_to_none=None, reps: int = 20) -> float:
@@ -81,9 +114,9 @@ def time_ms(fn: Callable[[], object], device: torch.device, grad_to_none=None, r
     return statistics.median(times)
 
 
-def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
+def saved_tensor_bytes(module: nn.Module, *xs: torch.Tensor) -> int:
     """Bytes of the unique storages autograd's saved-tensor hooks see in one forward of
-    module(x), parameters and buffers left out (they exist anyway); x's storage counted."""
+    module(*xs), parameters and buffers left out (they exist anyway); the inputs' storages counted."""
     storages = {}
 
     def pack(t):
@@ -92,32 +125,33 @@ def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x)
+        module(*xs)
     for t in list(module.parameters()) + list(module.buffers()):
         storages.pop(t.untyped_storage().data_ptr(), None)
     return sum(storages.values())
 
 
-def saved_for_backward_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
-    """Bytes of the tensors autograd keeps from one forward of module(x) for backward,
-    beyond x itself and the module's parameters.
+def saved_for_backward_bytes(module: nn.Module, *xs: torch.Tensor) -> int | None:
+    """Bytes of the tensors autograd keeps from one forward of module(*xs) for backward,
+    beyond the inputs themselves and the module's parameters.
 
     CUDA: growth of allocated memory over the forward, less the output (covers compiled
-    graphs; x and the parameters are allocated before and not counted). CPU:
-    saved_tensor_bytes less x's (None for compiled modules, whose internals hooks miss).
+    graphs; inputs and parameters are allocated before and not counted). CPU:
+    saved_tensor_bytes less the inputs' (None for compiled modules, whose internals hooks miss).
     """
-    x = x.detach().requires_grad_(True)
-    if x.device.type == "cuda":
+    xs = [x.detach().requires_grad_(True) for x in xs]
+    if xs[0].device.type == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
-        y = module(x)
+        y = module(*xs)
         torch.cuda.synchronize()
         saved = torch.cuda.memory_allocated() - before - y.untyped_storage().nbytes()
         del y
         return max(saved, 0)
     if hasattr(module, "_orig_mod"):
         return None
-    return saved_tensor_bytes(module, x) - x.untyped_storage().nbytes()
+    inputs = {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes() for x in xs}
+    return saved_tensor_bytes(module, *xs) - sum(inputs.values())
 
 
 def make_input(shape, dtype, layout: str, device, requires_grad=False) -> torch.Tensor:
@@ -127,14 +161,20 @@ def make_input(shape, dtype, layout: str, device, requires_grad=False) -> torch.
     return x.requires_grad_(requires_grad)
 
 
-def forward_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def forward_fn(module: nn.Module, xs: list[torch.Tensor]) -> Callable[[], object]:
     def run():
         with torch.no_grad():
-            return module(x)
+            return module(*xs)
     return run
 
 
-def forward_backward_fn(module: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> Callable[[], object]:
+def forward_backward_fn(module: nn.Module, xs: list[torch.Tensor], dy: torch.Tensor) -> Callable[[], object]:
     def run():
-        module(x).backward(dy)
+        module(*xs).backward(dy)
     return run
+
+
+def output_like(module: nn.Module, xs: list[torch.Tensor]) -> torch.Tensor:
+    """A random upstream gradient in the shape, dtype and memory format of module(*xs)."""
+    with torch.no_grad():
+        return torch.randn_like(module(*xs))

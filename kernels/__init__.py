@@ -16,12 +16,16 @@ Files, one concept each:
   spatial_pool  per-pixel mean / max / sum(dy * .) over channels of x * ca (CBAM's maps)
   cbam_grad     CBAM's backward passes over x after the spatial gate
   split_softmax softmax across PSA's splits, forward and backward
-  se, eca, cbam, psa   block launchers
+  path_sum      pool / weighted sum over SK's path tensors and its input gradients
+  sk_gate       SK's fc_reduce, BatchNorm, fc_select and path softmax, forward and backward
+  se, eca, cbam, psa, sk   block launchers
 """
 from .cbam import cbam_apply, cbam_channel_backward, cbam_channel_forward, cbam_spatial_grad_inputs
 from .eca import eca_backward, eca_forward
 from .psa import psa_backward, psa_forward
 from .se import se_backward, se_forward
+from .sk import sk_backward, sk_forward
 
 __all__ = ["se_forward", "se_backward", "eca_forward", "eca_backward", "cbam_channel_forward",
-           "cbam_apply", "cbam_spatial_grad_inputs", "cbam_channel_backward", "psa_forward", "psa_backward"]
+           "cbam_apply", "cbam_spatial_grad_inputs", "cbam_channel_backward", "psa_forward", "psa_backward",
+           "sk_forward", "sk_backward"]

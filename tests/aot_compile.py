@@ -4,7 +4,7 @@ flow on tensors, dtype mixes), so this catches what CI under TRITON_INTERPRET ca
 
 Run as a script (TRITON_INTERPRET must be unset, so the kernels are real JITFunctions):
     python tests/aot_compile.py [--arch 90]
-It runs the SE / ECA / CBAM / PSA launchers on small CPU tensors with kernel launches intercepted,
+It runs the SE / ECA / CBAM / PSA / SK launchers on small CPU tensors with kernel launches intercepted,
 records each (kernel, argument types, constexprs, num_warps), then compiles each to a cubin
 with triton.compile for the chosen arch and prints one line per variant (registers, spills
 where the compiler reports them). Exit status 1 if any variant fails to compile.
@@ -82,6 +82,13 @@ def exercise_launchers() -> None:
                     out = kernels.psa_forward([x] * 4, w1, b1 if bias else None, w2, b2 if bias else None)
                     dout = torch.randn(B, 4 * C, H, W).to(dtype)
                     kernels.psa_backward(dout, [x] * 4, w1, w2, bias, *out[1:])
+                A = max(C // 16, 8)
+                bn = [torch.rand(A) + 0.5 for _ in range(4)]  # gamma, beta, running mean, running var
+                for P in (2, 3, 6):  # 6 paths: two launch groups
+                    for training in (True, False):
+                        wr, ws = torch.randn(A, C, 1, 1), torch.randn(P * C, A, 1, 1)
+                        out = kernels.sk_forward([x] * P, wr, ws, *bn, training, 1e-5)
+                        kernels.sk_backward(dy, [x] * P, wr, ws, bn[0], 1e-5, training, *out[1:])
                 for bias in (False, True):
                     ca, pooled, hidden, maps = kernels.cbam_channel_forward(
                         x, w1, b1 if bias else None, w2, b2 if bias else None)

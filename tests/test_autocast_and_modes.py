@@ -4,17 +4,18 @@ import pytest
 import torch
 
 import fusedattn
-from fusedattn.reference import CbamModule, EcaModule, SEModule
+from fusedattn.reference import CbamModule, EcaModule, SelectiveKernel, SEModule
 from helpers import make_x, rel_err
 
 
-@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM"])
+@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM", "SelectiveKernel"])
 def test_autocast_matches_reference(backend, block, device):
     """Under autocast the fused block returns the reference's dtype and values (the reference
     runs its tiny layers in bf16, the fused block in float32, hence the bf16 tolerance)."""
     C = 32
     ref = {"SE": lambda: SEModule(C, rd_ratio=0.25), "ECA": lambda: EcaModule(kernel_size=3),
-           "CBAM": lambda: CbamModule(C, rd_ratio=0.25).eval()}[block]().to(device)
+           "CBAM": lambda: CbamModule(C, rd_ratio=0.25).eval(),
+           "SelectiveKernel": lambda: SelectiveKernel(C, C).eval()}[block]().to(device)
     fused = getattr(fusedattn, block).from_module(ref)
     conv = torch.nn.Conv2d(8, C, 3, padding=1).to(device)
     x = torch.randn(2, 8, 6, 6, device=device, requires_grad=True)
@@ -38,13 +39,14 @@ def test_train_and_eval_modes(backend, block, device):
     torch.testing.assert_close(y_train.detach(), y_eval)
 
 
-@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM", "PSA"])
+@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM", "PSA", "SK"])
 def test_backward_is_deterministic(triton_backend, pipeline, block, device):
     """Two backward passes on the same inputs give bitwise equal gradients (no atomics)."""
     C = 24
     fused = {"SE": lambda: fusedattn.SE(C, rd_ratio=0.25), "ECA": lambda: fusedattn.ECA(C),
              "CBAM": lambda: fusedattn.CBAM(C, rd_ratio=0.25).eval(),
-             "PSA": lambda: fusedattn.PSA(C, 64, conv_groups=(1, 2, 4, 8))}[block]().to(device)
+             "PSA": lambda: fusedattn.PSA(C, 64, conv_groups=(1, 2, 4, 8)),
+             "SK": lambda: fusedattn.SelectiveKernel(C, 40, kernel_size=[3, 5, 7], split_input=False)}[block]().to(device)
     x = make_x((3, C, 5, 7), torch.float32, "nchw", device, requires_grad=True)
     dy = torch.randn_like(fused(x))
     runs = []

@@ -4,13 +4,14 @@ import torch
 from torch import nn
 
 import fusedattn
-from fusedattn.reference import CbamModule, EcaModule, PSAModule, SEModule
+from fusedattn.reference import CbamModule, EcaModule, PSAModule, SelectiveKernel, SEModule
 from helpers import make_x
 
 
 class TinyNet(nn.Module):
-    def __init__(self, attn_a, attn_b, attn_c, psa):
+    def __init__(self, attn_a, attn_b, attn_c, sk, psa):
         super().__init__()
+        self.sk = sk
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
         self.attn_a = attn_a
         self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
@@ -21,15 +22,17 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         x = self.attn_a(torch.relu(self.conv1(x)))
-        x = self.psa(self.attn_c(self.attn_b(torch.relu(self.conv2(x)))))
+        x = self.psa(self.sk(self.attn_c(self.attn_b(torch.relu(self.conv2(x))))))
         return self.head(x.mean((2, 3)))
 
 
 def _nets(device):
     ref = TinyNet(SEModule(16, rd_channels=4, add_maxpool=True), EcaModule(kernel_size=3),
-                  CbamModule(16, rd_channels=4, spatial_kernel_size=3), PSAModule(16, 64)).to(device)
+                  CbamModule(16, rd_channels=4, spatial_kernel_size=3), SelectiveKernel(16, 16),
+                  PSAModule(16, 64)).to(device)
     fused = TinyNet(fusedattn.SE(16, rd_channels=4, add_maxpool=True), fusedattn.ECA(kernel_size=3),
-                    fusedattn.CBAM(16, rd_channels=4, spatial_kernel_size=3), fusedattn.PSA(16, 64)).to(device)
+                    fusedattn.CBAM(16, rd_channels=4, spatial_kernel_size=3), fusedattn.SelectiveKernel(16, 16),
+                    fusedattn.PSA(16, 64)).to(device)
     fused.load_state_dict(ref.state_dict())
     return ref, fused
 
@@ -45,7 +48,7 @@ def test_compile_fullgraph_forward_backward(backend, device):
     expected.sum().backward()
     for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
-    for (name, b), r in zip(fused.named_buffers(), ref.buffers()):  # CBAM's BN running stats
+    for (name, b), r in zip(fused.named_buffers(), ref.buffers()):  # CBAM's and SK's BN running stats
         torch.testing.assert_close(b, r, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -64,9 +67,10 @@ def test_compile_graph_has_one_node_per_block(device):
     assert sum("fusedattn.eca_forward" in t for t in targets) == 1
     assert sum("fusedattn.cbam_forward" in t for t in targets) == 1
     assert sum("fusedattn.psa_forward" in t for t in targets) == 1
+    assert sum("fusedattn.sk_forward" in t for t in targets) == 1
 
 
-@pytest.mark.parametrize("op", ["se", "eca", "cbam", "psa"])
+@pytest.mark.parametrize("op", ["se", "eca", "cbam", "psa", "sk-train", "sk-eval"])
 def test_opcheck(triton_backend, op, device):
     x = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
     if op == "se":
@@ -78,6 +82,13 @@ def test_opcheck(triton_backend, op, device):
     elif op == "eca":
         args = (x, torch.randn(1, 1, 3, dtype=torch.float64, device=device, requires_grad=True), None, True)
         torch.library.opcheck(torch.ops.fusedattn.eca_forward.default, args)
+    elif op.startswith("sk"):
+        paths = [make_x((3, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(3)]
+        p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
+        stats = (None, None) if op == "sk-train" else (torch.randn(4, dtype=torch.float64, device=device),
+                                                       torch.rand(4, dtype=torch.float64, device=device) + 0.5)
+        torch.library.opcheck(torch.ops.fusedattn.sk_forward.default,
+                              (paths, p(4, 6, 1, 1), p(18, 4, 1, 1), p(4), p(4), *stats, op == "sk-train", 1e-5))
     elif op == "psa":
         splits = [make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(4)]
         p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731

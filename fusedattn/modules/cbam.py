@@ -1,11 +1,10 @@
 """fusedattn.CBAM: drop-in for timm's CbamModule and the common CBAM layouts."""
-import torch
 from torch import nn
 
 from ..ops.cbam import cbam
 from ..ops.validation import check_activation
 from ..reference.channels import make_divisible
-from .conversion import copy_into, is_sigmoid, require
+from .conversion import copy_into, is_sigmoid, require, update_running_stats
 
 # state_dict keys of the other layouts -> fusedattn.CBAM's (timm's) keys
 _KEY_PREFIXES = [
@@ -78,18 +77,8 @@ class CBAM(nn.Module):
             use_bn=bn is not None, bn_training=batch_stats, eps=bn.eps if bn is not None else 0.0,
             max_first=self.max_first, return_bn_stats=True)
         if bn is not None and self.training and bn.track_running_stats:
-            self._update_running_stats(bn, mean.detach(), var.detach(), x.shape[0] * x.shape[2] * x.shape[3])
+            update_running_stats(bn, mean, var, x.shape[0] * x.shape[2] * x.shape[3])
         return y
-
-    @staticmethod
-    def _update_running_stats(bn: nn.BatchNorm2d, mean, var, n: int) -> None:
-        """What nn.BatchNorm2d does in training: unbiased variance, momentum or cumulative average."""
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.mul_(1 - momentum).add_(mean.to(bn.running_mean.dtype), alpha=momentum)
-            unbiased = var * (n / (n - 1))
-            bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.dtype), alpha=momentum)
 
     def extra_repr(self):
         return (f"channels={self.channels}, rd_channels={self.channel.fc1.out_channels}, "

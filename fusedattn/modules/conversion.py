@@ -23,3 +23,14 @@ def copy_into(new: nn.Module, source: nn.Module) -> nn.Module:
         new = new.to(device=tensors[0].device, dtype=tensors[0].dtype)
     new.load_state_dict(source.state_dict())
     return new.train(source.training)
+
+
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+    """What nn.BatchNorm2d does to its buffers in training, from the batch ``mean`` and biased
+    ``var`` over ``n`` values per channel: unbiased variance, momentum or cumulative average."""
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.mul_(1 - momentum).add_(mean.detach().to(bn.running_mean.dtype), alpha=momentum)
+        unbiased = var.detach() * (n / (n - 1))
+        bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.dtype), alpha=momentum)

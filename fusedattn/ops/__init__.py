@@ -3,5 +3,6 @@ from .cbam import cbam
 from .eca import eca
 from .psa import psa_attention
 from .se import se
+from .sk import sk_attention
 
-__all__ = ["se", "eca", "cbam", "psa_attention"]
+__all__ = ["se", "eca", "cbam", "psa_attention", "sk_attention"]

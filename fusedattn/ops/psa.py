@@ -12,7 +12,7 @@ from torch import Tensor
 from .. import kernels
 from ..backend import op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
-from .validation import acc_dtype, check_activation, check_channel_mlp
+from .validation import acc_dtype, check_branches, check_channel_mlp
 
 
 # ---- plain-PyTorch path (CPU) -------------------------------------------------------
@@ -127,13 +127,6 @@ def psa_attention(splits, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weigh
     """PSA's attention tail on the branch outputs ``splits`` (P tensors [B, C, H, W], same shape,
     dtype and device): shared SE weights, softmax across splits, weighted splits concatenated
     in reverse order (last split first, EPSANet's layout) -> [B, P*C, H, W]."""
-    splits = list(splits)
-    if not splits:
-        raise ValueError("splits must hold at least one tensor")
-    for i, s in enumerate(splits):
-        check_activation(s, f"splits[{i}]")
-        if s.shape != splits[0].shape or s.dtype != splits[0].dtype or s.device != splits[0].device:
-            raise ValueError(f"splits[{i}] is {tuple(s.shape)} {s.dtype} on {s.device}, but splits[0] is "
-                             f"{tuple(splits[0].shape)} {splits[0].dtype} on {splits[0].device}")
+    splits = check_branches(splits, "splits")
     check_channel_mlp(splits[0], fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     return psa_forward(splits, fc1_weight, fc1_bias, fc2_weight, fc2_bias)[0]

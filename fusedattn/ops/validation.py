@@ -54,3 +54,17 @@ def check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> None:
         raise ValueError("fc1_bias and fc2_bias must both be given or both be None")
     check_param(fc1_bias, "fc1_bias", x, (RD,))
     check_param(fc2_bias, "fc2_bias", x, (C,))
+
+
+def check_branches(tensors, name: str) -> list:
+    """A non-empty list of [B, C, H, W] branch tensors of one shape, dtype and device."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError(f"{name} must hold at least one tensor")
+    for i, t in enumerate(tensors):
+        check_activation(t, f"{name}[{i}]")
+        t0 = tensors[0]
+        if t.shape != t0.shape or t.dtype != t0.dtype or t.device != t0.device:
+            raise ValueError(f"{name}[{i}] is {tuple(t.shape)} {t.dtype} on {t.device}, but {name}[0] is "
+                             f"{tuple(t0.shape)} {t0.dtype} on {t0.device}")
+    return tensors

@@ -1,0 +1,92 @@
+"""SK (Selective Kernel) attention tail launchers, after the P branch convs:
+
+    s   = mean_hw(sum_p x_p);  u = BN(W_r s);  att = softmax_p(W_s relu(u));  y = sum_p att_p * x_p
+
+Forward: path_pool reads every path once (the sum over paths is never written), the two
+gate launches (kernels.sk_gate) turn the [B, C] partials into att [B, P*C], path_combine
+reads every path a second time and writes y once. Unlike SE's pipeline there are no L2
+chunks: in training BatchNorm normalises over the whole batch, so no sample's gate exists
+before every sample is pooled.
+
+Backward: path_pool with dy reads dy and the paths once for datt = sum_hw(dy * x_p), the gate
+backward gives coef = dmean / HW, path_combine_backward reads dy once more and writes every
+dx_p = dy * att_p + coef; then the weight gradients as fixed-order sums over the batch.
+"""
+import torch
+
+from . import config
+from .batch_outer import batch_outer
+from .channel_pool import plan_pool
+from .layout import acc_dtype, acc_torch_dtype, channel_view
+from .path_sum import path_combine, path_combine_backward, path_groups, path_pool, path_views
+from .se_gate import gate_tiles
+from .sk_gate import sk_bn_backward_kernel, sk_reduce_kernel, sk_select_backward_kernel, sk_select_kernel
+
+
+def select_block_c(C: int, A: int) -> int:
+    """Channel tile of the fc_select kernels: [BLOCK_A, BLOCK_C] tiles of about 1024 elements,
+    since their path loops are unrolled (4096-element tiles spilled on sm_90 at P >= 3)."""
+    return gate_tiles(C, A, elems=1024)[0]
+
+
+def sk_forward(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, training: bool, eps: float):
+    """xs: P tensors [B, C, H, W] (same shape and dtype); w_reduce [A, C(,1,1)],
+    w_select [P*C, A(,1,1)]; BatchNorm gamma, beta [A]; running_mean/var [A] (used unless training).
+
+    Returns (y [B, C, H, W] in xs[0]'s memory format, s [B, C] (pooled sum), z [B, A] (fc_reduce
+    output), u [B, A] (BN output), att [B, P*C] (softmax weights), mean [A], var [A] (what BN
+    normalised with: batch mean and biased variance in training, else the running ones)).
+    """
+    P = len(xs)
+    B, C, H, W = xs[0].shape
+    A = w_reduce.shape[0]
+    dt, dev, acc = acc_torch_dtype(xs[0].dtype), xs[0].device, acc_dtype(xs[0].dtype)
+    wr, ws = w_reduce.reshape(A, C).contiguous(), w_select.reshape(P * C, A).contiguous()
+    views = path_views(xs)
+    plan = plan_pool(views[0], B, C, H * W)
+    sums = config.new_buffer((len(path_groups(P)) * plan.n_splits, B, C), dt, dev)
+    path_pool(views, plan, sums)
+    s, z = config.new_buffer((B, C), dt, dev), config.new_buffer((B, A), dt, dev)
+    u, att = config.new_buffer((B, A), dt, dev), config.new_buffer((B, P * C), dt, dev)
+    mean, var = config.new_buffer((A,), dt, dev), config.new_buffer((A,), dt, dev)
+    block_c, block_a = gate_tiles(C, A)
+    sk_reduce_kernel[(B,)](sums, sums.shape[0], B, C, A, H * W, wr, s, z,
+                           BLOCK_C=block_c, BLOCK_A=block_a, ACC=acc, num_warps=4)
+    stats = (gamma, gamma) if training else (running_mean, running_var)
+    sk_select_kernel[(B,)](z, B, C, A, ws, gamma, beta, *stats, float(eps), u, att, mean, var,
+                           P=P, TRAINING=training, BLOCK_C=select_block_c(C, A), BLOCK_A=block_a, ACC=acc,
+                           num_warps=4)
+    y = config.new_like(views[0].tensor)
+    path_combine(views, channel_view(y), att, plan)
+    return y, s, z, u, att, mean, var
+
+
+def sk_backward(dy, xs, w_reduce, w_select, gamma, eps: float, training: bool, s, z, u, att, mean, var):
+    """Gradients of sk_forward: ([dx_p for each path], dw_reduce, dgamma, dbeta, dw_select),
+    weight gradients in the weights' shapes and dtypes. Deterministic: no atomics."""
+    P = len(xs)
+    B, C, H, W = xs[0].shape
+    A = w_reduce.shape[0]
+    dt, dev, acc = acc_torch_dtype(xs[0].dtype), xs[0].device, acc_dtype(xs[0].dtype)
+    wr, ws = w_reduce.reshape(A, C).contiguous(), w_select.reshape(P * C, A).contiguous()
+    views, dyv = path_views(xs), channel_view(dy)
+    plan = plan_pool(views[0], B, C, H * W)
+    datt = config.new_buffer((plan.n_splits, B * P, C), dt, dev)
+    path_pool(views, plan, datt, dy=dyv)
+    dlogit, du = config.new_buffer((B, P * C), dt, dev), config.new_buffer((B, A), dt, dev)
+    block_c, block_a = gate_tiles(C, A)
+    sk_select_backward_kernel[(B,)](datt, plan.n_splits, B, C, A, ws, u, att, dlogit, du, P=P,
+                                    BLOCK_C=select_block_c(C, A), BLOCK_A=block_a, ACC=acc, num_warps=4)
+    dz, coef = config.new_buffer((B, A), dt, dev), config.new_buffer((B, C), dt, dev)
+    dgamma, dbeta = config.new_buffer((A,), dt, dev), config.new_buffer((A,), dt, dev)
+    sk_bn_backward_kernel[(B,)](du, z, mean, var, gamma, float(eps), B, C, A, H * W, wr,
+                                dz, coef, dgamma, dbeta,
+                                TRAINING=training, BLOCK_C=block_c, BLOCK_A=block_a, ACC=acc, num_warps=4)
+    dxs = [config.new_like(v.tensor) for v in views]
+    path_combine_backward(dyv, [channel_view(d) for d in dxs], att, coef, plan)
+    dws = config.new_buffer((P * C, A), w_select.dtype, dev)
+    dwr = config.new_buffer((A, C), w_reduce.dtype, dev)
+    batch_outer(dlogit, u, dws, relu_v=True)
+    batch_outer(dz, s, dwr)
+    return (dxs, dwr.reshape(w_reduce.shape), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype),
+            dws.reshape(w_select.shape))
