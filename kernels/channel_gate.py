@@ -1,4 +1,5 @@
-"""The pipeline every channel-gate block shares (SE, ECA, and later CBAM's channel half).
+"""The pipeline every channel-gate block shares (SE, ECA), with the optional residual epilogue
+out = act(x * gate + shortcut) of ResNet-style blocks (kernels/epilogue.py).
 
 Forward, per chunk of samples:      pool(x) -> gate(pooled) -> y = x * gate
 Backward, per chunk of samples:     pool(dy * x) -> gate backward -> dx = dy * gate + ...
@@ -13,13 +14,14 @@ for dy in the backward pass. Only the [B, C] vectors leave the chunk.
 The block supplies ``launch_gate(parts, b0, nb)``, which turns the pooling partials of
 samples [b0, b0 + nb) into its [B, C] gate (forward) or coefficients (backward).
 """
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 
 from . import config
 from .channel_pool import PoolPartials, channel_pool, new_partials, plan_pool
 from .channel_scale import channel_scale, channel_scale_backward
+from .epilogue import epilogue_grad
 from .layout import channel_view
 
 GateLauncher = Callable[[PoolPartials, int, int], None]
@@ -38,36 +40,62 @@ def chunk_size(x: torch.Tensor) -> int:
     return max((nb for _, nb in sample_chunks(x)), default=1)
 
 
+class Epilogue(NamedTuple):
+    """The residual epilogue  out = act(x * gate + shortcut)  (kernels/epilogue.py)."""
+    act: int = 0                             # channel_scale.ACTIVATIONS code
+    shortcut: torch.Tensor | None = None     # [B, C, H, W] added before the activation
+    out: torch.Tensor | None = None          # the forward's output (backward, ReLU)
+
+    @property
+    def active(self) -> bool:
+        """Backward work to do: dz = dy * act'(.) (without an activation dz is dy itself)."""
+        return self.act != 0
+
+
 def channel_gate_forward(x: torch.Tensor, gate: torch.Tensor, launch_gate: GateLauncher,
-                         with_max: bool = False) -> torch.Tensor:
-    """y = x * gate[b, c] with gate [B, C] computed chunk by chunk by ``launch_gate``."""
+                         with_max: bool = False, epilogue: Epilogue = Epilogue()) -> torch.Tensor:
+    """y = act(x * gate[b, c] (+ shortcut)) with gate [B, C] computed chunk by chunk by
+    ``launch_gate``."""
     B, C, H, W = x.shape
     xv = channel_view(x)
     y = config.new_like(xv.tensor)
     yv = channel_view(y)
+    rv = channel_view(epilogue.shortcut) if epilogue.shortcut is not None else None
     plan = plan_pool(xv, chunk_size(x), C, H * W)
     parts = new_partials(plan, B, C, x, with_max)
     for b0, nb in sample_chunks(x):
         channel_pool(xv, plan, parts, b0, nb)
         launch_gate(parts, b0, nb)
-        channel_scale(xv, yv, gate, plan, b0, nb)
+        channel_scale(xv, yv, gate, plan, b0, nb, shortcut=rv, act=epilogue.act)
     return y
 
 
 def channel_gate_backward(dy: torch.Tensor, x: torch.Tensor, gate: torch.Tensor,
                           launch_gate_backward: GateLauncher, mean_coef: torch.Tensor,
                           pool_max: torch.Tensor | None = None,
-                          max_coef: torch.Tensor | None = None) -> torch.Tensor:
-    """dx of y = x * gate, where ``launch_gate_backward`` turns sum_hw(dy * x) partials
-    (and ties with ``pool_max``) into ``mean_coef`` (and ``max_coef``) rows."""
+                          max_coef: torch.Tensor | None = None,
+                          epilogue: Epilogue = Epilogue()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dx, dz) of y = act(x * gate + shortcut), where ``launch_gate_backward`` turns
+    sum_hw(dz * x) partials (and ties with ``pool_max``) into ``mean_coef`` (and ``max_coef``)
+    rows. dz = dy * act'(.) is the shortcut's gradient (None without an activation: dz = dy);
+    per chunk it is written, then read back from L2 by the two passes after it."""
     B, C, H, W = x.shape
     xv, dyv = channel_view(x), channel_view(dy)
     dx = config.new_like(xv.tensor)
     dxv = channel_view(dx)
+    dz = dzv = None
+    if epilogue.active:
+        dz = config.new_like(xv.tensor)
+        dzv = channel_view(dz)
+        outv = channel_view(epilogue.out) if epilogue.out is not None else None
+        rv = channel_view(epilogue.shortcut) if epilogue.shortcut is not None else None
     plan = plan_pool(xv, chunk_size(x), C, H * W)
     parts = new_partials(plan, B, C, x, with_max=False, with_counts=pool_max is not None)
     for b0, nb in sample_chunks(x):
-        channel_pool(xv, plan, parts, b0, nb, dy=dyv, ref_max=pool_max)
+        if dz is not None:
+            epilogue_grad(dyv, outv, xv, rv, dzv, gate, epilogue.act, plan, b0, nb)
+        g = dzv if dz is not None else dyv
+        channel_pool(xv, plan, parts, b0, nb, dy=g, ref_max=pool_max)
         launch_gate_backward(parts, b0, nb)
-        channel_scale_backward(dyv, xv, dxv, gate, mean_coef, plan, b0, nb, pool_max, max_coef)
-    return dx
+        channel_scale_backward(g, xv, dxv, gate, mean_coef, plan, b0, nb, pool_max, max_coef)
+    return dx, dz

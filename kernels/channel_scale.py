@@ -1,5 +1,5 @@
-"""y[b, c, hw] = x[b, c, hw] * gate[b, c] [* spatial[b, hw]]  and the input gradient of the
-channel-only form
+"""y[b, c, hw] = act(x[b, c, hw] * gate[b, c] [* spatial[b, hw]] [+ shortcut[b, c, hw]])  and the
+input gradient of the channel-only form
 
     dx[b, c, hw] = dy * gate[b, c] + mean_coef[b, c] + (x == max[b, c]) * max_coef[b, c]
 
@@ -15,6 +15,18 @@ import triton.language as tl
 
 from .channel_pool import PoolPlan
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
+
+#: activation name -> the ACT code of the scale pass's epilogue (kernels/epilogue.py)
+ACTIVATIONS = {"none": 0, "relu": 1, "silu": 2}
+
+
+@triton.jit
+def apply_act(z, ACT: tl.constexpr):
+    if ACT == 1:
+        z = tl.maximum(z, 0.0)
+    if ACT == 2:
+        z = z / (1.0 + tl.exp(-z))
+    return z
 
 
 @triton.jit
@@ -32,9 +44,10 @@ def scale_tile(pid, b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C: tl.constexpr, BLO
 def channel_scale_kernel(
     x_ptr, sxb, sxc, sxhw,
     y_ptr, syb, syc, syhw,
+    res_ptr, srb, src, srhw,
     gate_ptr, spatial_ptr,
     b0, C, HW, n_hwblocks, n_cblocks,
-    HAS_SPATIAL: tl.constexpr,
+    HAS_SPATIAL: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
     b, c, hw, mask = scale_tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
@@ -43,6 +56,9 @@ def channel_scale_kernel(
     y = x.to(ACC) * g[:, None]
     if HAS_SPATIAL:
         y *= tl.load(spatial_ptr + b * HW + hw, mask=hw < HW, other=0.0).to(ACC)[None, :]
+    if HAS_RES:
+        y += tl.load(res_ptr + b * srb + c[:, None] * src + hw[None, :] * srhw, mask=mask, other=0.0).to(ACC)
+    y = apply_act(y, ACT)
     tl.store(y_ptr + b * syb + c[:, None] * syc + hw[None, :] * syhw,
              y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -79,15 +95,17 @@ def scale_grid(plan: PoolPlan, nb: int, HW: int) -> tuple[tuple[int], int]:
 
 
 def channel_scale(x: ChannelView, y: ChannelView, gate, plan: PoolPlan, b0: int, nb: int,
-                  spatial=None) -> None:
-    """y = x * gate[:, :, None, None] (* spatial[:, None]) for samples [b0, b0 + nb);
-    gate is [B, C], spatial (optional) [B, H*W]."""
+                  spatial=None, shortcut: ChannelView | None = None, act: int = 0) -> None:
+    """y = act(x * gate[:, :, None, None] (* spatial[:, None]) (+ shortcut)) for samples
+    [b0, b0 + nb); gate is [B, C], spatial (optional) [B, H*W], act an ACTIVATIONS code."""
     _, C, H, W = x.tensor.shape
     grid, n_hw = scale_grid(plan, nb, H * W)
+    r = shortcut if shortcut is not None else x
     channel_scale_kernel[grid](
-        x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, gate,
+        x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, r.tensor, r.sb, r.sc, r.shw, gate,
         spatial if spatial is not None else gate,
         b0, C, H * W, n_hw, plan.n_cblocks, HAS_SPATIAL=spatial is not None,
+        HAS_RES=shortcut is not None, ACT=act,
         BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )
 

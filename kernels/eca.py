@@ -1,13 +1,14 @@
 """ECA launchers: fused forward and backward of  y = x * sigmoid(conv1d_k(pool(x)))."""
 
 from . import config
-from .channel_gate import channel_gate_backward, channel_gate_forward
+from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
 from .eca_gate import eca_block_c, eca_gate_backward_kernel, eca_gate_forward_kernel, eca_weight_grad_kernel
 from .layout import acc_dtype, acc_torch_dtype
 
 
-def eca_forward(x, weight, bias, circular: bool):
-    """x [B, C, H, W]; weight [1, 1, K] (K odd); bias [1] | None; circular padding or zeros.
+def eca_forward(x, weight, bias, circular: bool, shortcut=None, act: int = 0):
+    """x [B, C, H, W]; weight [1, 1, K] (K odd); bias [1] | None; circular padding or zeros;
+    optional epilogue: y = act(x * gate + shortcut) (act: channel_scale.ACTIVATIONS code).
 
     Returns (y [B, C, H, W] in x's dtype and memory format, pooled [B, C], gate [B, C]).
     """
@@ -27,12 +28,13 @@ def eca_forward(x, weight, bias, circular: bool):
             BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
         )
 
-    y = channel_gate_forward(x, gate, launch_gate)
+    y = channel_gate_forward(x, gate, launch_gate, epilogue=Epilogue(act, shortcut))
     return y, pooled, gate
 
 
-def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate):
-    """Gradients of eca_forward: (dx, dweight [1, 1, K], dbias [1] | None)."""
+def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, act: int = 0, out=None,
+                 shortcut=None):
+    """Gradients of eca_forward: (dx, dweight [1, 1, K], dbias [1] | None, dshortcut | None)."""
     B, C, H, W = x.shape
     K = weight.shape[-1]
     dt, dev = acc_torch_dtype(x.dtype), x.device
@@ -47,11 +49,12 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate):
             K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
         )
 
-    dx = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef)
+    dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
+                                     epilogue=Epilogue(act, shortcut, out))
     dw = config.new_buffer((K,), weight.dtype, dev)
     db = config.new_buffer((1,), weight.dtype, dev) if has_bias else None
     eca_weight_grad_kernel[(K + int(has_bias),)](
         dz, pooled, dw, db if has_bias else dw, B, C,
         K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
     )
-    return dx, dw.reshape(weight.shape), db
+    return dx, dw.reshape(weight.shape), db, dres

@@ -2,13 +2,14 @@
 
 from . import config
 from .batch_outer import mlp_weight_grads
-from .channel_gate import channel_gate_backward, channel_gate_forward
+from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
 from .layout import acc_dtype, acc_torch_dtype
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
 
 
-def se_forward(x, w1, b1, w2, b2, add_maxpool: bool):
-    """x [B, C, H, W]; w1 [RD, C(,1,1)], b1 [RD] | None; w2 [C, RD(,1,1)], b2 [C] | None.
+def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0):
+    """x [B, C, H, W]; w1 [RD, C(,1,1)], b1 [RD] | None; w2 [C, RD(,1,1)], b2 [C] | None;
+    optional epilogue: y = act(x * gate + shortcut) (act: channel_scale.ACTIVATIONS code).
 
     Returns (y [B, C, H, W] in x's dtype and memory format, pooled [B, C] (fc1's input),
     pool_max [B, C] (or [0] without add_maxpool), hidden [B, RD] (pre-ReLU), gate [B, C]);
@@ -35,15 +36,17 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool):
             BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
         )
 
-    y = channel_gate_forward(x, gate, launch_gate, with_max=add_maxpool)
+    y = channel_gate_forward(x, gate, launch_gate, with_max=add_maxpool, epilogue=Epilogue(act, shortcut))
     return y, pooled, pool_max, hidden, gate
 
 
-def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate):
-    """Gradients of se_forward from dy [B, C, H, W] and its saved vectors.
+def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
+                act: int = 0, out=None, shortcut=None):
+    """Gradients of se_forward from dy [B, C, H, W] and its saved vectors (with an epilogue:
+    its act, the forward's output ``out`` for ReLU, the shortcut for SiLU).
 
-    Returns (dx, dw1, db1, dw2, db2); weight gradients have the weights' shapes and
-    dtypes; db1/db2 are None without bias. Deterministic: no atomics.
+    Returns (dx, dw1, db1, dw2, db2, dshortcut); weight gradients have the weights' shapes and
+    dtypes; db1/db2 are None without bias, dshortcut None without an epilogue. Deterministic.
     """
     B, C, H, W = x.shape
     RD = w1.shape[0]
@@ -65,6 +68,6 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate):
             BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
         )
 
-    dx = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
-                               pool_max if with_max else None, max_coef)
-    return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias))
+    dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
+                                     pool_max if with_max else None, max_coef, Epilogue(act, shortcut, out))
+    return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias), dres)

@@ -73,6 +73,11 @@ def exercise_launchers() -> None:
                     for bias in (False, True):
                         out = kernels.se_forward(x, w1, b1 if bias else None, w2, b2 if bias else None, maxpool)
                         kernels.se_backward(dy, x, w1, w2, bias, *out[1:])
+                for act in (0, 1, 2):  # the residual epilogue: none, ReLU, SiLU
+                    out = kernels.se_forward(x, w1, b1, w2, b2, False, shortcut=dy, act=act)
+                    kernels.se_backward(dy, x, w1, w2, True, *out[1:], act=act, out=out[0], shortcut=dy)
+                    y, pooled, gate = kernels.eca_forward(x, torch.randn(1, 1, 3), None, False, shortcut=dy, act=act)
+                    kernels.eca_backward(dy, x, torch.randn(1, 1, 3), False, False, pooled, gate, act, y, dy)
                 for circular in (False, True):
                     for bias in (None, torch.randn(1)):
                         w = torch.randn(1, 1, 5)

@@ -31,9 +31,10 @@ class ECA(nn.Module):
         self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size,
                               padding=0 if self.circular else self.padding, bias=bias)
 
-    def forward(self, x):
+    def forward(self, x, shortcut=None, act=None):
+        """ECA(x), or with a residual epilogue act(ECA(x) + shortcut) in the same fused pass."""
         check_activation(x, "x", self.channels)
-        return eca(x, self.conv.weight, self.conv.bias, circular=self.circular)
+        return eca(x, self.conv.weight, self.conv.bias, circular=self.circular, shortcut=shortcut, act=act)
 
     def extra_repr(self):
         return f"channels={self.channels}, kernel_size={self.conv.kernel_size[0]}, circular={self.circular}"

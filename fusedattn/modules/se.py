@@ -34,9 +34,12 @@ class SE(nn.Module):
         self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=bias)
         self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=bias)
 
-    def forward(self, x):
+    def forward(self, x, shortcut=None, act=None):
+        """SE(x), or with a residual epilogue act(SE(x) + shortcut) in the same fused pass
+        (act None, 'relu' or 'silu'): what a ResNet block does right after its attention."""
         check_activation(x, "x", self.channels)
-        return se(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.add_maxpool)
+        return se(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.add_maxpool,
+                  shortcut=shortcut, act=act)
 
     def extra_repr(self):
         return f"channels={self.channels}, rd_channels={self.fc1.out_channels}, add_maxpool={self.add_maxpool}"

@@ -1,4 +1,5 @@
-"""ECA as one opaque op:  y = x * sigmoid(conv1d_k(mean_hw(x)) across channels)
+"""ECA as one opaque op:  y = act(x * sigmoid(conv1d_k(mean_hw(x)) across channels) + shortcut)
+(the residual epilogue is optional: act none and no shortcut give plain ECA)
 
 ``fusedattn::eca_forward`` / ``fusedattn::eca_backward``: torch.library custom ops with
 fake impls and registered autograd. CUDA tensors run the Triton kernels
@@ -11,6 +12,8 @@ from torch import Tensor
 from .. import kernels
 from ..backend import uses_triton, op_implementation
 from ..kernels.layout import suggested_memory_format
+from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
+                       shortcut_grad, unpack_epilogue)
 from .validation import acc_dtype, check_activation, check_param
 
 
@@ -27,22 +30,24 @@ def _channel_conv(v, weight, circular):
     return F.conv1d(v, weight.reshape(1, 1, k), padding=pad)[:, 0]
 
 
-def eca_forward_torch(x, weight, bias, circular):
+def eca_forward_torch(x, weight, bias, circular, shortcut=None, act=0):
     dt = acc_dtype(x)
     pooled = x.mean((2, 3), dtype=dt)
     z = _channel_conv(pooled, weight.to(dt), circular)
     if bias is not None:
         z = z + bias.to(dt)
     gate = torch.sigmoid(z)
-    y = (x * gate[:, :, None, None]).to(x.dtype)
+    y = epilogue_torch(x.to(dt) * gate[:, :, None, None], shortcut, act).to(x.dtype)
     return y.contiguous(memory_format=suggested_memory_format(x)), pooled, gate
 
 
-def eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate):
+def eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate, act=0, out=None, shortcut=None):
     B, C, H, W = x.shape
     k = weight.shape[-1]
     dt = gate.dtype
-    dgate = (dy.to(dt) * x.to(dt)).sum((2, 3))
+    fmt = suggested_memory_format(x)
+    dy = epilogue_grad_torch(dy, out, x, gate, shortcut, act)
+    dgate = (dy * x.to(dt)).sum((2, 3))
     dz = dgate * gate * (1 - gate)
     dp = _channel_conv(dz, weight.to(dt).flip(-1), circular)  # the conv's adjoint
     dx = dy.to(dt) * gate[:, :, None, None] + (dp / (H * W))[:, :, None, None]
@@ -54,24 +59,23 @@ def eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate):
         padded = F.pad(pooled, (pad, pad))
     dw = torch.stack([(dz * padded[:, j:j + C]).sum() for j in range(k)])
     db = dz.sum().reshape(1).to(weight.dtype) if has_bias else weight.new_empty((0,))
-    return (dx.to(x.dtype).contiguous(memory_format=suggested_memory_format(x)),
-            dw.to(weight.dtype).reshape(weight.shape), db)
+    dres = dy.to(x.dtype).contiguous(memory_format=fmt) if act else x.new_empty((0,))
+    return dx.to(x.dtype).contiguous(memory_format=fmt), dw.to(weight.dtype).reshape(weight.shape), db, dres
 
 
 # ---- custom ops ----------------------------------------------------------------------
 
 @torch.library.custom_op("fusedattn::eca_forward", mutates_args=())
 @op_implementation
-def eca_forward(x: Tensor, weight: Tensor, bias: Tensor | None, circular: bool
-                ) -> tuple[Tensor, Tensor, Tensor]:
-    """(y, pooled [B, C], gate [B, C])."""
-    if uses_triton(x):
-        return kernels.eca_forward(x, weight, bias, circular)
-    return eca_forward_torch(x, weight, bias, circular)
+def eca_forward(x: Tensor, weight: Tensor, bias: Tensor | None, circular: bool, shortcut: Tensor | None,
+                act: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(y = act(x * gate + shortcut), pooled [B, C], gate [B, C])."""
+    impl = kernels.eca_forward if uses_triton(x) else eca_forward_torch
+    return impl(x, weight, bias, circular, shortcut, act)
 
 
 @eca_forward.register_fake
-def _(x, weight, bias, circular):
+def _(x, weight, bias, circular, shortcut, act):
     B, C = x.shape[:2]
     dt = acc_dtype(x)
     return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
@@ -81,31 +85,36 @@ def _(x, weight, bias, circular):
 @torch.library.custom_op("fusedattn::eca_backward", mutates_args=())
 @op_implementation
 def eca_backward(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, circular: bool,
-                 pooled: Tensor, gate: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(dx, dweight, dbias); dbias is empty without bias."""
+                 pooled: Tensor, gate: Tensor, act: int, out: Tensor | None, shortcut: Tensor | None
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias, dz); dbias is empty without bias, dz (the shortcut's gradient
+    dy * act'(.)) without an activation."""
     if uses_triton(x):
-        dx, dw, db = kernels.eca_backward(dy, x, weight, has_bias, circular, pooled, gate)
-        return dx, dw, db if has_bias else weight.new_empty((0,))
-    return eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate)
+        dx, dw, db, dres = kernels.eca_backward(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut)
+        empty = weight.new_empty((0,))
+        return dx, dw, db if has_bias else empty, dres if dres is not None else x.new_empty((0,))
+    return eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut)
 
 
 @eca_backward.register_fake
-def _(dy, x, weight, has_bias, circular, pooled, gate):
-    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
-            torch.empty_like(weight), weight.new_empty((1,) if has_bias else (0,)))
+def _(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut):
+    fmt = suggested_memory_format(x)
+    return (torch.empty_like(x, memory_format=fmt), torch.empty_like(weight),
+            weight.new_empty((1,) if has_bias else (0,)),
+            torch.empty_like(x, memory_format=fmt) if act else x.new_empty((0,)))
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, circular = inputs
-    _, pooled, gate = output
-    ctx.has_bias, ctx.circular = bias is not None, circular
-    ctx.save_for_backward(x, weight, pooled, gate)
+    x, weight, bias, circular, shortcut, act = inputs
+    y, pooled, gate = output
+    ctx.has_bias, ctx.circular, ctx.act, ctx.has_shortcut = bias is not None, circular, act, shortcut is not None
+    ctx.save_for_backward(x, weight, pooled, gate, *epilogue_saved(y, shortcut, act))
 
 
 def _backward(ctx, dy, *_unused):
-    x, weight, pooled, gate = ctx.saved_tensors
-    dx, dw, db = eca_backward(dy, x, weight, ctx.has_bias, ctx.circular, pooled, gate)
-    return dx, dw, db if ctx.has_bias else None, None
+    x, weight, pooled, gate, out, shortcut = unpack_epilogue(ctx, 4)
+    dx, dw, db, dres = eca_backward(dy, x, weight, ctx.has_bias, ctx.circular, pooled, gate, ctx.act, out, shortcut)
+    return dx, dw, db if ctx.has_bias else None, None, shortcut_grad(ctx, dy, dres), None
 
 
 eca_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -113,10 +122,14 @@ eca_forward.register_autograd(_backward, setup_context=_setup_context)
 
 # ---- functional API ------------------------------------------------------------------
 
-def eca(x: Tensor, weight: Tensor, bias: Tensor | None = None, circular: bool = False) -> Tensor:
-    """Efficient Channel Attention on x [B, C, H, W] with a Conv1d weight [1, 1, k] (k odd).
+def eca(x: Tensor, weight: Tensor, bias: Tensor | None = None, circular: bool = False,
+        shortcut: Tensor | None = None, act=None) -> Tensor:
+    """Efficient Channel Attention on x [B, C, H, W] with a Conv1d weight [1, 1, k] (k odd):
+    act(x * gate + shortcut).
 
     circular=True wraps the channel axis around (timm's CecaModule) instead of zero padding.
+    Residual epilogue (one fused pass): shortcut [B, C, H, W] (x's dtype) added, then act
+    (None, 'relu' or 'silu').
     """
     check_activation(x)
     C = x.shape[1]
@@ -130,4 +143,5 @@ def eca(x: Tensor, weight: Tensor, bias: Tensor | None = None, circular: bool = 
     check_param(bias, "bias", x, (1,))
     if circular and (k - 1) // 2 > C:
         raise ValueError(f"circular padding {(k - 1) // 2} is larger than the {C} channels of x")
-    return eca_forward(x, weight, bias, bool(circular))[0]
+    check_shortcut(x, shortcut)
+    return eca_forward(x, weight, bias, bool(circular), shortcut, act_code(act))[0]

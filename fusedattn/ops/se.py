@@ -1,4 +1,5 @@
-"""SE as one opaque op:  y = x * sigmoid(fc2(relu(fc1(pool(x)))))
+"""SE as one opaque op:  y = act(x * sigmoid(fc2(relu(fc1(pool(x))))) + shortcut)
+(the residual epilogue is optional: act none and no shortcut give plain SE)
 
 ``fusedattn::se_forward`` / ``fusedattn::se_backward`` are ``torch.library`` custom ops
 with fake impls and registered autograd, so ``torch.compile(fullgraph=True)`` keeps
@@ -11,12 +12,14 @@ from torch import Tensor
 from .. import kernels
 from ..backend import uses_triton, op_implementation
 from ..kernels.layout import suggested_memory_format
+from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
+                       shortcut_grad, unpack_epilogue)
 from .validation import acc_dtype, check_activation, check_channel_mlp
 
 
 # ---- plain-PyTorch path (CPU) -------------------------------------------------------
 
-def se_forward_torch(x, w1, b1, w2, b2, add_maxpool):
+def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0):
     B, C = x.shape[:2]
     RD = w1.shape[0]
     dt = acc_dtype(x)
@@ -33,16 +36,16 @@ def se_forward_torch(x, w1, b1, w2, b2, add_maxpool):
     if b2 is not None:
         z = z + b2.to(dt)
     gate = torch.sigmoid(z)
-    y = (x * gate[:, :, None, None]).to(x.dtype)
+    y = epilogue_torch(x.to(dt) * gate[:, :, None, None], shortcut, act).to(x.dtype)
     return y.contiguous(memory_format=suggested_memory_format(x)), pooled, pool_max, hidden, gate
 
 
-def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate):
+def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act=0, out=None, shortcut=None):
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt = gate.dtype
     fmt = suggested_memory_format(x)
-    xf, dyf = x.to(dt), dy.to(dt)
+    xf, dyf = x.to(dt), epilogue_grad_torch(dy, out, x, gate, shortcut, act)
     dgate = (dyf * xf).sum((2, 3))
     dz = dgate * gate * (1 - gate)
     dh = (dz @ w2.reshape(C, RD).to(dt)) * (hidden > 0)
@@ -58,7 +61,8 @@ def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate):
     dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
     db2 = dz.sum(0).to(w2.dtype) if has_bias else w2.new_empty((0,))
     db1 = dh.sum(0).to(w1.dtype) if has_bias else w1.new_empty((0,))
-    return dx.to(x.dtype).contiguous(memory_format=fmt), dw1, db1, dw2, db2
+    dres = dyf.to(x.dtype).contiguous(memory_format=fmt) if act else x.new_empty((0,))
+    return dx.to(x.dtype).contiguous(memory_format=fmt), dw1, db1, dw2, db2, dres
 
 
 # ---- custom ops ----------------------------------------------------------------------
@@ -66,15 +70,14 @@ def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate):
 @torch.library.custom_op("fusedattn::se_forward", mutates_args=())
 @op_implementation
 def se_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
-               add_maxpool: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(y, pooled [B,C], pool_max [B,C] or [0], hidden [B,RD], gate [B,C])."""
-    if uses_triton(x):
-        return kernels.se_forward(x, w1, b1, w2, b2, add_maxpool)
-    return se_forward_torch(x, w1, b1, w2, b2, add_maxpool)
+               add_maxpool: bool, shortcut: Tensor | None, act: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y = act(x * gate + shortcut), pooled [B,C], pool_max [B,C] or [0], hidden [B,RD], gate [B,C])."""
+    impl = kernels.se_forward if uses_triton(x) else se_forward_torch
+    return impl(x, w1, b1, w2, b2, add_maxpool, shortcut, act)
 
 
 @se_forward.register_fake
-def _(x, w1, b1, w2, b2, add_maxpool):
+def _(x, w1, b1, w2, b2, add_maxpool, shortcut, act):
     B, C = x.shape[:2]
     RD = w1.shape[0]
     dt = acc_dtype(x)
@@ -86,39 +89,43 @@ def _(x, w1, b1, w2, b2, add_maxpool):
 @torch.library.custom_op("fusedattn::se_backward", mutates_args=())
 @op_implementation
 def se_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool, pooled: Tensor,
-                pool_max: Tensor, hidden: Tensor, gate: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dx, dw1, db1, dw2, db2); db1/db2 are empty without bias."""
+                pool_max: Tensor, hidden: Tensor, gate: Tensor, act: int, out: Tensor | None,
+                shortcut: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw1, db1, dw2, db2, dz); db1/db2 are empty without bias. dz = dy * act'(.) is the
+    shortcut's gradient; empty without an activation (then it is dy)."""
     if uses_triton(x):
-        dx, dw1, db1, dw2, db2 = kernels.se_backward(dy, x, w1, w2, has_bias, pooled, pool_max,
-                                                     hidden, gate)
+        dx, dw1, db1, dw2, db2, dres = kernels.se_backward(dy, x, w1, w2, has_bias, pooled, pool_max,
+                                                           hidden, gate, act, out, shortcut)
         if not has_bias:
             db1, db2 = w1.new_empty((0,)), w2.new_empty((0,))
-        return dx, dw1, db1, dw2, db2
-    return se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate)
+        return dx, dw1, db1, dw2, db2, dres if dres is not None else x.new_empty((0,))
+    return se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut)
 
 
 @se_backward.register_fake
-def _(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate):
+def _(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut):
     RD, C = w1.shape[0], w2.shape[0]
-    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
+    fmt = suggested_memory_format(x)
+    return (torch.empty_like(x, memory_format=fmt),
             torch.empty_like(w1), w1.new_empty((RD,) if has_bias else (0,)),
-            torch.empty_like(w2), w2.new_empty((C,) if has_bias else (0,)))
+            torch.empty_like(w2), w2.new_empty((C,) if has_bias else (0,)),
+            torch.empty_like(x, memory_format=fmt) if act else x.new_empty((0,)))
 
 
 def _setup_context(ctx, inputs, output):
-    x, w1, b1, w2, b2, add_maxpool = inputs
-    _, pooled, pool_max, hidden, gate = output
-    ctx.has_bias = b1 is not None
-    ctx.save_for_backward(x, w1, w2, pooled, pool_max, hidden, gate)
+    x, w1, b1, w2, b2, add_maxpool, shortcut, act = inputs
+    y, pooled, pool_max, hidden, gate = output
+    ctx.has_bias, ctx.act, ctx.has_shortcut = b1 is not None, act, shortcut is not None
+    ctx.save_for_backward(x, w1, w2, pooled, pool_max, hidden, gate, *epilogue_saved(y, shortcut, act))
 
 
 def _backward(ctx, dy, *_unused):
-    x, w1, w2, pooled, pool_max, hidden, gate = ctx.saved_tensors
-    dx, dw1, db1, dw2, db2 = se_backward(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate)
+    x, w1, w2, pooled, pool_max, hidden, gate, out, shortcut = unpack_epilogue(ctx, 7)
+    dx, dw1, db1, dw2, db2, dres = se_backward(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate,
+                                               ctx.act, out, shortcut)
     if not ctx.has_bias:
         db1 = db2 = None
-    return dx, dw1, db1, dw2, db2, None
+    return dx, dw1, db1, dw2, db2, None, shortcut_grad(ctx, dy, dres), None
 
 
 se_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -127,12 +134,15 @@ se_forward.register_autograd(_backward, setup_context=_setup_context)
 # ---- functional API ------------------------------------------------------------------
 
 def se(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor,
-       fc2_bias: Tensor | None, add_maxpool: bool = False) -> Tensor:
-    """Squeeze-and-Excitation on x [B, C, H, W].
+       fc2_bias: Tensor | None, add_maxpool: bool = False, shortcut: Tensor | None = None, act=None) -> Tensor:
+    """Squeeze-and-Excitation on x [B, C, H, W]: act(x * gate + shortcut).
 
     fc1_weight [RD, C, 1, 1] or [RD, C], fc2_weight [C, RD, 1, 1] or [C, RD]; biases [RD] and
     [C], both given or both None. add_maxpool pools 0.5 * mean + 0.5 * max (timm's option).
+    Residual epilogue (one fused pass): shortcut [B, C, H, W] (x's dtype) added, then act
+    (None, 'relu' or 'silu'), as ResNet blocks do right after the attention.
     """
     check_activation(x)
     check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-    return se_forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool))[0]
+    check_shortcut(x, shortcut)
+    return se_forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool), shortcut, act_code(act))[0]

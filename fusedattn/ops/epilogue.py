@@ -1,0 +1,79 @@
+"""The residual epilogue of the channel-gate ops (SE, ECA):  out = act(x * gate + shortcut).
+
+Plain-PyTorch math for the CPU path, and the argument check shared by the ops. The Triton
+side is kernels/epilogue.py (fused into the scale pass; its gradient pass before the pool).
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..kernels.channel_scale import ACTIVATIONS
+from .validation import check_param
+
+RELU, SILU = ACTIVATIONS["relu"], ACTIVATIONS["silu"]
+
+
+def act_code(act) -> int:
+    """ACTIVATIONS code of ``act``: None / 'none', 'relu', 'silu' (or nn.ReLU / nn.SiLU)."""
+    name = "none" if act is None else getattr(act, "__name__", act)
+    name = {"ReLU": "relu", "SiLU": "silu", "Identity": "none"}.get(name, name)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"act must be one of None, 'relu', 'silu', got {act!r}")
+    return ACTIVATIONS[name]
+
+
+def check_shortcut(x: Tensor, shortcut: Tensor | None) -> None:
+    if shortcut is None:
+        return
+    check_param(shortcut, "shortcut", x, tuple(x.shape))
+    if shortcut.dtype != x.dtype:
+        raise TypeError(f"shortcut must have x's dtype {x.dtype}, got {shortcut.dtype}")
+
+
+def epilogue_torch(z: Tensor, shortcut: Tensor | None, act: int) -> Tensor:
+    """act(z + shortcut) in z's dtype."""
+    if shortcut is not None:
+        z = z + shortcut.to(z.dtype)
+    if act == RELU:
+        return z.relu()
+    if act == SILU:
+        return F.silu(z)
+    return z
+
+
+def epilogue_grad_torch(dy: Tensor, out: Tensor | None, x: Tensor, gate: Tensor, shortcut: Tensor | None,
+                        act: int) -> Tensor:
+    """dz = dy * act'(x * gate + shortcut), in gate's dtype."""
+    dt = gate.dtype
+    d = dy.to(dt)
+    if act == RELU:
+        return d * (out > 0)
+    if act == SILU:
+        z = x.to(dt) * gate[:, :, None, None]
+        if shortcut is not None:
+            z = z + shortcut.to(dt)
+        s = torch.sigmoid(z)
+        return d * s * (1 + z * (1 - s))
+    return d
+
+
+def epilogue_saved(y: Tensor, shortcut: Tensor | None, act: int) -> list[Tensor]:
+    """What an op's backward keeps for the epilogue: the output for ReLU, the shortcut for SiLU
+    (an empty tensor in place of one not needed)."""
+    empty = y.new_empty((0,))
+    return [y if act == RELU else empty, shortcut if act == SILU and shortcut is not None else empty]
+
+
+def unpack_epilogue(ctx, n: int) -> list:
+    """ctx.saved_tensors of an op that saved n tensors then epilogue_saved(...): the n tensors,
+    then (out or None, shortcut or None)."""
+    saved = list(ctx.saved_tensors)
+    out, shortcut = saved[n], saved[n + 1]
+    return saved[:n] + [out if out.numel() else None, shortcut if shortcut.numel() else None]
+
+
+def shortcut_grad(ctx, dy: Tensor, dz: Tensor) -> Tensor | None:
+    """The shortcut's gradient: dz (= dy * act'(.)), or dy itself without an activation."""
+    if not ctx.has_shortcut:
+        return None
+    return dz if ctx.act else dy
