@@ -9,8 +9,9 @@ Layers: ``fusedattn.kernels`` (Triton kernels and launchers) -> ``fusedattn.ops`
 (torch.library custom ops with autograd) -> ``fusedattn.modules`` (nn.Modules).
 ``fusedattn.reference`` holds the plain-PyTorch blocks they are tested against.
 """
-from . import ops, reference
+from . import models, ops, reference
 from .backend import get_backend, set_backend, use_backend
+from .convert import ConversionReport, convert
 from .modules import CBAM, CECA, ECA, PSA, SE, SelectiveKernel
 from .ops import cbam, eca, psa_attention, se, sk_attention
 
@@ -20,4 +21,5 @@ PSAModule = PSA  # EPSANet's name
 __version__ = "0.1.0"
 __all__ = ["SE", "ECA", "CECA", "CBAM", "PSA", "SEModule", "EcaModule", "CecaModule", "CbamModule",
            "PSAModule", "SelectiveKernel", "se", "eca", "cbam", "psa_attention", "sk_attention",
-           "get_backend", "set_backend", "use_backend", "ops", "reference"]
+           "get_backend", "set_backend", "use_backend", "ops", "reference", "models", "convert",
+           "ConversionReport"]

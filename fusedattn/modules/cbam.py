@@ -4,7 +4,7 @@ from torch import nn
 from ..ops.cbam import cbam
 from ..ops.validation import check_activation
 from ..reference.channels import make_divisible
-from .conversion import copy_into, is_sigmoid, require, update_running_stats
+from .conversion import KeyAliases, copy_into, is_sigmoid, require, update_running_stats
 
 # state_dict keys of the other layouts -> fusedattn.CBAM's (timm's) keys
 _KEY_PREFIXES = [
@@ -36,7 +36,7 @@ class _Spatial(nn.Module):
         self.conv = _ConvNorm(*args)
 
 
-class CBAM(nn.Module):
+class CBAM(KeyAliases, nn.Module):
     """Fused CBAM: channel attention (shared MLP on avg- and max-pooled vectors), then spatial
     attention (k x k conv [+ BatchNorm] on per-pixel channel mean and max), in four passes
     over x forward and no x-sized intermediate saved for backward.
@@ -49,6 +49,8 @@ class CBAM(nn.Module):
     the conv-with-bias layout (fc1, fc2, conv_after_concat) and the authors' layout
     (ChannelGate.mlp.*, SpatialGate.spatial.*) load directly; ``from_module`` picks the switches.
     """
+
+    KEY_ALIASES = _KEY_PREFIXES
 
     def __init__(self, channels, rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=1,
                  spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
@@ -83,18 +85,6 @@ class CBAM(nn.Module):
     def extra_repr(self):
         return (f"channels={self.channels}, rd_channels={self.channel.fc1.out_channels}, "
                 f"kernel_size={self.spatial.conv.conv.kernel_size[0]}, max_first={self.max_first}")
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            rest = key[len(prefix):]
-            for old, new in _KEY_PREFIXES:
-                if rest.startswith(old) and prefix + new + rest[len(old):] not in state_dict:
-                    value = state_dict.pop(key)
-                    if new.startswith("channel.") and rest.endswith("weight") and value.dim() == 2:
-                        value = value[:, :, None, None]  # Linear -> 1x1 conv
-                    state_dict[prefix + new + rest[len(old):]] = value
-                    break
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def from_module(cls, m: nn.Module) -> "CBAM":

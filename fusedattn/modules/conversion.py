@@ -15,13 +15,54 @@ def is_sigmoid(gate) -> bool:
             or isinstance(gate, nn.Sigmoid))
 
 
+class KeyAliases:
+    """Mixin for fused modules that also load other layouts' state_dicts: ``KEY_ALIASES`` lists
+    (other layout's key prefix, this module's key prefix); nn.Linear weights [out, in] become
+    1x1 conv weights [out, in, 1, 1]. A module made by from_module from such a layout also
+    saves in it (see copy_into), so the source's class loads the converted model's state_dict."""
+
+    KEY_ALIASES: list = []
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            for old, new in self.KEY_ALIASES:
+                if rest.startswith(old) and prefix + new + rest[len(old):] not in state_dict:
+                    value = state_dict.pop(key)
+                    if rest.endswith("weight") and value.dim() == 2:
+                        value = value[:, :, None, None]  # Linear -> 1x1 conv
+                    state_dict[prefix + new + rest[len(old):]] = value
+                    break
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _save_in_layout(mapping: dict):
+    """state_dict hook: this module's keys -> the source layout's keys (and Linear shapes)."""
+    def hook(module, state_dict, prefix, local_metadata):
+        for key, (source_key, dim) in mapping.items():
+            value = state_dict.pop(prefix + key)
+            state_dict[prefix + source_key] = value.reshape(value.shape[:2]) if dim == 2 else value
+    return hook
+
+
 def copy_into(new: nn.Module, source: nn.Module) -> nn.Module:
     """Load source's state_dict into new (key remapping is new's business) and give new
-    source's device, dtype and train/eval mode."""
+    source's device, dtype and train/eval mode. If source has another layout (KeyAliases),
+    new keeps saving its state_dict in source's keys and shapes."""
     tensors = list(source.parameters()) + list(source.buffers())
     if tensors:
         new = new.to(device=tensors[0].device, dtype=tensors[0].dtype)
-    new.load_state_dict(source.state_dict())
+    source_state = source.state_dict()
+    own = set(new.state_dict())
+    mapping = {}
+    for key, value in source_state.items():
+        for old, alias in getattr(new, "KEY_ALIASES", []):
+            if key.startswith(old) and key not in own:
+                mapping[alias + key[len(old):]] = (key, value.dim())
+                break
+    new.load_state_dict(source_state)
+    if mapping:
+        new._register_state_dict_hook(_save_in_layout(mapping))
     return new.train(source.training)
 
 

@@ -4,13 +4,9 @@ from torch import nn
 from ..ops.se import se
 from ..ops.validation import check_activation
 from ..reference.channels import make_divisible
-from .conversion import copy_into, is_sigmoid, require
+from .conversion import KeyAliases, copy_into, is_sigmoid, require
 
-_LINEAR_KEYS = {"fc.0.weight": "fc1.weight", "fc.0.bias": "fc1.bias",
-                "fc.2.weight": "fc2.weight", "fc.2.bias": "fc2.bias"}
-
-
-class SE(nn.Module):
+class SE(KeyAliases, nn.Module):
     """Fused Squeeze-and-Excitation: y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
 
     Arguments and state_dict as timm's ``SEModule`` (fc1.weight [rd, C, 1, 1], fc1.bias [rd],
@@ -18,6 +14,8 @@ class SE(nn.Module):
     (fc.0.weight [rd, C], fc.2.weight [C, rd]) load too. Only ReLU, no norm and the sigmoid
     gate are fused; other choices raise ValueError.
     """
+
+    KEY_ALIASES = [("fc.0.", "fc1."), ("fc.2.", "fc2.")]  # the Linear layout
 
     def __init__(self, channels, rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=8,
                  add_maxpool=False, bias=True, act_layer=nn.ReLU, norm_layer=None,
@@ -44,13 +42,6 @@ class SE(nn.Module):
     def extra_repr(self):
         return f"channels={self.channels}, rd_channels={self.fc1.out_channels}, add_maxpool={self.add_maxpool}"
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for old, new in _LINEAR_KEYS.items():  # the Linear layout -> 1x1 convs
-            if prefix + old in state_dict and prefix + new not in state_dict:
-                value = state_dict.pop(prefix + old)
-                state_dict[prefix + new] = value[:, :, None, None] if value.dim() == 2 else value
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     @classmethod
     def from_module(cls, m: nn.Module) -> "SE":
         """A fused SE with m's weights, device, dtype and train/eval mode. m is timm's
@@ -68,10 +59,11 @@ class SE(nn.Module):
         else:
             fc = getattr(m, "fc", None)
             layers = list(fc) if isinstance(fc, nn.Sequential) else []
-            require(len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[1], nn.ReLU)
-                    and isinstance(layers[2], nn.Linear) and is_sigmoid(layers[3]),
+            require(len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[2], nn.Linear),
                     f"SE.from_module: {type(m).__name__} is neither timm's SEModule layout "
                     "(fc1, fc2 convs) nor fc = Sequential(Linear, ReLU, Linear, Sigmoid)")
+            require(isinstance(layers[1], nn.ReLU), f"SE.from_module: activation {layers[1]!r} is not ReLU")
+            require(is_sigmoid(layers[3]), f"SE.from_module: gate {layers[3]!r} is not sigmoid")
             require((layers[0].bias is None) == (layers[2].bias is None),
                     "SE.from_module: both Linear layers must have a bias, or neither")
             new = cls(layers[0].in_features, rd_channels=layers[0].out_features,
