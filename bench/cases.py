@@ -25,3 +25,11 @@ if os.environ.get("FUSEDATTN_BENCH") == "quick":
 
 def full_sweep(config) -> bool:
     return CUDA and bool(config.getoption("benchmark_only", False))
+
+
+# whole models (bench/test_bench_models.py): (batch, image size, ResNet width) and the providers
+GPU_MODEL_CASE = (64, 224, 64)
+TINY_MODEL_CASE = (2, 32, 8)
+MODEL_ATTNS = [None, "se", "eca", "cbam"]
+GPU_MODEL_PROVIDERS = ["reference", "fused", "compiled-reference", "compiled-fused"]
+TINY_MODEL_PROVIDERS = ["reference", "fused"]  # torch.compile of a whole ResNet is minutes on CPU

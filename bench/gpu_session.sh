@@ -2,9 +2,11 @@
 # What a lent GPU session does, in two device calls of under 10 minutes each (device tool):
 #   bash bench/gpu_session.sh tests   install without the registry, the test suite compiled (no
 #                                     interpreter), python -m fusedattn
-#   bash bench/gpu_session.sh bench   install, the benchmark sweep (FUSEDATTN_BENCH=quick by
+#   bash bench/gpu_session.sh bench   install, the block sweep (FUSEDATTN_BENCH=quick by
 #                                     default: batch 64, bfloat16, channels_last), the table
-#   bash bench/gpu_session.sh all     both, for a machine without the 10-minute limit
+#   bash bench/gpu_session.sh models  install, the ResNet-50 sweep (16 torch.compile runs), the
+#                                     table and the plot
+#   bash bench/gpu_session.sh all     all three, for a machine without the 10-minute limit
 # Logs and the result JSON land in $OUT; commit bench/results/*.json from there afterwards and
 # run `python bench/make_table.py --readme`.
 set -uo pipefail
@@ -21,9 +23,14 @@ if [ "$STAGE" = tests ] || [ "$STAGE" = all ]; then
   timeout 420 python3 -m pytest -q -x -p no:cacheprovider --durations=15 tests 2>&1 | tee "$OUT/tests.log" | tail -25
   timeout 120 python3 -m fusedattn 2>&1 | tee "$OUT/main.log"
 fi
-if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
-  FUSEDATTN_BENCH_OUT="$OUT/bench.json" timeout 500 python3 -m pytest bench --benchmark-only -q \
-    -p no:cacheprovider --benchmark-disable-gc 2>&1 | tail -5 | tee "$OUT/bench.log"
-  [ -f "$OUT/bench.json" ] && cp "$OUT/bench.json" "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-gpu.json" \
-    && python3 bench/make_table.py | tee "$OUT/table.md"
+run_bench() {  # $1: the bench file, $2: the result file's suffix
+  FUSEDATTN_BENCH_OUT="$OUT/$2.json" timeout 540 python3 -m pytest "bench/$1" --benchmark-only -q \
+    -p no:cacheprovider --benchmark-disable-gc 2>&1 | tail -5 | tee "$OUT/$2.log"
+  [ -f "$OUT/$2.json" ] && cp "$OUT/$2.json" "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$2.json" \
+    && python3 bench/make_table.py | tee "$OUT/table-$2.md"
+}
+if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then run_bench test_bench_blocks.py blocks; fi
+if [ "$STAGE" = models ] || [ "$STAGE" = all ]; then
+  run_bench test_bench_models.py models
+  python3 bench/plot.py -o "$OUT/plot.png" || true
 fi

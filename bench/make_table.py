@@ -13,17 +13,23 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
-def newest_gpu_file() -> Path | None:
+def newest_gpu_file(models: bool | None = None) -> Path | None:
+    """The newest CUDA result file (with model rows if models, with block rows if not models)."""
     files = []
     for f in (ROOT / "bench" / "results").glob("*.json"):
         doc = json.loads(f.read_text())
-        if doc.get("device_type") == "cuda":
+        has_models = any(r.get("kind") == "model" for r in doc["results"])
+        has_blocks = any(r.get("kind") != "model" for r in doc["results"])
+        if doc.get("device_type") == "cuda" and (models is None or (has_models if models else has_blocks)):
             files.append((doc["time"], f))
     return max(files)[1] if files else None
 
 
-def table(path: Path, dtype="bfloat16", layout="channels_last") -> str:
+def table(path: Path, dtype="bfloat16", layout="channels_last", models_path: Path | None = None) -> str:
     doc = json.loads(path.read_text())
+    if models_path is not None and models_path != path:
+        doc["results"] = [r for r in doc["results"] if r.get("kind") != "model"] + \
+            [r for r in json.loads(models_path.read_text())["results"] if r.get("kind") == "model"]
     cells = defaultdict(dict)
     for r in doc["results"]:
         if r["dtype"] == dtype and r["layout"] == layout:
@@ -34,6 +40,8 @@ def table(path: Path, dtype="bfloat16", layout="channels_last") -> str:
              "| fused / copy | fused GB/s | saved for bwd beyond x, eager / fused |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (block, shape, pass_), p in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1][0], kv[0][1][1], kv[0][2])):
+        if block.startswith("resnet"):
+            continue
         if not {"eager", "compiled", "fused"} <= p.keys():
             continue
         e, c, f = p["eager"], p["compiled"], p["fused"]
@@ -41,15 +49,49 @@ def table(path: Path, dtype="bfloat16", layout="channels_last") -> str:
         lines.append(f"| {block} | {'x'.join(map(str, shape))} | {pass_} | {e['ms']:.4f} | {c['ms']:.4f} | "
                      f"{f['ms']:.4f} | {e['ms'] / f['ms']:.2f}x / {c['ms'] / f['ms']:.2f}x | "
                      f"{f['copy_ratio']:.2f} | {f['bandwidth_gbs']:.0f} | {saved} |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + model_table(doc))
+
+
+def model_overheads(doc) -> dict:
+    """{(task, provider): {attn: (images/s, attention overhead vs the plain ResNet-50)}}."""
+    ms = defaultdict(dict)
+    for r in doc["results"]:
+        if r.get("kind") == "model":
+            ms[(r["pass_"], r["provider"])][r["block"].split("-", 1)[1]] = r
+    out = {}
+    for key, rows in ms.items():
+        plain = rows.get("plain")
+        out[key] = {a: (r["images_per_s"], r["ms"] / plain["ms"] - 1 if plain else None) for a, r in rows.items()}
+    return out
+
+
+def model_table(doc) -> list[str]:
+    table = model_overheads(doc)
+    if not table:
+        return []
+    shape = next(r["shape"] for r in doc["results"] if r.get("kind") == "model")
+    lines = [f"Bundled ResNet-50, batch {shape[0]}, {shape[2]}x{shape[3]}, channels_last, "
+             f"{next(r['dtype'] for r in doc['results'] if r.get('kind') == 'model')}: images/s "
+             "(attention overhead = time / time of the plain ResNet-50 with the same provider - 1)", "",
+             "| task | provider | plain | SE | ECA | CBAM |", "|---|---|---|---|---|---|"]
+    for (task, provider), rows in sorted(table.items()):
+        cells = []
+        for attn in ("plain", "se", "eca", "cbam"):
+            if attn not in rows:
+                cells.append("")
+                continue
+            ips, over = rows[attn]
+            cells.append(f"{ips:.0f}" + ("" if attn == "plain" or over is None else f" (+{100 * over:.1f}%)"))
+        lines.append(f"| {task} | {provider} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--readme", action="store_true")
     args = parser.parse_args()
-    path = newest_gpu_file()
-    text = table(path) if path else "No GPU result file yet: run `pytest bench --benchmark-only` on a CUDA GPU."
+    path, models_path = newest_gpu_file(models=False) or newest_gpu_file(), newest_gpu_file(models=True)
+    text = table(path, models_path=models_path) if path else "No GPU result file yet: run `pytest bench --benchmark-only` on a CUDA GPU."
     if not args.readme:
         print(text)
         return
