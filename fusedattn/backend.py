@@ -77,3 +77,10 @@ def op_implementation(fn):
         with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False), on_gpu:
             return fn(*args, **kwargs)
     return wrapper
+
+
+def exporting() -> bool:
+    """True while torch.onnx.export traces a model (either exporter): the functional ops then
+    run their plain-PyTorch math inline, which exports as standard ONNX operators, instead of
+    the opaque custom op (which no ONNX runtime knows)."""
+    return torch.onnx.is_in_onnx_export()

@@ -41,7 +41,9 @@ def _save_in_layout(mapping: dict):
     def hook(module, state_dict, prefix, local_metadata):
         for key, (source_key, dim) in mapping.items():
             value = state_dict.pop(prefix + key)
-            state_dict[prefix + source_key] = value.reshape(value.shape[:2]) if dim == 2 else value
+            # state_dict(keep_vars=True) (tracers, optimizers' bookkeeping) keeps the Parameter itself
+            reshape = dim == 2 and not isinstance(value, nn.Parameter)
+            state_dict[prefix + source_key] = value.reshape(value.shape[:2]) if reshape else value
     return hook
 
 

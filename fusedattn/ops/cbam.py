@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import uses_triton, op_implementation
+from ..backend import exporting, op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
 from .spatial_gate import SpatialParams, spatial_gate, spatial_gate_backward
 from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
@@ -102,9 +102,12 @@ def cbam_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tenso
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y, ca [B,C], pooled [2B,C], hidden [2B,RD], maps [B,2,H,W], sa [B,1,H,W],
     bn mean [1], bn var [1])."""
-    impl = _impl(x)
-    p = SpatialParams(conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
-                      use_bn, bn_training, eps, max_first)
+    return cbam_forward_math(_impl(x), x, w1, b1, w2, b2, SpatialParams(
+        conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, use_bn, bn_training, eps, max_first))
+
+
+def cbam_forward_math(impl, x, w1, b1, w2, b2, p: SpatialParams):
+    """The forward's four stages on ``impl`` (the Triton launchers or TORCH_PATH)."""
     ca, pooled, hidden, maps = impl.cbam_channel_forward(x, w1, b1, w2, b2)
     sa, mean, var = spatial_gate(maps, p)
     return impl.cbam_apply(x, ca, sa), ca, pooled, hidden, maps, sa, mean, var
@@ -218,7 +221,7 @@ def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Ten
         if bn_training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
             raise ValueError("Expected more than 1 value per channel when training the spatial "
                              f"BatchNorm, got input of shape {tuple(x.shape)}")
-    out = cbam_forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, conv_weight, conv_bias,
-                       bn_weight, bn_bias, running_mean, running_var, bool(use_bn),
-                       bool(bn_training), float(eps), bool(max_first))
+    args = (x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, conv_weight, conv_bias, bn_weight, bn_bias,
+            running_mean, running_var, bool(use_bn), bool(bn_training), float(eps), bool(max_first))
+    out = cbam_forward_math(TORCH_PATH, *args[:5], SpatialParams(*args[5:])) if exporting() else cbam_forward(*args)
     return (out[0], out[6], out[7]) if return_bn_stats else out[0]

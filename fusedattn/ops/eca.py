@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
-from ..backend import uses_triton, op_implementation
+from ..backend import exporting, op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
                        shortcut_grad, unpack_epilogue)
@@ -144,4 +144,5 @@ def eca(x: Tensor, weight: Tensor, bias: Tensor | None = None, circular: bool = 
     if circular and (k - 1) // 2 > C:
         raise ValueError(f"circular padding {(k - 1) // 2} is larger than the {C} channels of x")
     check_shortcut(x, shortcut)
-    return eca_forward(x, weight, bias, bool(circular), shortcut, act_code(act))[0]
+    forward = eca_forward_torch if exporting() else eca_forward
+    return forward(x, weight, bias, bool(circular), shortcut, act_code(act))[0]

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import op_implementation, uses_triton
+from ..backend import exporting, op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
 from .validation import acc_dtype, check_branches, check_channel_mlp
 
@@ -129,4 +129,5 @@ def psa_attention(splits, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weigh
     in reverse order (last split first, EPSANet's layout) -> [B, P*C, H, W]."""
     splits = check_branches(splits, "splits")
     check_channel_mlp(splits[0], fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-    return psa_forward(splits, fc1_weight, fc1_bias, fc2_weight, fc2_bias)[0]
+    forward = psa_forward_torch if exporting() else psa_forward
+    return forward(splits, fc1_weight, fc1_bias, fc2_weight, fc2_bias)[0]

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import uses_triton, op_implementation
+from ..backend import exporting, op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
                        shortcut_grad, unpack_epilogue)
@@ -145,4 +145,5 @@ def se(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tenso
     check_activation(x)
     check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     check_shortcut(x, shortcut)
-    return se_forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool), shortcut, act_code(act))[0]
+    forward = se_forward_torch if exporting() else se_forward
+    return forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool), shortcut, act_code(act))[0]

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import op_implementation, uses_triton
+from ..backend import exporting, op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
 from .validation import acc_dtype, check_branches, check_param
 
@@ -159,6 +159,7 @@ def sk_attention(paths, fc_reduce_weight: Tensor, bn_weight: Tensor, bn_bias: Te
     if not bn_training and (running_mean is None or running_var is None):
         raise ValueError("BatchNorm without batch statistics needs running_mean and running_var")
     stats = (None, None) if bn_training else (running_mean, running_var)
-    out = sk_forward(paths, fc_reduce_weight, fc_select_weight, bn_weight, bn_bias, *stats,
+    forward = sk_forward_torch if exporting() else sk_forward
+    out = forward(paths, fc_reduce_weight, fc_select_weight, bn_weight, bn_bias, *stats,
                      bool(bn_training), float(eps))
     return (out[0], out[5], out[6]) if return_bn_stats else out[0]

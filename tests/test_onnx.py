@@ -1,0 +1,84 @@
+"""ONNX export of the fused modules, a converted timm-style model and a bundled ResNet: standard
+ONNX operators only (no custom domains), and onnxruntime matches PyTorch.
+
+While torch.onnx.export traces, the functional ops run their plain-PyTorch math inline instead
+of the opaque custom op (fusedattn.backend.exporting), for both exporters."""
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fusedattn
+from fusedattn import models
+from fusedattn.reference import EcaModule
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+EXPORTERS = [dict(dynamo=False, opset_version=11), dict(dynamo=False, opset_version=17),
+             dict(dynamo=True, opset_version=18)]
+
+
+class SEResidual(nn.Module):
+    """The fused residual epilogue: relu(SE(x) + shortcut) as one op."""
+
+    def __init__(self, C):
+        super().__init__()
+        self.se = fusedattn.SE(C, rd_channels=4)
+
+    def forward(self, x):
+        return self.se(x, shortcut=x.flip(1), act="relu")
+
+
+def _zoo():
+    from test_models_convert import Zoo
+    return fusedattn.convert(Zoo().eval())[0]
+
+
+MODELS = {
+    "SE": (lambda: fusedattn.SE(16, rd_channels=4), 16),
+    "ECA": (lambda: fusedattn.ECA(16), 16),
+    "CECA": (lambda: fusedattn.CECA.from_module(EcaModule(kernel_size=5)), 16),
+    "CBAM": (lambda: fusedattn.CBAM(16, rd_channels=4), 16),
+    "PSA": (lambda: fusedattn.PSA(16, 64, conv_groups=(1, 2, 4, 8)), 16),
+    "SelectiveKernel": (lambda: fusedattn.SelectiveKernel(16, 16), 16),
+    "SE+residual": (lambda: SEResidual(16), 16),
+    "converted-zoo": (_zoo, 3),
+    "resnet18-se": (lambda: models.resnet18(attn="se", width=8, num_classes=10), 3),
+}
+
+
+def _export(model, x, kw) -> bytes:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kw["dynamo"]:
+            return torch.onnx.export(model, (x,), **kw).model_proto.SerializeToString()
+        f = io.BytesIO()
+        torch.onnx.export(model, (x,), f, **kw)
+        return f.getvalue()
+
+
+@pytest.mark.parametrize("kw", EXPORTERS, ids=lambda kw: f"{'dynamo' if kw['dynamo'] else 'torchscript'}-opset{kw['opset_version']}")
+@pytest.mark.parametrize("name", list(MODELS))
+def test_onnx_export_standard_ops_and_onnxruntime(name, kw):
+    make, in_channels = MODELS[name]
+    model = make().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.3, 0.3)
+                bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, in_channels, 12, 12)
+    proto = onnx.load_from_string(_export(model, x, kw))
+    domains = {n.domain for n in proto.graph.node} | {f.domain for f in proto.functions}
+    assert domains <= {"", "ai.onnx"}, f"non-standard ONNX domains {domains}"
+    assert not any("fusedattn" in n.op_type for n in proto.graph.node)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
