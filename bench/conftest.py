@@ -46,7 +46,8 @@ def pytest_sessionfinish(session, exitstatus):
         "timing": "triton.testing.do_bench median (CUDA events, L2 flushed)" if CUDA else "host clock median",
         "definitions": {
             "inputs": "whole blocks: x of the case shape; psa_tail: four [B, C/4, H, W] splits; "
-                      "sk_tail: two [B, C, H, W] paths (the branch outputs, separate tensors)",
+                      "sk_tail: two [B, C, H, W] paths (the branch outputs, separate tensors); "
+                      "se_residual / eca_residual: x and the shortcut, relu(attn(x) + shortcut)",
             "bandwidth_gbs": "compulsory traffic / time: forward reads the inputs and writes y; fwd+bwd also "
                              "reads dy and the inputs again and writes their gradients (3 x inputs + 2 x y)",
             "copy_ratio": "time / time of x.clone() of the case shape in the same run (one read + one write)",

@@ -53,14 +53,14 @@ def interpreter_check() -> int:
         for block in benchmark.BLOCKS:
             ey, edx = max_errors(block, torch.device("cpu"), torch.float64, (2, 64, 5, 7))
             worst = max(worst, ey, edx)
-            print(f"  {block:8s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
+            print(f"  {block:12s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
     return 0 if worst < 1e-9 else 1
 
 
 def timing_table(device, dtype, shape, layout) -> None:
     providers = benchmark.PROVIDERS if device.type == "cuda" else ("eager", "fused")
     print(f"\nTimings, median ms ({device.type}, {str(dtype)[6:]}, {list(shape)}, {layout}):")
-    print(f"  {'block':9s}{'pass':10s}" + "".join(f"{p:>12s}" for p in providers))
+    print(f"  {'block':13s}{'pass':10s}" + "".join(f"{p:>12s}" for p in providers))
     for block in benchmark.BLOCKS:
         mods = benchmark.make_modules(block, shape[1], device, dtype, providers)
         xs = benchmark.make_inputs(block, shape, dtype, layout, device, requires_grad=True)
@@ -71,7 +71,7 @@ def timing_table(device, dtype, shape, layout) -> None:
             for p in providers:
                 grads = xs + list(mods[p].parameters())
                 row.append(benchmark.time_ms(make(mods[p]), device, grad_to_none=grads))
-            print(f"  {block:9s}{name:10s}" + "".join(f"{t:12.4f}" for t in row))
+            print(f"  {block:13s}{name:10s}" + "".join(f"{t:12.4f}" for t in row))
 
 
 def main(argv=None) -> int:
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     print(f"\nFused ({str(dtype)[6:]}) vs reference (float64), [4, 64, 14, 14] channels_last:")
     for block in benchmark.BLOCKS:
         ey, edx = max_errors(block, device, dtype, (4, 64, 14, 14))
-        print(f"  {block:8s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
+        print(f"  {block:12s} max|y - ref| = {ey:.2e}   max|dx - ref| = {edx:.2e}")
     status = 0
     if device.type == "cpu":
         sys.stdout.flush()

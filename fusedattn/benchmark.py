@@ -48,6 +48,26 @@ class SKTail(nn.Module):
         return SelectiveKernel.attention(self, paths)  # the fused module's tail, BN statistics included
 
 
+class ResidualTail(nn.Module):
+    """A ResNet block's tail for benchmarks: relu(attn(x) + shortcut) on two [B, C, H, W] inputs.
+    Eager: the timm block, an add and a ReLU; fused: one op (the residual epilogue)."""
+
+    def __init__(self, attn: nn.Module, fused: bool = False):
+        super().__init__()
+        self.attn = attn
+        self.fused = fused
+
+    def forward(self, x, shortcut):
+        if self.fused:
+            return self.attn(x, shortcut=shortcut, act="relu")
+        return torch.relu(self.attn(x) + shortcut)
+
+
+def _fused_residual(ref: ResidualTail) -> ResidualTail:
+    fused = SE.from_module(ref.attn) if isinstance(ref.attn, SEModule) else ECA.from_module(ref.attn)
+    return ResidualTail(fused, fused=True)
+
+
 def _fused_copy(ref: nn.Module) -> nn.Module:
     """The tail module with ref's weights, device, dtype and mode, running the fused op."""
     new = copy.deepcopy(ref)
@@ -62,7 +82,8 @@ class Block(NamedTuple):
 
 
 #: block name -> Block. A case shape (B, C, H, W) is x for the whole blocks; the tails take the
-#: branch outputs: PSA four [B, C/4, H, W] splits, SK two [B, C, H, W] paths.
+#: branch outputs: PSA four [B, C/4, H, W] splits, SK two [B, C, H, W] paths; the residual
+#: tails x and the shortcut.
 BLOCKS: dict[str, Block] = {
     "se": Block(lambda c: SEModule(c), SE.from_module),
     "eca": Block(lambda c: EcaModule(c), ECA.from_module),
@@ -71,6 +92,8 @@ BLOCKS: dict[str, Block] = {
     "psa_tail": Block(lambda c: PSATail(c), _fused_copy, lambda s: [(s[0], s[1] // 4, *s[2:])] * 4),
     "sk": Block(lambda c: SelectiveKernelReference(c, c), SelectiveKernel.from_module),  # paths + tail
     "sk_tail": Block(lambda c: SKTail(c), _fused_copy, lambda s: [s] * 2),
+    "se_residual": Block(lambda c: ResidualTail(SEModule(c)), _fused_residual, lambda s: [s] * 2),
+    "eca_residual": Block(lambda c: ResidualTail(EcaModule(c)), _fused_residual, lambda s: [s] * 2),
 }
 
 PROVIDERS = ("eager", "compiled", "fused")

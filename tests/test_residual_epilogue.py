@@ -39,7 +39,11 @@ def test_epilogue_matches_reference(backend, pipeline, block, act, dtype, layout
     ref64 = ref.to(device).double()
     x = make_x((3, C, 5, 7), dtype, layout, device)
     shortcut = make_x((3, C, 5, 7), dtype, layout, device)
-    dy = torch.randn(3, C, 5, 7, device=device)
+    if act == "relu":  # keep x * gate + shortcut off ReLU's kink: a sign there depends on rounding
+        with torch.no_grad():
+            near = (ref64(x.double()) + shortcut.double()).abs() < 1e-2
+            shortcut = torch.where(near, shortcut + 0.05, shortcut)
+    dy = torch.randn(3, C, 5, 7, device=device).to(dtype)  # the same values reach both sides
     got = _run(fused, x, shortcut, dy, act, fused=True)
     want = _run(ref64, x.double(), shortcut.double(), dy.double(), act, fused=False)
     what = f"{block} act={act} {dtype} {layout}"
