@@ -59,3 +59,8 @@ def pipeline(request, monkeypatch):
         monkeypatch.setattr(config, "chunk_bytes", 1)      # one sample per chunk
         monkeypatch.setattr(config, "target_programs", 1 << 12)  # split H*W as far as it goes
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The seed again at the end (the header is hidden under -q, as in CI)."""
+    terminalreporter.write_line(f"fusedattn test seed {SEED} (FUSEDATTN_TEST_SEED={SEED} repeats this run)")

@@ -37,6 +37,7 @@ def test_epilogue_matches_reference(backend, pipeline, block, act, dtype, layout
     ref, fused = _blocks(block, C)
     fused = fused.to(device, dtype)
     ref64 = ref.to(device).double()
+    ref64.load_state_dict(fused.state_dict())  # the same (dtype-rounded) weights on both sides
     x = make_x((3, C, 5, 7), dtype, layout, device)
     shortcut = make_x((3, C, 5, 7), dtype, layout, device)
     if act == "relu":  # keep x * gate + shortcut off ReLU's kink: a sign there depends on rounding
@@ -74,7 +75,8 @@ def test_epilogue_gradcheck_float64(triton_backend, block, act, device):
 
         def fn(x, s, w):
             return fusedattn.eca(x, w, shortcut=s, act=act)
-    assert torch.autograd.gradcheck(fn, (x, shortcut, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
+    full = (block, act) == ("se", "relu")  # one full Jacobian; the rest in gradcheck's fast mode
+    assert torch.autograd.gradcheck(fn, (x, shortcut, *params), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=not full)
 
 
 def test_epilogue_without_shortcut_and_errors(backend, device):
