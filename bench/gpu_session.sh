@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# What a lent GPU session does, in two device calls of under 10 minutes each (device tool):
+# What a lent GPU session does, in four device calls of under 10 minutes each (device tool):
 #   bash bench/gpu_session.sh tests   install without the registry, the test suite compiled (no
-#                                     interpreter), python -m fusedattn
+#                                     interpreter)
+#   bash bench/gpu_session.sh main    install, python -m fusedattn (errors, eager/compiled/fused table)
 #   bash bench/gpu_session.sh bench   install, the block sweep (FUSEDATTN_BENCH=quick by
 #                                     default: batch 64, bfloat16, channels_last), the table
 #   bash bench/gpu_session.sh models  install, the ResNet-50 sweep (16 torch.compile runs), the
 #                                     table and the plot
-#   bash bench/gpu_session.sh all     all three, for a machine without the 10-minute limit
+#   bash bench/gpu_session.sh all     all four, for a machine without the 10-minute limit
 # Logs and the result JSON land in $OUT; commit bench/results/*.json from there afterwards and
 # run `python bench/make_table.py --readme`.
 set -uo pipefail
@@ -20,8 +21,10 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
   python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())"; } \
   2>&1 | tee "$OUT/env.txt"
 if [ "$STAGE" = tests ] || [ "$STAGE" = all ]; then
-  timeout 420 python3 -m pytest -q -x -p no:cacheprovider --durations=15 tests 2>&1 | tee "$OUT/tests.log" | tail -25
-  timeout 120 python3 -m fusedattn 2>&1 | tee "$OUT/main.log"
+  timeout 540 python3 -m pytest -q -p no:cacheprovider --durations=15 tests 2>&1 | tee "$OUT/tests.log" | tail -40
+fi
+if [ "$STAGE" = main ] || [ "$STAGE" = all ]; then
+  timeout 540 python3 -m fusedattn 2>&1 | tee "$OUT/main.log"
 fi
 run_bench() {  # $1: the bench file, $2: the result file's suffix
   FUSEDATTN_BENCH_OUT="$OUT/$2.json" timeout 540 python3 -m pytest "bench/$1" --benchmark-only -q \

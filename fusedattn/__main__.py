@@ -57,8 +57,8 @@ def interpreter_check() -> int:
     return 0 if worst < 1e-9 else 1
 
 
-def timing_table(device, dtype, shape, layout) -> None:
-    providers = benchmark.PROVIDERS if device.type == "cuda" else ("eager", "fused")
+def timing_table(device, dtype, shape, layout, compile_reference=True) -> None:
+    providers = benchmark.PROVIDERS if device.type == "cuda" and compile_reference else ("eager", "fused")
     print(f"\nTimings, median ms ({device.type}, {str(dtype)[6:]}, {list(shape)}, {layout}):")
     print(f"  {'block':13s}{'pass':10s}" + "".join(f"{p:>12s}" for p in providers))
     for block in benchmark.BLOCKS:
@@ -77,6 +77,10 @@ def timing_table(device, dtype, shape, layout) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fusedattn", description=__doc__.splitlines()[0])
     parser.add_argument("--interpreter-check", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", default=None, help="timing case B,C,H,W (default: 64,256,56,56 on a GPU, "
+                        "8,64,28,28 on CPU)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave torch.compile out of the timing table (it compiles every block twice)")
     args = parser.parse_args(argv)
     if args.interpreter_check:
         return interpreter_check()
@@ -93,9 +97,9 @@ def main(argv=None) -> int:
         sys.stdout.flush()
         env = dict(os.environ, TRITON_INTERPRET="1")
         status = subprocess.call([sys.executable, "-m", "fusedattn", "--interpreter-check"], env=env)
-        timing_table(device, dtype, (8, 64, 28, 28), "channels_last")
-    else:
-        timing_table(device, dtype, (64, 256, 56, 56), "channels_last")
+    default = (64, 256, 56, 56) if device.type == "cuda" else (8, 64, 28, 28)
+    shape = tuple(int(v) for v in args.shape.split(",")) if args.shape else default
+    timing_table(device, dtype, shape, "channels_last", compile_reference=not args.no_compile)
     return status
 
 
