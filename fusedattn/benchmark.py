@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .modules import CBAM, ECA, PSA, SE, SelectiveKernel
+from .modules.sk import fused_sk_tail
 from .ops import psa_attention
 from .reference import (CbamModule, EcaModule, PSAModule, SelectiveKernel as SelectiveKernelReference,
                         SelectiveKernelAttn, SEModule, SEWeightModule, psa_attention_reference,
@@ -45,7 +46,7 @@ class SKTail(nn.Module):
     def forward(self, *paths):
         if not self.fused:
             return sk_attention_reference(paths, self.attn)
-        return SelectiveKernel.attention(self, paths)  # the fused module's tail, BN statistics included
+        return fused_sk_tail(self.attn, paths, self.training)
 
 
 class ResidualTail(nn.Module):

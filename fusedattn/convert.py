@@ -63,7 +63,7 @@ def _is_se(m):
 #: (block kind, structural test, fused class), tried in this order (outer layouts first)
 KINDS = [("SK", _is_sk, SelectiveKernel), ("PSA", _is_psa, PSA), ("CBAM", _is_cbam, CBAM),
          ("ECA", _is_eca, ECA), ("SE", _is_se, SE)]
-FUSED = tuple(cls for _, _, cls in KINDS) + (nn.Identity,)
+FUSED = tuple(cls for _, _, cls in KINDS)  # CECA is an ECA
 
 
 @dataclass
@@ -94,7 +94,7 @@ def _fused_from(m: nn.Module, report: ConversionReport, path: str) -> nn.Module 
 
 
 def _walk(m: nn.Module, report: ConversionReport, path: str) -> nn.Module:
-    if isinstance(m, FUSED[:-1]):  # already fused
+    if isinstance(m, FUSED):  # already fused
         return m
     new = _fused_from(m, report, path)
     if new is not None:

@@ -12,13 +12,15 @@ a later combine group adds onto y). The pooling slab and the scale tile are the 
 channel_pool's and channel_scale's. In the product pool, one program walks its slab of dy
 once per path: the repeats hit L2 (the slab is a few KiB per program), so HBM sees dy once.
 """
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
-from .channel_pool import PoolPlan, pool_slab
+from .channel_pool import PoolPlan, plan_pool, pool_slab
 from .channel_scale import scale_grid, scale_tile
-from .layout import ChannelView, STREAM_WARPS, acc_dtype, channel_view, suggested_memory_format
+from .layout import ChannelView, STREAM_WARPS, acc_dtype, acc_torch_dtype, channel_view, suggested_memory_format
 
 MAX_PATHS = 4
 
@@ -129,6 +131,30 @@ def path_views(xs: list[torch.Tensor]) -> list[ChannelView]:
     if all(v[1:] == views[0][1:] for v in views):
         return views
     return [channel_view(x.contiguous()) for x in xs]
+
+
+class Branches(NamedTuple):
+    """P same-shape branch tensors (PSA's splits, SK's paths) as the launchers see them."""
+    P: int
+    B: int
+    C: int
+    H: int
+    W: int
+    dt: torch.dtype          # vectors' (accumulation) dtype
+    acc: object              # the kernels' ACC constexpr
+    device: torch.device
+    views: list              # ChannelView per branch
+    plan: PoolPlan           # pooling tiles / H*W split for all B samples at once
+
+
+def branches(xs: list[torch.Tensor], common_strides: bool = False) -> Branches:
+    """Shapes, dtypes, channel views (with one set of strides if ``common_strides``, as the
+    path_sum kernels need) and the pooling plan of the branch tensors ``xs``."""
+    views = path_views(xs) if common_strides else [channel_view(x) for x in xs]
+    B, C, H, W = xs[0].shape
+    dtype = xs[0].dtype
+    return Branches(len(xs), B, C, H, W, acc_torch_dtype(dtype), acc_dtype(dtype), xs[0].device, views,
+                    plan_pool(views[0], B, C, H * W))
 
 
 def path_groups(P: int) -> list[range]:

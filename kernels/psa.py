@@ -14,9 +14,10 @@ import triton
 
 from . import config
 from .batch_outer import mlp_weight_grads
-from .channel_pool import channel_pool, new_partials, plan_pool
+from .channel_pool import channel_pool, new_partials
 from .channel_scale import channel_scale, channel_scale_backward
-from .layout import acc_dtype, acc_torch_dtype, channel_view, suggested_memory_format
+from .layout import channel_view, suggested_memory_format
+from .path_sum import branches
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
 from .split_softmax import softmax_block_c, split_softmax_backward_kernel, split_softmax_kernel
 
@@ -33,15 +34,10 @@ def psa_forward(xs, w1, b1, w2, b2):
     Returns (out [B, P*C, H, W] in xs[0]'s memory format, pooled [P*B, C], hidden [P*B, RD],
     se [P*B, C] (sigmoid outputs), att [P*B, C] (softmax weights)).
     """
-    P = len(xs)
-    B, C, H, W = xs[0].shape
-    RD = w1.shape[0]
-    x0 = xs[0]
-    dt, dev, acc = acc_torch_dtype(x0.dtype), x0.device, acc_dtype(x0.dtype)
+    P, B, C, H, W, dt, acc, dev, views, plan = branches(xs)
+    x0, RD = xs[0], w1.shape[0]
     w1, w2 = w1.reshape(RD, C).contiguous(), w2.reshape(C, RD).contiguous()
     has_bias = b1 is not None
-    views = [channel_view(x) for x in xs]
-    plan = plan_pool(views[0], B, C, H * W)
     parts = new_partials(plan, P * B, C, x0, with_max=False)
     for p, v in enumerate(views):
         channel_pool(v, plan, parts, 0, B, row0=p * B)
@@ -63,15 +59,10 @@ def psa_forward(xs, w1, b1, w2, b2):
 
 def psa_backward(dout, xs, w1, w2, has_bias: bool, pooled, hidden, se, att):
     """Gradients of psa_forward: ([dx_p for each split], dw1, db1 | None, dw2, db2 | None)."""
-    P = len(xs)
-    B, C, H, W = xs[0].shape
-    RD = w1.shape[0]
-    x0 = xs[0]
-    dt, dev, acc = acc_torch_dtype(x0.dtype), x0.device, acc_dtype(x0.dtype)
+    P, B, C, H, W, dt, acc, dev, views, plan = branches(xs)
+    x0, RD = xs[0], w1.shape[0]
     w1f, w2f = w1.reshape(RD, C).contiguous(), w2.reshape(C, RD).contiguous()
-    views = [channel_view(x) for x in xs]
     dys = [channel_view(_output_slice(dout, P, C, p)) for p in range(P)]
-    plan = plan_pool(views[0], B, C, H * W)
     parts = new_partials(plan, P * B, C, x0, with_max=False)
     for p in range(P):
         channel_pool(views[p], plan, parts, 0, B, dy=dys[p], row0=p * B)

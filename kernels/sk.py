@@ -12,13 +12,10 @@ Backward: path_pool with dy reads dy and the paths once for datt = sum_hw(dy * x
 backward gives coef = dmean / HW, path_combine_backward reads dy once more and writes every
 dx_p = dy * att_p + coef; then the weight gradients as fixed-order sums over the batch.
 """
-import torch
-
 from . import config
 from .batch_outer import batch_outer
-from .channel_pool import plan_pool
-from .layout import acc_dtype, acc_torch_dtype, channel_view
-from .path_sum import path_combine, path_combine_backward, path_groups, path_pool, path_views
+from .layout import channel_view
+from .path_sum import branches, path_combine, path_combine_backward, path_groups, path_pool
 from .se_gate import gate_tiles
 from .sk_gate import sk_bn_backward_kernel, sk_reduce_kernel, sk_select_backward_kernel, sk_select_kernel
 
@@ -37,13 +34,9 @@ def sk_forward(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, t
     output), u [B, A] (BN output), att [B, P*C] (softmax weights), mean [A], var [A] (what BN
     normalised with: batch mean and biased variance in training, else the running ones)).
     """
-    P = len(xs)
-    B, C, H, W = xs[0].shape
+    P, B, C, H, W, dt, acc, dev, views, plan = branches(xs, common_strides=True)
     A = w_reduce.shape[0]
-    dt, dev, acc = acc_torch_dtype(xs[0].dtype), xs[0].device, acc_dtype(xs[0].dtype)
     wr, ws = w_reduce.reshape(A, C).contiguous(), w_select.reshape(P * C, A).contiguous()
-    views = path_views(xs)
-    plan = plan_pool(views[0], B, C, H * W)
     sums = config.new_buffer((len(path_groups(P)) * plan.n_splits, B, C), dt, dev)
     path_pool(views, plan, sums)
     s, z = config.new_buffer((B, C), dt, dev), config.new_buffer((B, A), dt, dev)
@@ -64,13 +57,10 @@ def sk_forward(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, t
 def sk_backward(dy, xs, w_reduce, w_select, gamma, eps: float, training: bool, s, z, u, att, mean, var):
     """Gradients of sk_forward: ([dx_p for each path], dw_reduce, dgamma, dbeta, dw_select),
     weight gradients in the weights' shapes and dtypes. Deterministic: no atomics."""
-    P = len(xs)
-    B, C, H, W = xs[0].shape
+    P, B, C, H, W, dt, acc, dev, views, plan = branches(xs, common_strides=True)
     A = w_reduce.shape[0]
-    dt, dev, acc = acc_torch_dtype(xs[0].dtype), xs[0].device, acc_dtype(xs[0].dtype)
     wr, ws = w_reduce.reshape(A, C).contiguous(), w_select.reshape(P * C, A).contiguous()
-    views, dyv = path_views(xs), channel_view(dy)
-    plan = plan_pool(views[0], B, C, H * W)
+    dyv = channel_view(dy)
     datt = config.new_buffer((plan.n_splits, B * P, C), dt, dev)
     path_pool(views, plan, datt, dy=dyv)
     dlogit, du = config.new_buffer((B, P * C), dt, dev), config.new_buffer((B, A), dt, dev)

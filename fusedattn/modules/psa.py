@@ -3,39 +3,28 @@ from torch import nn
 
 from ..ops.psa import psa_attention
 from ..ops.validation import check_activation
+from ..reference.psa import PSAModule
 from .conversion import copy_into, require
 
 
-class _SEWeight(nn.Module):
-    def __init__(self, channels, reduction=16):
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1)
-
-
-class PSA(nn.Module):
+class PSA(PSAModule):
     """Fused Pyramid Split Attention. The four branch convs stay cuDNN/PyTorch convs; the
     attention tail (four pools, shared SE, softmax across splits, weighting and the reversed
     concatenation: split 4 first, as EPSANet's published code) is one fused op.
 
-    state_dict as EPSANet's PSAModule: conv_1..conv_4.weight, se.fc1.{weight,bias},
-    se.fc2.{weight,bias}.
+    Arguments and state_dict as EPSANet's PSAModule (the reference's layout, which this class
+    extends): conv_1..conv_4.weight, se.fc1.{weight,bias}, se.fc2.{weight,bias}.
     """
 
     def __init__(self, inplans, planes, conv_kernels=(3, 5, 7, 9), stride=1, conv_groups=(1, 4, 8, 16)):
-        super().__init__()
         require(len(conv_kernels) == len(conv_groups) == 4, "PSA takes four conv_kernels and four conv_groups")
+        super().__init__(inplans, planes, conv_kernels, stride, conv_groups)
         self.inplans = inplans
-        for i, (k, g) in enumerate(zip(conv_kernels, conv_groups)):
-            setattr(self, f"conv_{i + 1}", nn.Conv2d(inplans, planes // 4, kernel_size=k, padding=k // 2,
-                                                     stride=stride, groups=g, bias=False))
-        self.se = _SEWeight(planes // 4)
-        self.split_channel = planes // 4
 
     def forward(self, x):
         check_activation(x, "x", self.inplans)
-        splits = [self.conv_1(x), self.conv_2(x), self.conv_3(x), self.conv_4(x)]
-        return psa_attention(splits, self.se.fc1.weight, self.se.fc1.bias, self.se.fc2.weight, self.se.fc2.bias)
+        return psa_attention(self.splits(x), self.se.fc1.weight, self.se.fc1.bias, self.se.fc2.weight,
+                             self.se.fc2.bias)
 
     @classmethod
     def from_module(cls, m: nn.Module) -> "PSA":

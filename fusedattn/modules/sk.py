@@ -10,6 +10,18 @@ from ..reference.sk import sk_paths_config
 from .conversion import copy_into, require, update_running_stats
 
 
+def fused_sk_tail(attn: nn.Module, paths, training: bool):
+    """SK's fused tail with the weights of ``attn`` (timm's SelectiveKernelAttn layout): batch
+    statistics and a running-stat update like nn.BatchNorm2d in training, running ones otherwise."""
+    bn = attn.bn
+    y, mean, var = sk_attention(paths, attn.fc_reduce.weight, bn.weight, bn.bias, attn.fc_select.weight,
+                                bn.running_mean, bn.running_var, bn_training=training or bn.running_mean is None,
+                                eps=bn.eps, return_bn_stats=True)
+    if training and bn.track_running_stats:
+        update_running_stats(bn, mean, var, y.shape[0])
+    return y
+
+
 class SelectiveKernel(SelectiveKernelReference):
     """Fused Selective Kernel conv. The P branch convs (ConvNormAct: conv, BatchNorm, act) stay
     cuDNN/PyTorch; the attention tail (pool of the path sum, fc_reduce, BatchNorm, ReLU,
@@ -40,14 +52,7 @@ class SelectiveKernel(SelectiveKernelReference):
 
     def attention(self, paths):
         """The fused tail on the P path outputs (a list, or stacked [B, P, C, H, W])."""
-        a, bn = self.attn, self.attn.bn
-        batch_stats = self.training or bn.running_mean is None
-        y, mean, var = sk_attention(paths, a.fc_reduce.weight, bn.weight, bn.bias, a.fc_select.weight,
-                                    bn.running_mean, bn.running_var, bn_training=batch_stats, eps=bn.eps,
-                                    return_bn_stats=True)
-        if self.training and bn.track_running_stats:
-            update_running_stats(bn, mean, var, y.shape[0])
-        return y
+        return fused_sk_tail(self.attn, paths, self.training)
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, num_paths={self.num_paths}, "

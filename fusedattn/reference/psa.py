@@ -30,8 +30,12 @@ class PSAModule(nn.Module):
         self.se = SEWeightModule(planes // 4)
         self.split_channel = planes // 4
 
+    def splits(self, x) -> list:
+        """The four branch conv outputs [B, planes // 4, H', W']."""
+        return [self.conv_1(x), self.conv_2(x), self.conv_3(x), self.conv_4(x)]
+
     def forward(self, x):
-        return psa_attention_reference([self.conv_1(x), self.conv_2(x), self.conv_3(x), self.conv_4(x)], self.se)
+        return psa_attention_reference(self.splits(x), self.se)
 
 
 def psa_attention_reference(splits, se: SEWeightModule):
