@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .channel_pool import reduce_partials
-from .se_gate import _sigmoid, w1_times, w1t_times, w2_times, w2t_times
+from .se_gate import _sigmoid, gate_logit_grad, w1_times, w1t_times, w2_times
 
 
 @triton.jit
@@ -68,15 +68,7 @@ def cbam_channel_gate_backward_kernel(
     b = (b0 + tl.program_id(0)).to(tl.int64)
     r = tl.arange(0, BLOCK_RD)
     rmask = r < RD
-    t = tl.zeros([BLOCK_RD], dtype=ACC)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
-        cmask = c < C
-        dg = reduce_partials(dsum_ptr, S, B, C, b, c, cmask, False, ACC)
-        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-        dv = tl.where(cmask, dg * g * (1.0 - g), 0.0)
-        tl.store(dv_ptr + b * C + c, dv, mask=cmask)
-        t += w2t_times(w2_ptr, dv, r, c, C, RD, ACC)
+    t = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dv_ptr, w2_ptr, BLOCK_C, BLOCK_RD, ACC)
     ha = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
     hm = tl.load(hidden_ptr + (B + b) * RD + r, mask=rmask, other=0.0).to(ACC)
     dha = tl.where(rmask & (ha > 0.0), t, 0.0)

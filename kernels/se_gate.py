@@ -58,6 +58,23 @@ def w2t_times(w2_ptr, dz, r, c, C, RD, ACC: tl.constexpr):
 
 
 @triton.jit
+def gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr,
+                    BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr):
+    """Sample b's sigmoid backward, dz = dgate * g * (1 - g) (stored [B, C]), and W2^T @ dz
+    [BLOCK_RD]; dgate comes as [S, B, C] pooling partials. Shared by SE's and CBAM's gates."""
+    t = tl.zeros([BLOCK_RD], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        dg = reduce_partials(dsum_ptr, S, B, C, b, c, cmask, False, ACC)
+        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+        dz = tl.where(cmask, dg * g * (1.0 - g), 0.0)
+        tl.store(dz_ptr + b * C + c, dz, mask=cmask)
+        t += w2t_times(w2_ptr, dz, r, c, C, RD, ACC)
+    return t
+
+
+@triton.jit
 def se_gate_forward_kernel(
     sum_ptr, max_ptr, S, B, C, RD, HW,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr,
@@ -104,15 +121,7 @@ def se_gate_backward_kernel(
     b = (b0 + tl.program_id(0)).to(tl.int64)
     r = tl.arange(0, BLOCK_RD)
     rmask = r < RD
-    dh = tl.zeros([BLOCK_RD], dtype=ACC)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
-        cmask = c < C
-        dg = reduce_partials(dsum_ptr, S, B, C, b, c, cmask, False, ACC)
-        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-        dz = tl.where(cmask, dg * g * (1.0 - g), 0.0)
-        tl.store(dz_ptr + b * C + c, dz, mask=cmask)
-        dh += w2t_times(w2_ptr, dz, r, c, C, RD, ACC)
+    dh = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr, BLOCK_C, BLOCK_RD, ACC)
     h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
     dh = tl.where(rmask & (h > 0.0), dh, 0.0)
     tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
