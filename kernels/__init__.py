@@ -7,7 +7,7 @@ Files, one concept each:
   config        tunables (L2 chunk budget, program targets) and output poisoning
   layout        [B, C, H, W] -> strided [B, C, HW] views without copies
   channel_pool  per-(b, c) sums / maxima / tie counts over H*W, split over HW
-  channel_scale y = x * gate[b, c] and its input gradient
+  channel_scale y = act(x * gate[b, c] + shortcut) and the input gradient of x * gate
   batch_outer   deterministic sums over the batch for weight gradients
   se_gate       SE's two tiny layers + sigmoid, forward and backward
   eca_gate      ECA's k-tap channel conv + sigmoid, forward and backward
@@ -16,7 +16,8 @@ Files, one concept each:
   spatial_pool  per-pixel mean / max / sum(dy * .) over channels of x * ca (CBAM's maps)
   cbam_grad     CBAM's backward passes over x after the spatial gate
   split_softmax softmax across PSA's splits, forward and backward
-  path_sum      pool / weighted sum over SK's path tensors and its input gradients
+  path_sum      branch-tensor setup (PSA, SK); pool / weighted sum over SK's paths and their gradients
+  epilogue      residual epilogue act(x * gate + shortcut): the activation's gradient pass
   sk_gate       SK's fc_reduce, BatchNorm, fc_select and path softmax, forward and backward
   se, eca, cbam, psa, sk   block launchers
 """
