@@ -25,6 +25,11 @@ from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .se_gate import gate_tiles
 from .spatial_pool import plan_spatial, spatial_pool
 
+#: [BLOCK_C, BLOCK_RD] weight tile of the channel gate kernels: half of SE's, since they apply
+#: the MLP to two vectors (mean and max) per tile. With 4096 elements ptxas spilled on sm_90
+#: at RD = 64..128 (28 B with triton 3.9, 272 B with 3.6; tests/aot_compile.py).
+CBAM_GATE_ELEMS = 2048
+
 
 def cbam_channel_forward(x, w1, b1, w2, b2):
     """x [B, C, H, W]; w1 [RD, C(,1,1)], b1 [RD] | None; w2 [C, RD(,1,1)], b2 [C] | None.
@@ -45,7 +50,7 @@ def cbam_channel_forward(x, w1, b1, w2, b2):
     pooled = config.new_buffer((2 * B, C), dt, dev)
     hidden = config.new_buffer((2 * B, RD), dt, dev)
     maps = config.new_buffer((B, 2, H, W), dt, dev)
-    block_c, block_rd = gate_tiles(C, RD)
+    block_c, block_rd = gate_tiles(C, RD, elems=CBAM_GATE_ELEMS)
     for b0, nb in sample_chunks(x):
         channel_pool(xv, plan, parts, b0, nb)
         cbam_channel_gate_forward_kernel[(nb,)](
@@ -105,7 +110,7 @@ def cbam_channel_backward(dy, x, w1, w2, has_bias: bool, ca, pooled, hidden, map
     dh = config.new_buffer((2 * B, RD), dt, dev)
     mean_coef = config.new_buffer((B, C), dt, dev)
     max_coef = config.new_buffer((B, C), dt, dev)
-    block_c, block_rd = gate_tiles(C, RD)
+    block_c, block_rd = gate_tiles(C, RD, elems=CBAM_GATE_ELEMS)
     vectors = dict(ca=ca, pool_max=pool_max, sa=sa, k_mean=k_mean, maps=maps, k_max=k_max)
     for b0, nb in sample_chunks(x):
         cbam_channel_grad(xv, dyv, plan, parts, b0, nb, **vectors)
