@@ -21,6 +21,31 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEED = int(os.environ.get("FUSEDATTN_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
 
+def interpreter_problem() -> str | None:
+    """Why Triton's interpreter cannot run the kernels on this install, or None.
+
+    Triton 3.6's interpreter turns a tensor loop bound into a Python int with int() of a
+    one-element array, which numpy >= 2.4 refuses (TypeError in every kernel with a
+    ``range(start, end)`` over program-dependent bounds); triton 3.7 fixed it.
+    """
+    import numpy
+    import triton
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return None
+    version = lambda v: tuple(int(p) for p in v.split(".")[:2])  # noqa: E731
+    if version(triton.__version__) < (3, 7) and version(numpy.__version__) >= (2, 4):
+        return (f"triton {triton.__version__}'s interpreter does not run with numpy {numpy.__version__}: "
+                "install numpy<2.4 or triton>=3.7 for the CPU test run")
+    return None
+
+
+def pytest_configure(config):
+    problem = interpreter_problem()
+    if problem:
+        raise pytest.UsageError(problem)
+
+
 def pytest_report_header(config):
     return (f"fusedattn tests on {DEVICE} (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}), "
             f"seed {SEED} (set FUSEDATTN_TEST_SEED to repeat)")
