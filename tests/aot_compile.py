@@ -67,7 +67,6 @@ def exercise_launchers(shapes=SMALL_SHAPES, dtypes=(torch.float32, torch.bfloat1
     """Drive every launcher on CPU tensors (launches intercepted): each shape, dtype and layout;
     with ``variants`` also every option (bias, max pool, activation, ECA padding, P = 2, 3, 6)."""
     from fusedattn import kernels
-    from fusedattn.kernels import config
 
     for dtype in dtypes:
         for layout in ("nchw", "channels_last"):

@@ -9,6 +9,8 @@ import fusedattn
 from fusedattn import models
 from fusedattn.reference import (CbamModule, CecaModule, ConvBiasCBAM, EcaModule, LinearSE, OriginalCBAM,
                                  PSAModule, SelectiveKernel, SEModule, TutorialCBAM)
+from fusedattn.modules.conversion import is_relu, is_sigmoid
+from fusedattn.reference.activations import Sigmoid as TimmSigmoid
 from helpers import assert_close, make_x
 
 
@@ -135,3 +137,28 @@ def test_convert_bundled_reference_model_uses_the_residual_epilogue(backend, dev
     _same(_fwd_bwd(converted, x), _fwd_bwd(ref, x), "converted resnet18-se")
     with pytest.raises(TypeError, match="nn.Module"):
         fusedattn.convert(lambda t: t)
+
+
+def test_activations_are_recognised_by_what_they_compute():
+    """timm builds its gates as its own Sigmoid class (not nn.Sigmoid): any spelling of sigmoid
+    and ReLU is accepted, look-alikes are not."""
+    for gate in ("sigmoid", nn.Sigmoid, nn.Sigmoid(), torch.sigmoid, TimmSigmoid, TimmSigmoid(inplace=True)):
+        assert is_sigmoid(gate), gate
+    for gate in (nn.Hardsigmoid(), nn.Hardsigmoid, "hard_sigmoid", nn.SiLU(), nn.Tanh, nn.Linear(1, 1), None, 3):
+        assert not is_sigmoid(gate), gate
+    for act in ("relu", nn.ReLU, nn.ReLU(inplace=True), torch.relu, torch.nn.functional.relu):
+        assert is_relu(act), act
+    for act in (nn.ReLU6(), nn.LeakyReLU(), nn.GELU, nn.SiLU(), "gelu", nn.PReLU()):
+        assert not is_relu(act), act
+
+
+def test_convert_leaves_blocks_with_another_gate_in_place():
+    se, eca, cbam = SEModule(16, rd_channels=4), EcaModule(kernel_size=3), CbamModule(16, rd_channels=4)
+    for gate_of in (se, eca, cbam.spatial):
+        gate_of.gate = nn.Hardsigmoid()
+    model = nn.Sequential(se, eca, cbam, SEModule(16, rd_channels=4))
+    converted, report = fusedattn.convert(model)
+    assert [p for p, _, _ in report.left] == ["0", "1", "2"] and [p for p, _, _ in report.replaced] == ["3"]
+    assert all("is not sigmoid" in why for _, _, why in report.left), report.left
+    x = torch.randn(2, 16, 5, 5)
+    torch.testing.assert_close(converted(x), model(x))

@@ -4,7 +4,7 @@ from torch import nn
 from ..ops.cbam import cbam
 from ..ops.validation import check_activation
 from ..reference.channels import make_divisible
-from .conversion import KeyAliases, copy_into, is_sigmoid, require, update_running_stats
+from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require, update_running_stats
 
 # state_dict keys of the other layouts -> fusedattn.CBAM's (timm's) keys
 _KEY_PREFIXES = [
@@ -56,7 +56,7 @@ class CBAM(KeyAliases, nn.Module):
                  spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
                  spatial_norm=True, spatial_bias=False, max_first=False, bn_momentum=0.1, bn_eps=1e-5):
         super().__init__()
-        require(act_layer in (nn.ReLU, "relu") or isinstance(act_layer, nn.ReLU),
+        require(is_relu(act_layer),
                 f"CBAM fuses act_layer=nn.ReLU only, got {act_layer!r}")
         require(is_sigmoid(gate_layer), f"CBAM fuses gate_layer='sigmoid' only, got {gate_layer!r}")
         require(spatial_kernel_size % 2 == 1, f"spatial_kernel_size must be odd, got {spatial_kernel_size}")
@@ -101,10 +101,13 @@ class CBAM(KeyAliases, nn.Module):
         if conv2d(m, "channel", "fc1") and conv2d(m, "spatial", "conv", "conv"):          # timm
             fc1, conv = m.channel.fc1, m.spatial.conv.conv
             bn, max_first = bn_of(getattr(m.spatial.conv, "bn", None)), False
-            require(isinstance(getattr(m.channel, "act", nn.ReLU()), nn.ReLU), "CBAM.from_module: act is not ReLU")
+            require(is_relu(getattr(m.channel, "act", "relu")), "CBAM.from_module: act is not ReLU")
+            for part in (m.channel, m.spatial):
+                gate = getattr(part, "gate", "sigmoid")
+                require(is_sigmoid(gate), f"CBAM.from_module: gate {gate!r} is not sigmoid")
         elif conv2d(m, "spatialattention", "conv1"):                                        # (a)
             fc = m.channelattention.fc
-            require(isinstance(fc[1], nn.ReLU), "CBAM.from_module: channel MLP activation is not ReLU")
+            require(is_relu(fc[1]), "CBAM.from_module: channel MLP activation is not ReLU")
             fc1, conv, bn, max_first = fc[0], m.spatialattention.conv1, None, False
         elif conv2d(m, "fc1") and conv2d(m, "conv_after_concat"):                          # (b)
             fc1, conv, bn, max_first = m.fc1, m.conv_after_concat, None, False

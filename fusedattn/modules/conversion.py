@@ -9,10 +9,38 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def computes(fn, name: str, reference) -> bool:
+    """True if ``fn`` is the elementwise function ``reference`` (torch.sigmoid, torch.relu) in any
+    spelling a model may use: its name, a module class (nn.Sigmoid, timm's own Sigmoid), a module
+    instance, a plain function. Besides the name and torch's classes, it is probed: a
+    parameterless module or function that gives ``reference``'s values on [-8, 8] (so hard-sigmoid,
+    ReLU6, leaky ReLU, GELU ... do not pass)."""
+    if isinstance(fn, str):
+        return fn.lower() == name
+    try:
+        if isinstance(fn, type):
+            if not issubclass(fn, nn.Module):
+                return False
+            fn = fn()
+        if isinstance(fn, nn.Module) and any(True for _ in fn.parameters()):
+            return False
+        t = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)
+        with torch.no_grad():
+            out = fn(t.clone())
+        return isinstance(out, torch.Tensor) and out.shape == t.shape and \
+            bool(torch.allclose(out.double(), reference(t), rtol=0.0, atol=1e-12))
+    except Exception:  # noqa: BLE001 - anything that cannot be probed is not the function
+        return False
+
+
 def is_sigmoid(gate) -> bool:
-    """True for the sigmoid gate in any spelling timm accepts ('sigmoid', nn.Sigmoid, ...)."""
-    return (gate in ("sigmoid", nn.Sigmoid, torch.sigmoid)
-            or isinstance(gate, nn.Sigmoid))
+    """True for the sigmoid gate in any spelling ('sigmoid', nn.Sigmoid, timm's Sigmoid, ...)."""
+    return computes(gate, "sigmoid", torch.sigmoid)
+
+
+def is_relu(act) -> bool:
+    """True for ReLU in any spelling ('relu', nn.ReLU, nn.ReLU(inplace=True), F.relu, ...)."""
+    return computes(act, "relu", torch.relu)
 
 
 class KeyAliases:

@@ -4,7 +4,7 @@ from torch import nn
 from ..ops.se import se
 from ..ops.validation import check_activation
 from ..reference.channels import make_divisible
-from .conversion import KeyAliases, copy_into, is_sigmoid, require
+from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require
 
 class SE(KeyAliases, nn.Module):
     """Fused Squeeze-and-Excitation: y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
@@ -21,7 +21,7 @@ class SE(KeyAliases, nn.Module):
                  add_maxpool=False, bias=True, act_layer=nn.ReLU, norm_layer=None,
                  gate_layer="sigmoid"):
         super().__init__()
-        require(act_layer in (nn.ReLU, "relu") or isinstance(act_layer, nn.ReLU),
+        require(is_relu(act_layer),
                 f"SE fuses act_layer=nn.ReLU only, got {act_layer!r}")
         require(norm_layer is None, f"SE fuses norm_layer=None only, got {norm_layer!r}")
         require(is_sigmoid(gate_layer), f"SE fuses gate_layer='sigmoid' only, got {gate_layer!r}")
@@ -48,8 +48,8 @@ class SE(KeyAliases, nn.Module):
         SEModule (fc1/fc2 1x1 convs) or the Linear layout (fc = Linear, ReLU, Linear, Sigmoid)."""
         fc1, fc2 = getattr(m, "fc1", None), getattr(m, "fc2", None)
         if isinstance(fc1, nn.Conv2d) and isinstance(fc2, nn.Conv2d):
-            act, bn, gate = getattr(m, "act", nn.ReLU()), getattr(m, "bn", None), getattr(m, "gate", None)
-            require(isinstance(act, nn.ReLU), f"SE.from_module: activation {act!r} is not ReLU")
+            act, bn, gate = getattr(m, "act", "relu"), getattr(m, "bn", None), getattr(m, "gate", None)
+            require(is_relu(act), f"SE.from_module: activation {act!r} is not ReLU")
             require(bn is None or isinstance(bn, nn.Identity), f"SE.from_module: norm {bn!r} is not fused")
             require(gate is None or is_sigmoid(gate), f"SE.from_module: gate {gate!r} is not sigmoid")
             require(fc1.kernel_size == (1, 1) and fc2.kernel_size == (1, 1) and fc1.groups == 1,
@@ -62,7 +62,7 @@ class SE(KeyAliases, nn.Module):
             require(len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[2], nn.Linear),
                     f"SE.from_module: {type(m).__name__} is neither timm's SEModule layout "
                     "(fc1, fc2 convs) nor fc = Sequential(Linear, ReLU, Linear, Sigmoid)")
-            require(isinstance(layers[1], nn.ReLU), f"SE.from_module: activation {layers[1]!r} is not ReLU")
+            require(is_relu(layers[1]), f"SE.from_module: activation {layers[1]!r} is not ReLU")
             require(is_sigmoid(layers[3]), f"SE.from_module: gate {layers[3]!r} is not sigmoid")
             require((layers[0].bias is None) == (layers[2].bias is None),
                     "SE.from_module: both Linear layers must have a bias, or neither")

@@ -7,7 +7,7 @@ from ..ops.sk import sk_attention
 from ..ops.validation import check_activation
 from ..reference.sk import SelectiveKernel as SelectiveKernelReference
 from ..reference.sk import sk_paths_config
-from .conversion import copy_into, require, update_running_stats
+from .conversion import copy_into, is_relu, require, update_running_stats
 
 
 def fused_sk_tail(attn: nn.Module, paths, training: bool):
@@ -70,7 +70,7 @@ class SelectiveKernel(SelectiveKernelReference):
                 f"SelectiveKernel.from_module: {type(m).__name__} lacks timm's SelectiveKernel layout "
                 "(paths, attn.fc_reduce / attn.bn / attn.fc_select, in_channels, split_input)")
         fc_reduce, bn, fc_select = parts
-        require(isinstance(getattr(attn, "act", nn.ReLU()), nn.ReLU),
+        require(is_relu(getattr(attn, "act", "relu")),
                 "SelectiveKernel.from_module: the attention activation is not ReLU")
         require(fc_reduce.bias is None and fc_select.bias is None and fc_reduce.kernel_size == (1, 1)
                 and fc_select.kernel_size == (1, 1) and fc_reduce.groups == 1 and fc_select.groups == 1,

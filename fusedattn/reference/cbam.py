@@ -8,6 +8,7 @@ Channel maxima are taken with amax (tied maxima share the gradient evenly).
 import torch
 from torch import nn
 
+from .activations import Sigmoid
 from .channels import make_divisible
 
 
@@ -21,11 +22,12 @@ class ChannelAttn(nn.Module):
         self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=mlp_bias)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=mlp_bias)
+        self.gate = Sigmoid()
 
     def forward(self, x):
         x_avg = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
         x_max = self.fc2(self.act(self.fc1(x.amax((2, 3), keepdim=True))))
-        return x * torch.sigmoid(x_avg + x_max)
+        return x * self.gate(x_avg + x_max)
 
 
 class ConvBn(nn.Module):
@@ -46,10 +48,11 @@ class SpatialAttn(nn.Module):
     def __init__(self, kernel_size=7):
         super().__init__()
         self.conv = ConvBn(kernel_size)
+        self.gate = Sigmoid()
 
     def forward(self, x):
         maps = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.conv(maps))
+        return x * self.gate(self.conv(maps))
 
 
 class CbamModule(nn.Module):

@@ -1,8 +1,8 @@
 """Reference ECA blocks in plain PyTorch: the spec the fused ECA is tested against."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import Sigmoid
 from .channels import eca_kernel_size
 
 
@@ -19,10 +19,11 @@ class EcaModule(nn.Module):
             kernel_size = eca_kernel_size(channels, gamma, beta)
         assert kernel_size % 2 == 1
         self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.gate = Sigmoid()
 
     def forward(self, x):
         y = x.mean((2, 3)).view(x.shape[0], 1, -1)
-        y = torch.sigmoid(self.conv(y)).view(x.shape[0], -1, 1, 1)
+        y = self.gate(self.conv(y)).view(x.shape[0], -1, 1, 1)
         return x * y
 
 
@@ -38,9 +39,10 @@ class CecaModule(nn.Module):
         assert kernel_size % 2 == 1
         self.padding = (kernel_size - 1) // 2
         self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=0, bias=act_layer is not None)
+        self.gate = Sigmoid()
 
     def forward(self, x):
         y = x.mean((2, 3)).view(x.shape[0], 1, -1)
         y = F.pad(y, (self.padding, self.padding), mode="circular")
-        y = torch.sigmoid(self.conv(y)).view(x.shape[0], -1, 1, 1)
+        y = self.gate(self.conv(y)).view(x.shape[0], -1, 1, 1)
         return x * y

@@ -1,7 +1,7 @@
 """Reference SE blocks in plain PyTorch: the spec the fused SE is tested against."""
-import torch
 from torch import nn
 
+from .activations import Sigmoid
 from .channels import make_divisible
 
 
@@ -21,15 +21,17 @@ class SEModule(nn.Module):
         if not rd_channels:
             rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
         self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=bias)
+        self.bn = nn.Identity()  # timm's norm_layer=None
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=bias)
+        self.gate = Sigmoid()
 
     def forward(self, x):
         x_se = x.mean((2, 3), keepdim=True)
         if self.add_maxpool:
             x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
-        x_se = self.fc2(self.act(self.fc1(x_se)))
-        return x * torch.sigmoid(x_se)
+        x_se = self.fc2(self.act(self.bn(self.fc1(x_se))))
+        return x * self.gate(x_se)
 
 
 class LinearSE(nn.Module):

@@ -1,0 +1,128 @@
+"""Against timm itself, where timm is installed (it is not a test dependency: CI's CPU machines
+have no torchvision build, so this module skips there; the GPU machines' image has timm).
+
+Checks the claims the rest of the suite makes against fusedattn.reference (timm's layouts,
+written out): the fused modules take timm's constructor arguments, load timm's state_dict
+unchanged (strict), and give timm's outputs and gradients; the reference blocks are timm's;
+``fusedattn.convert`` on timm's own SE-, ECA-, SK- and CBAM-ResNets replaces every attention
+block, keeps outputs and gradients, and saves a state_dict that a fresh timm model loads.
+"""
+import copy
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+import fusedattn
+from fusedattn import reference
+from helpers import assert_close, grads_of, make_x
+
+timm = pytest.importorskip("timm")
+
+#: name -> (timm block class as module.Class under timm.layers, fused class, reference class,
+#: constructor args, input channels)
+BLOCKS = {
+    "se": ("squeeze_excite.SEModule", fusedattn.SE, reference.SEModule, dict(channels=32), 32),
+    "se-maxpool-rd": ("squeeze_excite.SEModule", fusedattn.SE, reference.SEModule,
+                      dict(channels=40, rd_channels=12, add_maxpool=True), 40),
+    "eca-adaptive": ("eca.EcaModule", fusedattn.ECA, reference.EcaModule, dict(channels=96), 96),
+    "eca-k5": ("eca.EcaModule", fusedattn.ECA, reference.EcaModule, dict(kernel_size=5), 24),
+    "ceca": ("eca.CecaModule", fusedattn.CECA, reference.CecaModule, dict(channels=64), 64),
+    "cbam": ("cbam.CbamModule", fusedattn.CBAM, reference.CbamModule, dict(channels=32), 32),
+    "cbam-k3": ("cbam.CbamModule", fusedattn.CBAM, reference.CbamModule,
+                dict(channels=24, rd_ratio=1 / 4, spatial_kernel_size=3), 24),
+    "sk": ("selective_kernel.SelectiveKernel", fusedattn.SelectiveKernel, reference.SelectiveKernel,
+           dict(in_channels=16, out_channels=32), 16),
+}
+
+
+def timm_class(path: str) -> type:
+    """timm.layers.<module>.<Class> (not every block is exported from timm.layers itself)."""
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(f"timm.layers.{module}"), name)
+
+
+def _randomize(model: nn.Module) -> nn.Module:
+    """Non-default BatchNorm buffers and affine parameters, so that using them matters."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: float = 1e-10):
+    """a and b (float64) agree in output, input gradient, every parameter gradient and, after
+    the step, every buffer (BatchNorm running statistics in train mode)."""
+    drawn = {}
+
+    def dy(y):
+        drawn.setdefault("dy", torch.randn_like(y))
+        return drawn["dy"]
+
+    ya, dxa, ga = grads_of(a, x, dy)
+    yb, dxb, gb = grads_of(b, x, dy)
+    assert_close(ya, yb, torch.float64, f"{what} y", tol=tol)
+    assert_close(dxa, dxb, torch.float64, f"{what} dx", tol=tol)
+    assert ga.keys() == gb.keys()
+    for n in ga:
+        assert_close(ga[n], gb[n], torch.float64, f"{what} d{n}", floor=1.0, tol=tol)
+    saved = a.state_dict()  # a fused block saves its buffers under the original's keys
+    for n, bb in b.named_buffers():
+        assert_close(saved[n].double(), bb.double(), torch.float64, f"{what} buffer {n}", floor=1.0, tol=tol)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_fused_block_is_timms_block(backend, name, mode, device):
+    timm_name, fused_cls, ref_cls, args, channels = BLOCKS[name]
+    ours = _randomize(timm_class(timm_name)(**args)).double().to(device).train(mode == "train")
+    sd = ours.state_dict()
+
+    fused = fused_cls(**args).double().to(device).train(mode == "train")
+    assert {k: v.shape for k, v in fused.state_dict().items()} == {k: v.shape for k, v in sd.items()}
+    fused.load_state_dict(sd)  # strict
+    ref = ref_cls(**args).double().to(device).train(mode == "train")
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in sd.items()}
+    ref.load_state_dict(sd)
+    converted = fused_cls.from_module(ours)
+    assert isinstance(converted, fused_cls) and converted.training == ours.training
+
+    x = make_x((3, channels, 9, 7), torch.float64, "channels_last", device)
+    for other, what in ((fused, "constructor + load_state_dict"), (converted, "from_module"),
+                        (ref, "fusedattn.reference")):
+        _same_step(other, copy.deepcopy(ours), x, f"{name} {mode} {what}")
+    assert converted.state_dict().keys() == sd.keys()  # the fused block saves timm's keys
+
+
+#: timm model name, extra create_model arguments, the timm class of its attention blocks
+MODELS = [("seresnet18", {}, "squeeze_excite.SEModule"), ("ecaresnet26t", {}, "eca.EcaModule"),
+          ("skresnet18", {}, "selective_kernel.SelectiveKernel"),
+          ("resnet18", {"block_args": {"attn_layer": "cbam"}}, "cbam.CbamModule")]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("model_name,kwargs,block", MODELS, ids=[m[0] + ("-cbam" if m[1] else "") for m in MODELS])
+def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
+    model = _randomize(timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs))
+    model = model.double().to(device).train(mode == "train")
+    block = timm_class(block)
+    n_blocks = sum(isinstance(m, block) for m in model.modules())
+    assert n_blocks > 0
+    original = copy.deepcopy(model)
+    converted, report = fusedattn.convert(model)
+    assert len(report.replaced) == n_blocks and report.left == [], str(report)
+    assert not any(isinstance(m, block) for m in converted.modules())
+    x = make_x((2, 3, 32, 32), torch.float64, "channels_last", device)
+    # 18-26 layers of training-mode BatchNorm over a batch of 2 amplify float64 rounding
+    _same_step(converted, original, x, f"converted {model_name} ({mode})", tol=1e-7)
+
+    fresh = timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs)
+    fresh.load_state_dict(converted.state_dict())  # strict: timm loads what the converted model saves
+    fresh = fresh.double().to(device).train(mode == "train")
+    with torch.no_grad():
+        assert_close(converted.eval()(x), fresh.eval()(x), torch.float64, f"{model_name} reloaded", tol=1e-7)
