@@ -11,10 +11,9 @@ def require(condition: bool, message: str) -> None:
 
 def computes(fn, name: str, reference) -> bool:
     """True if ``fn`` is the elementwise function ``reference`` (torch.sigmoid, torch.relu) in any
-    spelling a model may use: its name, a module class (nn.Sigmoid, timm's own Sigmoid), a module
-    instance, a plain function. Besides the name and torch's classes, it is probed: a
-    parameterless module or function that gives ``reference``'s values on [-8, 8] (so hard-sigmoid,
-    ReLU6, leaky ReLU, GELU ... do not pass)."""
+    spelling a model may use: its name, or a module class (nn.Sigmoid, timm's own Sigmoid), module
+    instance or plain function that, without parameters, gives ``reference``'s values on [-8, 8]
+    (probed in float64, so hard sigmoid, ReLU6, leaky ReLU, GELU ... do not pass)."""
     if isinstance(fn, str):
         return fn.lower() == name
     try:
