@@ -28,6 +28,20 @@ def assert_close(actual, expected, dtype, what="", floor=0.0, tol=None):
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e} ({dtype})"
 
 
+def randomize_batchnorm(module, affine: bool = True):
+    """Non-default BatchNorm2d running statistics (and affine parameters), so that using them
+    matters in eval mode and in train mode's running-stat updates. Returns module."""
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+                if affine:
+                    bn.weight.uniform_(0.5, 1.5)
+                    bn.bias.uniform_(-0.3, 0.3)
+    return module
+
+
 def make_x(shape, dtype, layout, device, requires_grad=False):
     """Random N(0, 1) input in the given dtype and memory format."""
     x = torch.randn(shape, device=device).to(dtype)

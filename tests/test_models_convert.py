@@ -11,7 +11,7 @@ from fusedattn.reference import (CbamModule, CecaModule, ConvBiasCBAM, EcaModule
                                  PSAModule, SelectiveKernel, SEModule, TutorialCBAM)
 from fusedattn.modules.conversion import is_relu, is_sigmoid
 from fusedattn.reference.activations import Sigmoid as TimmSigmoid
-from helpers import assert_close, make_x
+from helpers import assert_close, make_x, randomize_batchnorm
 
 
 def _fwd_bwd(model, x):
@@ -87,18 +87,9 @@ class Zoo(nn.Module):
         return self.head(self.blocks(self.stem(x)).mean((2, 3)))
 
 
-def _random_buffers(model):
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
-
-
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_convert_replaces_every_layout_and_keeps_results(backend, mode, device):
-    model = _random_buffers(Zoo()).double().to(device).train(mode == "train")
+    model = randomize_batchnorm(Zoo(), affine=False).double().to(device).train(mode == "train")
     original = copy.deepcopy(model)
     converted, report = fusedattn.convert(model)
     kinds = [type(b).__name__ for b in converted.blocks]
@@ -116,7 +107,7 @@ def test_convert_replaces_every_layout_and_keeps_results(backend, mode, device):
 
 
 def test_converted_state_dict_loads_into_the_original_class_and_back():
-    model = _random_buffers(Zoo()).eval()
+    model = randomize_batchnorm(Zoo(), affine=False).eval()
     converted, _ = fusedattn.convert(model)
     sd = converted.state_dict()
     assert sd.keys() == model.state_dict().keys()

@@ -5,19 +5,7 @@ from torch import nn
 
 import fusedattn
 from fusedattn.reference import SelectiveKernel, SelectiveKernelAttn, sk_attention_reference
-from helpers import DTYPES, LAYOUTS, assert_close, check_against_reference, make_x
-
-
-def _randomize_bn(module):
-    """Non-trivial BatchNorm parameters and running statistics, so both modes test real numbers."""
-    with torch.no_grad():
-        for bn in module.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.uniform_(-0.3, 0.3)
-                bn.running_mean.uniform_(-0.5, 0.5)
-                bn.running_var.uniform_(0.5, 2.0)
-    return module
+from helpers import DTYPES, LAYOUTS, assert_close, check_against_reference, make_x, randomize_batchnorm
 
 
 def _check_buffers(fused, ref64, dtype, what):
@@ -40,7 +28,7 @@ def _spread_samples(x):
 
 
 def _fused_and_reference(mode, *args, **kw):
-    ref = _randomize_bn(SelectiveKernel(*args, **kw)).train(mode == "train")
+    ref = randomize_batchnorm(SelectiveKernel(*args, **kw)).train(mode == "train")
     return fusedattn.SelectiveKernel.from_module(ref), SelectiveKernel(*args, **kw).train(mode == "train")
 
 
@@ -74,7 +62,7 @@ def test_sk_attention_matches_reference_tail(backend, pipeline, dtype, layout, m
     B, P, C, A = 3, 3, 20, 6
     paths = [make_x((B, C, 5, 7), dtype, layout, device) for _ in range(P)]
     pdt = torch.float64 if dtype == torch.float64 else torch.float32
-    attn = _randomize_bn(SelectiveKernelAttn(C, P, A)).to(device, pdt).train(mode == "train")
+    attn = randomize_batchnorm(SelectiveKernelAttn(C, P, A)).to(device, pdt).train(mode == "train")
     attn64 = SelectiveKernelAttn(C, P, A).to(device).double().train(mode == "train")
     attn64.load_state_dict(attn.state_dict())
     dy = torch.randn(B, C, 5, 7, device=device).to(dtype)
@@ -173,7 +161,7 @@ def test_sk_state_dict_matches_timm_layout():
             "attn.fc_select.weight"} <= set(fused.state_dict())
     assert fused.attn.fc_reduce.out_channels == 8 and fused.attn.fc_select.out_channels == 256
     assert fused.paths[1].conv.dilation == (2, 2) and fused.paths[1].conv.padding == (2, 2)
-    _randomize_bn(ref)
+    randomize_batchnorm(ref)
     fused.load_state_dict(ref.state_dict())
     ref.eval(), fused.eval()
     x = torch.randn(2, 64, 6, 6)
@@ -183,7 +171,7 @@ def test_sk_state_dict_matches_timm_layout():
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_sk_from_module_keeps_paths(backend, mode, device):
     """from_module keeps the paths as they are (here: SiLU paths) and the attention weights."""
-    ref = _randomize_bn(SelectiveKernel(9, 16, kernel_size=[3, 5, 7], act_layer=nn.SiLU)).double().to(device)
+    ref = randomize_batchnorm(SelectiveKernel(9, 16, kernel_size=[3, 5, 7], act_layer=nn.SiLU)).double().to(device)
     ref.train(mode == "train")
     fused = fusedattn.SelectiveKernel.from_module(ref)
     assert fused.training == ref.training and isinstance(fused.paths[0].act, nn.SiLU)

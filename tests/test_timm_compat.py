@@ -16,7 +16,7 @@ from torch import nn
 
 import fusedattn
 from fusedattn import reference
-from helpers import assert_close, grads_of, make_x
+from helpers import assert_close, grads_of, make_x, randomize_batchnorm
 
 timm = pytest.importorskip("timm")
 
@@ -41,18 +41,6 @@ def timm_class(path: str) -> type:
     """timm.layers.<module>.<Class> (not every block is exported from timm.layers itself)."""
     module, name = path.rsplit(".", 1)
     return getattr(importlib.import_module(f"timm.layers.{module}"), name)
-
-
-def _randomize(model: nn.Module) -> nn.Module:
-    """Non-default BatchNorm buffers and affine parameters, so that using them matters."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model
 
 
 def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: float = 1e-10):
@@ -80,7 +68,7 @@ def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: floa
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_fused_block_is_timms_block(backend, name, mode, device):
     timm_name, fused_cls, ref_cls, args, channels = BLOCKS[name]
-    ours = _randomize(timm_class(timm_name)(**args)).double().to(device).train(mode == "train")
+    ours = randomize_batchnorm(timm_class(timm_name)(**args)).double().to(device).train(mode == "train")
     sd = ours.state_dict()
 
     fused = fused_cls(**args).double().to(device).train(mode == "train")
@@ -108,7 +96,7 @@ MODELS = [("seresnet18", {}, "squeeze_excite.SEModule"), ("ecaresnet26t", {}, "e
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("model_name,kwargs,block", MODELS, ids=[m[0] + ("-cbam" if m[1] else "") for m in MODELS])
 def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
-    model = _randomize(timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs))
+    model = randomize_batchnorm(timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs))
     model = model.double().to(device).train(mode == "train")
     block = timm_class(block)
     n_blocks = sum(isinstance(m, block) for m in model.modules())

@@ -56,8 +56,7 @@ class CBAM(KeyAliases, nn.Module):
                  spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
                  spatial_norm=True, spatial_bias=False, max_first=False, bn_momentum=0.1, bn_eps=1e-5):
         super().__init__()
-        require(is_relu(act_layer),
-                f"CBAM fuses act_layer=nn.ReLU only, got {act_layer!r}")
+        require(is_relu(act_layer), f"CBAM fuses act_layer=nn.ReLU only, got {act_layer!r}")
         require(is_sigmoid(gate_layer), f"CBAM fuses gate_layer='sigmoid' only, got {gate_layer!r}")
         require(spatial_kernel_size % 2 == 1, f"spatial_kernel_size must be odd, got {spatial_kernel_size}")
         if not rd_channels:

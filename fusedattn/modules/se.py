@@ -21,8 +21,7 @@ class SE(KeyAliases, nn.Module):
                  add_maxpool=False, bias=True, act_layer=nn.ReLU, norm_layer=None,
                  gate_layer="sigmoid"):
         super().__init__()
-        require(is_relu(act_layer),
-                f"SE fuses act_layer=nn.ReLU only, got {act_layer!r}")
+        require(is_relu(act_layer), f"SE fuses act_layer=nn.ReLU only, got {act_layer!r}")
         require(norm_layer is None, f"SE fuses norm_layer=None only, got {norm_layer!r}")
         require(is_sigmoid(gate_layer), f"SE fuses gate_layer='sigmoid' only, got {gate_layer!r}")
         self.channels = channels
