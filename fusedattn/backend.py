@@ -14,6 +14,8 @@ import os
 import torch
 
 BACKENDS = ("auto", "triton", "torch")
+#: Set by fusedattn.costmodel.dryrun while it records launches: Triton on CPU tensors, no interpreter.
+recording_launches = False
 _backend = os.environ.get("FUSEDATTN_BACKEND", "auto")
 if _backend not in BACKENDS:
     raise ValueError(f"FUSEDATTN_BACKEND must be one of {BACKENDS}, got {_backend!r}")
@@ -55,7 +57,7 @@ def uses_triton(t: torch.Tensor) -> bool:
     if t.device.type == "cuda":
         return True
     if _backend == "triton":
-        if t.device.type == "cpu" and interpreter_enabled():
+        if t.device.type == "cpu" and (recording_launches or interpreter_enabled()):
             return True
         raise RuntimeError(
             f"fusedattn backend 'triton' on a {t.device.type} tensor needs Triton's interpreter: "
@@ -66,21 +68,42 @@ def uses_triton(t: torch.Tensor) -> bool:
 def op_implementation(fn):
     """Wrap an op's implementation: autocast off (the op decides its own precision: float32
     accumulation, float64 for float64, as the Triton kernels do) and, for CUDA inputs, the
-    inputs' GPU as the current device (Triton launches on the current device)."""
+    inputs' GPU as the current device (Triton launches on the current device). Each context is
+    entered only when it changes something, so a plain call pays two flag checks."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
-        on_gpu = torch.cuda.device(device) if device is not None and device.type == "cuda" \
-            else contextlib.nullcontext()
-        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False), on_gpu:
-            return fn(*args, **kwargs)
+        if torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+                return wrapper(*args, **kwargs)
+        device = _first_device(args)
+        if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
+            with torch.cuda.device(device):
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     return wrapper
 
 
-def exporting() -> bool:
-    """True while torch.onnx.export traces a model (either exporter): the functional ops then
-    run their plain-PyTorch math inline, which exports as standard ONNX operators, instead of
-    the opaque custom op (which no ONNX runtime knows)."""
-    return torch.onnx.is_in_onnx_export()
+def _first_device(args) -> torch.device:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device
+        if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
+            return a[0].device
+    raise TypeError("an op needs at least one tensor argument")
+
+
+try:  # the two flags torch.onnx.is_in_onnx_export() reads, read directly (a call per op)
+    from torch.onnx._internal.exporter import _flags as _dynamo_export_flags
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _torchscript_export_globals
+
+    def exporting() -> bool:
+        """True while torch.onnx.export traces a model (either exporter): the functional ops then
+        run their plain-PyTorch math inline, which exports as standard ONNX operators, instead of
+        the opaque custom op (which no ONNX runtime knows)."""
+        return _torchscript_export_globals.in_onnx_export or _dynamo_export_flags._is_onnx_exporting
+except (ImportError, AttributeError):  # another torch layout: the public call
+    def exporting() -> bool:
+        """True while torch.onnx.export traces a model (either exporter)."""
+        return torch.onnx.is_in_onnx_export()

@@ -9,6 +9,7 @@ and a_sum is [M], written in their own dtype (the parameter's).
 import torch
 import triton
 import triton.language as tl
+from .layout import cdiv, next_pow2
 
 from . import config
 
@@ -45,9 +46,9 @@ def batch_outer(a: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
     """out = a^T @ f(v) (and a_sum = a.sum(0)) for a [B, M], v [B, N], out [M, N]."""
     B, M = a.shape
     N = v.shape[1]
-    block_m = min(triton.next_power_of_2(M), 64)
-    block_n = min(triton.next_power_of_2(N), 64)
-    grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
+    block_m = min(next_pow2(M), 64)
+    block_n = min(next_pow2(N), 64)
+    grid = (cdiv(M, block_m), cdiv(N, block_n))
     acc = tl.float64 if a.dtype == torch.float64 else tl.float32
     batch_outer_kernel[grid](
         a, v, out, a_sum if a_sum is not None else out, B, M, N,

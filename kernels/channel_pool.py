@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from . import config
-from .layout import ChannelView, STREAM_WARPS, acc_dtype, acc_torch_dtype, tile_shape
+from .layout import ChannelView, STREAM_WARPS, acc_dtype, acc_torch_dtype, cdiv, tile_shape
 
 
 @triton.jit
@@ -86,12 +86,12 @@ class PoolPlan(NamedTuple):
 def plan_pool(view: ChannelView, chunk: int, C: int, HW: int) -> PoolPlan:
     """Tile and H*W split for reducing ``chunk`` samples at a time."""
     block_c, block_hw = tile_shape(view, C, HW)
-    n_cblocks = triton.cdiv(C, block_c)
+    n_cblocks = cdiv(C, block_c)
     target = config.device_target_programs(view.tensor.device)
-    max_splits = triton.cdiv(HW, block_hw)
+    max_splits = cdiv(HW, block_hw)
     splits = min(max(math.ceil(target / (chunk * n_cblocks)), 1), max_splits)
-    hw_per_split = triton.cdiv(triton.cdiv(HW, splits), block_hw) * block_hw
-    return PoolPlan(block_c, block_hw, n_cblocks, triton.cdiv(HW, hw_per_split), hw_per_split)
+    hw_per_split = cdiv(cdiv(HW, splits), block_hw) * block_hw
+    return PoolPlan(block_c, block_hw, n_cblocks, cdiv(HW, hw_per_split), hw_per_split)
 
 
 class PoolPartials(NamedTuple):

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .channel_pool import PoolPlan
-from .layout import ChannelView, STREAM_WARPS, acc_dtype
+from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv
 
 #: activation name -> the ACT code of the scale pass's epilogue (kernels/epilogue.py)
 ACTIVATIONS = {"none": 0, "relu": 1, "silu": 2}
@@ -90,7 +90,7 @@ def channel_scale_backward_kernel(
 
 
 def scale_grid(plan: PoolPlan, nb: int, HW: int) -> tuple[tuple[int], int]:
-    n_hw = triton.cdiv(HW, plan.block_hw)
+    n_hw = cdiv(HW, plan.block_hw)
     return (nb * plan.n_cblocks * n_hw,), n_hw
 
 

@@ -3,9 +3,42 @@
 Tests change these (``monkeypatch.setattr(config, ...)``) to force the chunked and
 split code paths on tiny shapes; users normally never touch them.
 """
+import functools
 import os
+from typing import NamedTuple
 
 import torch
+
+
+class GPUProfile(NamedTuple):
+    """What the launchers plan from, for a named GPU (the cost model plans for a profile on any
+    machine). ``chunk_fraction``: the share of L2 one chunk of samples may take. Half: the pool
+    pass reads the chunk into L2 and the scale pass writes y through L2 while it re-reads the
+    chunk, so chunk + its share of y in flight must stay resident; H100's L2 is two partitions
+    of 25 MB, and data is not duplicated between them for the far partition's SMs."""
+    name: str
+    sms: int
+    l2_bytes: int
+    hbm_bytes_per_s: float
+    chunk_fraction: float = 0.5
+
+    @property
+    def chunk_bytes(self) -> int:
+        return max(int(self.l2_bytes * self.chunk_fraction), 1)
+
+    @property
+    def target_programs(self) -> int:
+        return 4 * self.sms
+
+
+#: Profiles by name: SM count, L2 size and HBM bandwidth from NVIDIA's data sheets.
+PROFILES = {
+    "h100": GPUProfile("h100", 132, 50 * 2**20, 3.35e12),   # H100 SXM5 80 GB
+    "a100": GPUProfile("a100", 108, 40 * 2**20, 2.0e12),    # A100 SXM4 80 GB (2.04 TB/s)
+}
+
+#: Plan for this profile instead of the device present (the cost model sets it).
+profile: GPUProfile | None = None
 
 #: Bytes of x processed per chunk of samples. The pool pass reads a chunk of x, the
 #: scale pass reads it again right after: with the chunk inside L2, that second read
@@ -21,22 +54,34 @@ target_programs: int | None = None
 poison_outputs: bool = os.environ.get("FUSEDATTN_POISON", "0") == "1"
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_profile(index: int) -> GPUProfile:
+    """The profile of CUDA device ``index``, read once (no device query per call)."""
+    props = torch.cuda.get_device_properties(index)
+    l2 = getattr(props, "L2_cache_size", 0) or 40 * 2**20
+    return GPUProfile(props.name, props.multi_processor_count, max(l2, 2 << 20), 0.0)
+
+
+def device_profile(device: torch.device) -> GPUProfile | None:
+    if profile is not None:
+        return profile
+    if device.type == "cuda":
+        return cuda_profile(device.index if device.index is not None else torch.cuda.current_device())
+    return None
+
+
 def device_chunk_bytes(device: torch.device) -> int:
     if chunk_bytes is not None:
         return chunk_bytes
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        l2 = getattr(props, "L2_cache_size", 0) or 40 * 2**20
-        return max(l2 // 2, 1 << 20)
-    return 1 << 62
+    p = device_profile(device)
+    return p.chunk_bytes if p is not None else 1 << 62
 
 
 def device_target_programs(device: torch.device) -> int:
     if target_programs is not None:
         return target_programs
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+    p = device_profile(device)
+    return p.target_programs if p is not None else 4
 
 
 def new_buffer(shape, dtype, device, memory_format=torch.contiguous_format) -> torch.Tensor:

@@ -16,6 +16,7 @@ partials instead of being exchanged between programs.
 """
 import triton
 import triton.language as tl
+from .layout import next_pow2
 
 from .channel_pool import reduce_partials
 from .se_gate import _sigmoid
@@ -102,4 +103,4 @@ def eca_weight_grad_kernel(
 
 
 def eca_block_c(C: int) -> int:
-    return min(triton.next_power_of_2(C), 256)
+    return min(next_pow2(C), 256)

@@ -7,8 +7,17 @@ merged into one stride (e.g. a crop of W) are copied to contiguous first.
 from typing import NamedTuple
 
 import torch
-import triton
 import triton.language as tl
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for ints (plain arithmetic: triton.cdiv costs a JIT-function call from Python)."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), as triton.next_power_of_2."""
+    return 1 << (n - 1).bit_length() if n > 1 else 1
 
 
 class ChannelView(NamedTuple):
@@ -57,7 +66,7 @@ STREAM_WARPS = 8
 def tile_shape(view: ChannelView, c: int, hw: int, elems: int = 2048) -> tuple[int, int]:
     """(BLOCK_C, BLOCK_HW) powers of two for a [C, HW] tile of about ``elems`` elements,
     longest along the axis that is contiguous in memory (HW for NCHW, C for NHWC)."""
-    pc, phw = triton.next_power_of_2(c), triton.next_power_of_2(hw)
+    pc, phw = next_pow2(c), next_pow2(hw)
     if abs(view.sc) == 1 and abs(view.shw) != 1:
         block_c = min(pc, 128)
         block_hw = min(phw, max(elems // block_c, 1))

@@ -10,13 +10,12 @@ are [P * B, C] row blocks (row p * B + b), so SE's gate kernels and batch_outer 
 all splits at once. Unlike SE/ECA there is no L2 chunking here yet (one pass over all
 samples per stage).
 """
-import triton
 
 from . import config
 from .batch_outer import mlp_weight_grads
 from .channel_pool import channel_pool, new_partials
 from .channel_scale import channel_scale, channel_scale_backward
-from .layout import channel_view, suggested_memory_format
+from .layout import cdiv, channel_view, suggested_memory_format
 from .path_sum import branches
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
 from .split_softmax import softmax_block_c, split_softmax_backward_kernel, split_softmax_kernel
@@ -50,7 +49,7 @@ def psa_forward(xs, w1, b1, w2, b2):
         pooled, pooled, hidden, se, 0,
         HAS_BIAS=has_bias, WITH_MAX=False, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc, num_warps=4)
     sb = softmax_block_c(C)
-    split_softmax_kernel[(B, triton.cdiv(C, sb))](se, att, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
+    split_softmax_kernel[(B, cdiv(C, sb))](se, att, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
     out = config.new_buffer((B, P * C, H, W), x0.dtype, dev, suggested_memory_format(x0))
     for p, v in enumerate(views):
         channel_scale(v, channel_view(_output_slice(out, P, C, p)), att[p * B:(p + 1) * B], plan, 0, B)
@@ -68,7 +67,7 @@ def psa_backward(dout, xs, w1, w2, has_bias: bool, pooled, hidden, se, att):
         channel_pool(views[p], plan, parts, 0, B, dy=dys[p], row0=p * B)
     ds = config.new_buffer((1, P * B, C), dt, dev)
     sb = softmax_block_c(C)
-    split_softmax_backward_kernel[(B, triton.cdiv(C, sb))](
+    split_softmax_backward_kernel[(B, cdiv(C, sb))](
         parts.sums, plan.n_splits, att, ds, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
     dz = config.new_buffer((P * B, C), dt, dev)
     dh = config.new_buffer((P * B, RD), dt, dev)

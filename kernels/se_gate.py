@@ -16,6 +16,7 @@ channel gate shares. W1 is [RD, C] and W2 is [C, RD], both contiguous.
 """
 import triton
 import triton.language as tl
+from .layout import next_pow2
 
 from .channel_pool import reduce_partials
 
@@ -139,6 +140,6 @@ def se_gate_backward_kernel(
 
 def gate_tiles(C: int, RD: int, elems: int = 4096) -> tuple[int, int]:
     """(BLOCK_C, BLOCK_RD): the whole hidden vector in one block, C walked in tiles."""
-    block_rd = triton.next_power_of_2(RD)
-    block_c = min(triton.next_power_of_2(C), max(elems // block_rd, 16))
+    block_rd = next_pow2(RD)
+    block_c = min(next_pow2(C), max(elems // block_rd, 16))
     return block_c, block_rd

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from . import config
-from .layout import ChannelView, STREAM_WARPS, acc_dtype, tile_shape
+from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2, tile_shape
 
 
 @triton.jit
@@ -72,10 +72,10 @@ def plan_spatial(view: ChannelView, chunk: int, C: int, HW: int) -> SpatialPlan:
     few programs to fill the device (small H*W or batch)."""
     block_c, block_hw = tile_shape(view, C, HW)
     target = config.device_target_programs(view.tensor.device)
-    while chunk * triton.cdiv(HW, block_hw) < target and block_hw > 16:
+    while chunk * cdiv(HW, block_hw) < target and block_hw > 16:
         block_hw //= 2
-        block_c = min(block_c * 2, triton.next_power_of_2(C))
-    return SpatialPlan(block_c, block_hw, triton.cdiv(HW, block_hw))
+        block_c = min(block_c * 2, next_pow2(C))
+    return SpatialPlan(block_c, block_hw, cdiv(HW, block_hw))
 
 
 def spatial_pool(x: ChannelView, ca, plan: SpatialPlan, b0: int, nb: int, out_sum, out_max=None,

@@ -9,6 +9,7 @@ datt comes as pooling partials [S, P * B, C] of sum_hw(dy_p * x_p); ds is writte
 """
 import triton
 import triton.language as tl
+from .layout import next_pow2
 
 from .channel_pool import reduce_partials
 
@@ -46,4 +47,4 @@ def split_softmax_backward_kernel(datt_ptr, S, att_ptr, ds_ptr, B, C, P: tl.cons
 
 
 def softmax_block_c(C: int) -> int:
-    return min(triton.next_power_of_2(C), 256)
+    return min(next_pow2(C), 256)

@@ -145,8 +145,10 @@ def test_cbam_gradcheck_float64(triton_backend, bn, layout, device):
 
 
 def test_cbam_saves_at_most_x_plus_small_vectors(backend, device):
-    """Bytes saved for backward (saved-tensor hooks): fused <= x + O(B*(C + HW)); beyond x (the
-    block's input, alive anyway), at most half of what the eager reference saves beyond x."""
+    """Bytes saved for backward (saved-tensor hooks). The fused kernels: <= x + O(B*(C + HW));
+    beyond x (the block's input, alive anyway), at most half of what the eager reference saves
+    beyond x. The CPU route (eager math under PyTorch's autograd, for host time) saves no more
+    than the eager reference, up to a few [B, C] vectors."""
     B, C, H, W = 4, 64, 16, 16
     ref = CbamModule(C).to(device)
     fused = fusedattn.CBAM.from_module(ref)
@@ -154,6 +156,9 @@ def test_cbam_saves_at_most_x_plus_small_vectors(backend, device):
     x = make_x((B, C, H, W), torch.float32, "channels_last", device, requires_grad=True)
     fused_bytes, eager_bytes = saved_tensor_bytes(fused, x), saved_tensor_bytes(ref, x)
     x_bytes = x.numel() * x.element_size()
+    if backend == "torch" and device.type == "cpu":
+        assert fused_bytes <= eager_bytes + 4 * 8 * B * C, (fused_bytes, eager_bytes)
+        return
     small = 4 * 8 * B * (C + H * W)
     assert fused_bytes <= x_bytes + small, (fused_bytes, x_bytes)
     assert fused_bytes - x_bytes <= (eager_bytes - x_bytes) / 2, (fused_bytes, eager_bytes)

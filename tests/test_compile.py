@@ -116,12 +116,14 @@ def test_compile_bundled_resnet_with_residual_epilogue(backend, attn, device):
     from fusedattn import models
 
     torch._dynamo.reset()
-    model = models.resnet18(attn=attn, width=8, num_classes=5).to(device)
+    # float64: eager on CPU runs the lean CPU math, the compiled graph the custom op's mirrored
+    # math; in float32 their rounding differs by ~1e-7, which a train-mode ResNet amplifies
+    model = models.resnet18(attn=attn, width=8, num_classes=5).to(device, torch.float64)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    x = make_x((2, 3, 32, 32), torch.float32, "channels_last", device)
+    x = make_x((2, 3, 32, 32), torch.float64, "channels_last", device)
     out, expected = compiled(x), model(x)
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-10)
     grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
     expected_grads = torch.autograd.grad(expected.square().sum(), list(model.parameters()))
     for g, e in zip(grads, expected_grads):
-        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)

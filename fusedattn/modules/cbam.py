@@ -1,8 +1,11 @@
 """fusedattn.CBAM: drop-in for timm's CbamModule and the common CBAM layouts."""
+import torch
 from torch import nn
 
 from ..ops.cbam import cbam
-from ..ops.validation import check_activation
+from ..ops.cpu_math import cbam_module_math
+from ..ops.dispatch import plain_eager
+from ..ops.validation import check_activation, check_same_device
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require, update_running_stats
 
@@ -70,6 +73,9 @@ class CBAM(KeyAliases, nn.Module):
         check_activation(x, "x", self.channels)
         fc1, fc2 = self.channel.fc1, self.channel.fc2
         conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
+        if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
+            check_same_device(x, fc1_weight=fc1.weight, conv_weight=conv.weight)
+            return cbam_module_math(x, fc1, fc2, conv, bn, self.max_first)
         batch_stats = bn is not None and (self.training or bn.running_mean is None)
         y, mean, var = cbam(
             x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias,

@@ -1,8 +1,10 @@
 """fusedattn.ECA / fusedattn.CECA: drop-ins for timm's EcaModule / CecaModule."""
 from torch import nn
 
-from ..ops.eca import eca
-from ..ops.validation import check_activation
+from ..ops.cpu_math import eca_math
+from ..ops.dispatch import plain_eager
+from ..ops.eca import eca, eca_block
+from ..ops.validation import check_activation, check_same_device
 from ..reference.channels import eca_kernel_size
 from .conversion import copy_into, is_sigmoid, require
 
@@ -34,7 +36,13 @@ class ECA(nn.Module):
     def forward(self, x, shortcut=None, act=None):
         """ECA(x), or with a residual epilogue act(ECA(x) + shortcut) in the same fused pass."""
         check_activation(x, "x", self.channels)
-        return eca(x, self.conv.weight, self.conv.bias, circular=self.circular, shortcut=shortcut, act=act)
+        conv = self.conv
+        if shortcut is not None or act is not None:
+            return eca(x, conv.weight, conv.bias, circular=self.circular, shortcut=shortcut, act=act)
+        check_same_device(x, weight=conv.weight)
+        if plain_eager(x):
+            return eca_math(x, conv.weight, conv.bias, self.circular, None, 0)[0]
+        return eca_block(x, conv.weight, conv.bias, self.circular, None, 0)
 
     def extra_repr(self):
         return f"channels={self.channels}, kernel_size={self.conv.kernel_size[0]}, circular={self.circular}"

@@ -1,8 +1,10 @@
 """fusedattn.SE: drop-in for timm's SEModule (same arguments, same state_dict)."""
 from torch import nn
 
-from ..ops.se import se
-from ..ops.validation import check_activation
+from ..ops.cpu_math import se_math
+from ..ops.dispatch import plain_eager
+from ..ops.se import se, se_block
+from ..ops.validation import check_activation, check_same_device
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require
 
@@ -35,8 +37,13 @@ class SE(KeyAliases, nn.Module):
         """SE(x), or with a residual epilogue act(SE(x) + shortcut) in the same fused pass
         (act None, 'relu' or 'silu'): what a ResNet block does right after its attention."""
         check_activation(x, "x", self.channels)
-        return se(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.add_maxpool,
-                  shortcut=shortcut, act=act)
+        fc1, fc2 = self.fc1, self.fc2
+        if shortcut is not None or act is not None:
+            return se(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, shortcut=shortcut, act=act)
+        check_same_device(x, fc1_weight=fc1.weight, fc2_weight=fc2.weight)
+        if plain_eager(x):
+            return se_math(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, None, 0)[0]
+        return se_block(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, None, 0)
 
     def extra_repr(self):
         return f"channels={self.channels}, rd_channels={self.fc1.out_channels}, add_maxpool={self.add_maxpool}"

@@ -10,13 +10,16 @@ on the small maps is shared (ops/spatial_gate.py). Saved for backward: x and vec
 size B*C, B*H*W (no x-sized intermediate).
 """
 import types
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import exporting, op_implementation, uses_triton
+from ..backend import op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
+from .cpu_math import cbam_math
+from .dispatch import Block, EagerOp
 from .spatial_gate import SpatialParams, spatial_gate, spatial_gate_backward
 from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
 
@@ -93,9 +96,8 @@ def _empty_or(t, like):
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@torch.library.custom_op("fusedattn::cbam_forward", mutates_args=())
 @op_implementation
-def cbam_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+def cbam_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
                  conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
                  bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
                  use_bn: bool, bn_training: bool, eps: float, max_first: bool
@@ -113,6 +115,9 @@ def cbam_forward_math(impl, x, w1, b1, w2, b2, p: SpatialParams):
     return impl.cbam_apply(x, ca, sa), ca, pooled, hidden, maps, sa, mean, var
 
 
+cbam_forward = torch.library.custom_op("fusedattn::cbam_forward", cbam_forward_impl, mutates_args=())
+
+
 @cbam_forward.register_fake
 def _(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
       use_bn, bn_training, eps, max_first):
@@ -125,9 +130,8 @@ def _(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mea
             x.new_empty((B, 1, H, W), dtype=dt), x.new_empty((1,), dtype=dt), x.new_empty((1,), dtype=dt))
 
 
-@torch.library.custom_op("fusedattn::cbam_backward", mutates_args=())
 @op_implementation
-def cbam_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
+def cbam_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
                   conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
                   bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
                   use_bn: bool, bn_training: bool, eps: float, max_first: bool,
@@ -146,6 +150,9 @@ def cbam_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
                                                         maps, sa, k_mean, k_max)
     return (dx, dw1, _empty_or(db1, w1), dw2, _empty_or(db2, w2), dcw, _empty_or(dcb, conv_weight),
             _empty_or(dbw, conv_weight), _empty_or(dbb, conv_weight))
+
+
+cbam_backward = torch.library.custom_op("fusedattn::cbam_backward", cbam_backward_impl, mutates_args=())
 
 
 @cbam_backward.register_fake
@@ -173,7 +180,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*saved)
 
 
-def _backward(ctx, dy, *_unused):
+def _backward(ctx, dy, *_unused, cbam_backward=cbam_backward):
     has_bias, use_bn, bn_training, eps, max_first = ctx.flags
     x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa, *rest = ctx.saved_tensors
     optional = [rest.pop(0) if present else None for present in ctx.present]
@@ -187,6 +194,10 @@ def _backward(ctx, dy, *_unused):
 
 
 cbam_forward.register_autograd(_backward, setup_context=_setup_context)
+cbam_block = Block(cbam_forward, EagerOp("CBAMFunction", cbam_forward_impl, _setup_context,
+                                         partial(_backward, cbam_backward=cbam_backward_impl)),
+                   lambda x, w1, b1, w2, b2, *p: cbam_forward_math(TORCH_PATH, x, w1, b1, w2, b2, SpatialParams(*p)),
+                   cbam_math, result=lambda out: (out[0], out[6], out[7]))
 
 
 # ---- functional API ------------------------------------------------------------------
@@ -223,5 +234,5 @@ def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Ten
                              f"BatchNorm, got input of shape {tuple(x.shape)}")
     args = (x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, conv_weight, conv_bias, bn_weight, bn_bias,
             running_mean, running_var, bool(use_bn), bool(bn_training), float(eps), bool(max_first))
-    out = cbam_forward_math(TORCH_PATH, *args[:5], SpatialParams(*args[5:])) if exporting() else cbam_forward(*args)
-    return (out[0], out[6], out[7]) if return_bn_stats else out[0]
+    out = cbam_block(*args)
+    return out if return_bn_stats else out[0]

@@ -5,13 +5,17 @@
 fake impls and registered autograd. CUDA tensors run the Triton kernels
 (fusedattn.kernels.eca); CPU tensors the plain-PyTorch math below.
 """
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
-from ..backend import exporting, op_implementation, uses_triton
+from ..backend import op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
+from .cpu_math import eca_math
+from .dispatch import Block, EagerOp
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
                        shortcut_grad, unpack_epilogue)
 from .validation import acc_dtype, check_activation, check_param
@@ -65,13 +69,15 @@ def eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate, act=0, o
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@torch.library.custom_op("fusedattn::eca_forward", mutates_args=())
 @op_implementation
-def eca_forward(x: Tensor, weight: Tensor, bias: Tensor | None, circular: bool, shortcut: Tensor | None,
+def eca_forward_impl(x: Tensor, weight: Tensor, bias: Tensor | None, circular: bool, shortcut: Tensor | None,
                 act: int) -> tuple[Tensor, Tensor, Tensor]:
     """(y = act(x * gate + shortcut), pooled [B, C], gate [B, C])."""
     impl = kernels.eca_forward if uses_triton(x) else eca_forward_torch
     return impl(x, weight, bias, circular, shortcut, act)
+
+
+eca_forward = torch.library.custom_op("fusedattn::eca_forward", eca_forward_impl, mutates_args=())
 
 
 @eca_forward.register_fake
@@ -82,9 +88,8 @@ def _(x, weight, bias, circular, shortcut, act):
             x.new_empty((B, C), dtype=dt), x.new_empty((B, C), dtype=dt))
 
 
-@torch.library.custom_op("fusedattn::eca_backward", mutates_args=())
 @op_implementation
-def eca_backward(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, circular: bool,
+def eca_backward_impl(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, circular: bool,
                  pooled: Tensor, gate: Tensor, act: int, out: Tensor | None, shortcut: Tensor | None
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias, dz); dbias is empty without bias, dz (the shortcut's gradient
@@ -94,6 +99,9 @@ def eca_backward(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, circular
         empty = weight.new_empty((0,))
         return dx, dw, db if has_bias else empty, dres if dres is not None else x.new_empty((0,))
     return eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut)
+
+
+eca_backward = torch.library.custom_op("fusedattn::eca_backward", eca_backward_impl, mutates_args=())
 
 
 @eca_backward.register_fake
@@ -111,13 +119,15 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, pooled, gate, *epilogue_saved(y, shortcut, act))
 
 
-def _backward(ctx, dy, *_unused):
+def _backward(ctx, dy, *_unused, eca_backward=eca_backward):
     x, weight, pooled, gate, out, shortcut = unpack_epilogue(ctx, 4)
     dx, dw, db, dres = eca_backward(dy, x, weight, ctx.has_bias, ctx.circular, pooled, gate, ctx.act, out, shortcut)
     return dx, dw, db if ctx.has_bias else None, None, shortcut_grad(ctx, dy, dres), None
 
 
 eca_forward.register_autograd(_backward, setup_context=_setup_context)
+eca_block = Block(eca_forward, EagerOp("ECAFunction", eca_forward_impl, _setup_context,
+                                       partial(_backward, eca_backward=eca_backward_impl)), eca_forward_torch, eca_math)
 
 
 # ---- functional API ------------------------------------------------------------------
@@ -144,5 +154,4 @@ def eca(x: Tensor, weight: Tensor, bias: Tensor | None = None, circular: bool = 
     if circular and (k - 1) // 2 > C:
         raise ValueError(f"circular padding {(k - 1) // 2} is larger than the {C} channels of x")
     check_shortcut(x, shortcut)
-    forward = eca_forward_torch if exporting() else eca_forward
-    return forward(x, weight, bias, bool(circular), shortcut, act_code(act))[0]
+    return eca_block(x, weight, bias, bool(circular), shortcut, act_code(act))

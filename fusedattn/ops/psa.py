@@ -6,11 +6,14 @@
 of split tensors, with fake impls and registered autograd. CUDA tensors run the Triton kernels
 (fusedattn.kernels.psa); CPU tensors the plain-PyTorch math below.
 """
+from functools import partial
+
 import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import exporting, op_implementation, uses_triton
+from ..backend import op_implementation, uses_triton
+from .dispatch import Block, EagerOp
 from ..kernels.layout import suggested_memory_format
 from .validation import acc_dtype, check_branches, check_channel_mlp
 
@@ -55,14 +58,16 @@ def psa_backward_torch(dout, xs, w1, w2, has_bias, pooled, hidden, se, att):
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@torch.library.custom_op("fusedattn::psa_forward", mutates_args=())
 @op_implementation
-def psa_forward(xs: list[Tensor], w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
+def psa_forward_impl(xs: list[Tensor], w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(out [B, P*C, H, W], pooled [P*B, C], hidden [P*B, RD], se [P*B, C], att [P*B, C])."""
     if uses_triton(xs[0]):
         return kernels.psa_forward(xs, w1, b1, w2, b2)
     return psa_forward_torch(xs, w1, b1, w2, b2)
+
+
+psa_forward = torch.library.custom_op("fusedattn::psa_forward", psa_forward_impl, mutates_args=())
 
 
 @psa_forward.register_fake
@@ -77,9 +82,8 @@ def _(xs, w1, b1, w2, b2):
     return out, vec(C), vec(RD), vec(C), vec(C)
 
 
-@torch.library.custom_op("fusedattn::psa_backward", mutates_args=())
 @op_implementation
-def psa_backward(dout: Tensor, xs: list[Tensor], w1: Tensor, w2: Tensor, has_bias: bool,
+def psa_backward_impl(dout: Tensor, xs: list[Tensor], w1: Tensor, w2: Tensor, has_bias: bool,
                  pooled: Tensor, hidden: Tensor, se: Tensor, att: Tensor) -> list[Tensor]:
     """[dx_0, ..., dx_{P-1}, dw1, db1, dw2, db2]; db1/db2 empty without bias."""
     if uses_triton(xs[0]):
@@ -89,6 +93,9 @@ def psa_backward(dout: Tensor, xs: list[Tensor], w1: Tensor, w2: Tensor, has_bia
     else:
         dxs, dw1, db1, dw2, db2 = psa_backward_torch(dout, xs, w1, w2, has_bias, pooled, hidden, se, att)
     return [*dxs, dw1, db1, dw2, db2]
+
+
+psa_backward = torch.library.custom_op("fusedattn::psa_backward", psa_backward_impl, mutates_args=())
 
 
 @psa_backward.register_fake
@@ -106,7 +113,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*xs, w1, w2, pooled, hidden, se, att)
 
 
-def _backward(ctx, dout, *_unused):
+def _backward(ctx, dout, *_unused, psa_backward=psa_backward):
     saved = ctx.saved_tensors
     P = ctx.n_splits
     xs, (w1, w2, pooled, hidden, se, att) = list(saved[:P]), saved[P:]
@@ -118,6 +125,8 @@ def _backward(ctx, dout, *_unused):
 
 
 psa_forward.register_autograd(_backward, setup_context=_setup_context)
+psa_block = Block(psa_forward, EagerOp("PSAFunction", psa_forward_impl, _setup_context,
+                                       partial(_backward, psa_backward=psa_backward_impl)), psa_forward_torch)
 
 
 # ---- functional API ------------------------------------------------------------------
@@ -129,5 +138,4 @@ def psa_attention(splits, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weigh
     in reverse order (last split first, EPSANet's layout) -> [B, P*C, H, W]."""
     splits = check_branches(splits, "splits")
     check_channel_mlp(splits[0], fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-    forward = psa_forward_torch if exporting() else psa_forward
-    return forward(splits, fc1_weight, fc1_bias, fc2_weight, fc2_bias)[0]
+    return psa_block(splits, fc1_weight, fc1_bias, fc2_weight, fc2_bias)

@@ -6,15 +6,20 @@ with fake impls and registered autograd, so ``torch.compile(fullgraph=True)`` ke
 each SE block as one node. CUDA tensors run the Triton kernels (fusedattn.kernels.se);
 CPU tensors run the plain-PyTorch math below, which mirrors the kernels step by step.
 """
+from functools import partial
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
-from ..backend import exporting, op_implementation, uses_triton
+from ..backend import op_implementation, uses_triton
+from .cpu_math import se_math
+from .dispatch import Block, EagerOp
 from ..kernels.layout import suggested_memory_format
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
                        shortcut_grad, unpack_epilogue)
-from .validation import acc_dtype, check_activation, check_channel_mlp
+from .validation import acc_dtype, as_dtype, check_activation, check_channel_mlp, in_layout_of
 
 
 # ---- plain-PyTorch path (CPU) -------------------------------------------------------
@@ -23,21 +28,16 @@ def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0):
     B, C = x.shape[:2]
     RD = w1.shape[0]
     dt = acc_dtype(x)
-    mean = x.mean((2, 3), dtype=dt)
-    pool_max = x.new_empty((0,), dtype=dt)
-    pooled = mean
+    pooled = x.mean((2, 3), dtype=dt)
     if add_maxpool:
         pool_max = x.amax((2, 3)).to(dt)
-        pooled = 0.5 * mean + 0.5 * pool_max
-    hidden = pooled @ w1.reshape(RD, C).to(dt).t()
-    if b1 is not None:
-        hidden = hidden + b1.to(dt)
-    z = hidden.relu() @ w2.reshape(C, RD).to(dt).t()
-    if b2 is not None:
-        z = z + b2.to(dt)
-    gate = torch.sigmoid(z)
-    y = epilogue_torch(x.to(dt) * gate[:, :, None, None], shortcut, act).to(x.dtype)
-    return y.contiguous(memory_format=suggested_memory_format(x)), pooled, pool_max, hidden, gate
+        pooled = 0.5 * pooled + 0.5 * pool_max
+    else:
+        pool_max = pooled.new_empty((0,))
+    hidden = F.linear(pooled, as_dtype(w1.view(RD, C), dt), as_dtype(b1, dt))
+    gate = F.linear(hidden.relu(), as_dtype(w2.view(C, RD), dt), as_dtype(b2, dt)).sigmoid()
+    y = epilogue_torch(as_dtype(x, dt) * gate.view(B, C, 1, 1), shortcut, act)
+    return in_layout_of(x, y), pooled, pool_max, hidden, gate
 
 
 def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act=0, out=None, shortcut=None):
@@ -67,13 +67,15 @@ def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, a
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@torch.library.custom_op("fusedattn::se_forward", mutates_args=())
 @op_implementation
-def se_forward(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+def se_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
                add_maxpool: bool, shortcut: Tensor | None, act: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y = act(x * gate + shortcut), pooled [B,C], pool_max [B,C] or [0], hidden [B,RD], gate [B,C])."""
     impl = kernels.se_forward if uses_triton(x) else se_forward_torch
     return impl(x, w1, b1, w2, b2, add_maxpool, shortcut, act)
+
+
+se_forward = torch.library.custom_op("fusedattn::se_forward", se_forward_impl, mutates_args=())
 
 
 @se_forward.register_fake
@@ -86,9 +88,8 @@ def _(x, w1, b1, w2, b2, add_maxpool, shortcut, act):
             x.new_empty((B, RD), dtype=dt), x.new_empty((B, C), dtype=dt))
 
 
-@torch.library.custom_op("fusedattn::se_backward", mutates_args=())
 @op_implementation
-def se_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool, pooled: Tensor,
+def se_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool, pooled: Tensor,
                 pool_max: Tensor, hidden: Tensor, gate: Tensor, act: int, out: Tensor | None,
                 shortcut: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dx, dw1, db1, dw2, db2, dz); db1/db2 are empty without bias. dz = dy * act'(.) is the
@@ -100,6 +101,9 @@ def se_backward(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool, p
             db1, db2 = w1.new_empty((0,)), w2.new_empty((0,))
         return dx, dw1, db1, dw2, db2, dres if dres is not None else x.new_empty((0,))
     return se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut)
+
+
+se_backward = torch.library.custom_op("fusedattn::se_backward", se_backward_impl, mutates_args=())
 
 
 @se_backward.register_fake
@@ -119,7 +123,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, w1, w2, pooled, pool_max, hidden, gate, *epilogue_saved(y, shortcut, act))
 
 
-def _backward(ctx, dy, *_unused):
+def _backward(ctx, dy, *_unused, se_backward=se_backward):
     x, w1, w2, pooled, pool_max, hidden, gate, out, shortcut = unpack_epilogue(ctx, 7)
     dx, dw1, db1, dw2, db2, dres = se_backward(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate,
                                                ctx.act, out, shortcut)
@@ -129,6 +133,8 @@ def _backward(ctx, dy, *_unused):
 
 
 se_forward.register_autograd(_backward, setup_context=_setup_context)
+se_block = Block(se_forward, EagerOp("SEFunction", se_forward_impl, _setup_context,
+                                      partial(_backward, se_backward=se_backward_impl)), se_forward_torch, se_math)
 
 
 # ---- functional API ------------------------------------------------------------------
@@ -145,5 +151,4 @@ def se(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tenso
     check_activation(x)
     check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     check_shortcut(x, shortcut)
-    forward = se_forward_torch if exporting() else se_forward
-    return forward(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool), shortcut, act_code(act))[0]
+    return se_block(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool), shortcut, act_code(act))

@@ -8,11 +8,14 @@ the Triton kernels (fusedattn.kernels.sk); CPU tensors the plain-PyTorch math be
 uses batch statistics when ``bn_training`` (the caller updates running statistics from the
 returned mean and biased variance, as fusedattn.SelectiveKernel does), else the running ones.
 """
+from functools import partial
+
 import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import exporting, op_implementation, uses_triton
+from ..backend import op_implementation, uses_triton
+from .dispatch import Block, EagerOp
 from ..kernels.layout import suggested_memory_format
 from .validation import acc_dtype, check_branches, check_param
 
@@ -63,14 +66,16 @@ def sk_backward_torch(dy, xs, w_reduce, w_select, gamma, eps, training, s, z, u,
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@torch.library.custom_op("fusedattn::sk_forward", mutates_args=())
 @op_implementation
-def sk_forward(xs: list[Tensor], w_reduce: Tensor, w_select: Tensor, bn_weight: Tensor, bn_bias: Tensor,
+def sk_forward_impl(xs: list[Tensor], w_reduce: Tensor, w_select: Tensor, bn_weight: Tensor, bn_bias: Tensor,
                running_mean: Tensor | None, running_var: Tensor | None, bn_training: bool, eps: float
                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y [B, C, H, W], s [B, C], z [B, A], u [B, A], att [B, P*C], mean [A], var [A])."""
     impl = kernels.sk_forward if uses_triton(xs[0]) else sk_forward_torch
     return impl(xs, w_reduce, w_select, bn_weight, bn_bias, running_mean, running_var, bn_training, eps)
+
+
+sk_forward = torch.library.custom_op("fusedattn::sk_forward", sk_forward_impl, mutates_args=())
 
 
 @sk_forward.register_fake
@@ -84,9 +89,8 @@ def _(xs, w_reduce, w_select, bn_weight, bn_bias, running_mean, running_var, bn_
     return y, vec(B, C), vec(B, A), vec(B, A), vec(B, P * C), vec(A), vec(A)
 
 
-@torch.library.custom_op("fusedattn::sk_backward", mutates_args=())
 @op_implementation
-def sk_backward(dy: Tensor, xs: list[Tensor], w_reduce: Tensor, w_select: Tensor, bn_weight: Tensor,
+def sk_backward_impl(dy: Tensor, xs: list[Tensor], w_reduce: Tensor, w_select: Tensor, bn_weight: Tensor,
                 eps: float, bn_training: bool, s: Tensor, z: Tensor, u: Tensor, att: Tensor,
                 mean: Tensor, var: Tensor) -> list[Tensor]:
     """[dx_0, ..., dx_{P-1}, dw_reduce, dbn_weight, dbn_bias, dw_select]."""
@@ -94,6 +98,9 @@ def sk_backward(dy: Tensor, xs: list[Tensor], w_reduce: Tensor, w_select: Tensor
     dxs, dwr, dgamma, dbeta, dws = impl(dy, xs, w_reduce, w_select, bn_weight, eps, bn_training,
                                         s, z, u, att, mean, var)
     return [*dxs, dwr, dgamma, dbeta, dws]
+
+
+sk_backward = torch.library.custom_op("fusedattn::sk_backward", sk_backward_impl, mutates_args=())
 
 
 @sk_backward.register_fake
@@ -110,7 +117,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*xs, w_reduce, w_select, bn_weight, s, z, u, att, mean, var)
 
 
-def _backward(ctx, dy, *_unused):
+def _backward(ctx, dy, *_unused, sk_backward=sk_backward):
     P = ctx.n_paths
     xs, rest = list(ctx.saved_tensors[:P]), ctx.saved_tensors[P:]
     grads = sk_backward(dy, xs, rest[0], rest[1], rest[2], ctx.eps, ctx.bn_training, *rest[3:])
@@ -119,6 +126,9 @@ def _backward(ctx, dy, *_unused):
 
 
 sk_forward.register_autograd(_backward, setup_context=_setup_context)
+sk_block = Block(sk_forward, EagerOp("SKFunction", sk_forward_impl, _setup_context,
+                                     partial(_backward, sk_backward=sk_backward_impl)), sk_forward_torch,
+                 result=lambda out: (out[0], out[5], out[6]))
 
 
 # ---- functional API ------------------------------------------------------------------
@@ -159,7 +169,6 @@ def sk_attention(paths, fc_reduce_weight: Tensor, bn_weight: Tensor, bn_bias: Te
     if not bn_training and (running_mean is None or running_var is None):
         raise ValueError("BatchNorm without batch statistics needs running_mean and running_var")
     stats = (None, None) if bn_training else (running_mean, running_var)
-    forward = sk_forward_torch if exporting() else sk_forward
-    out = forward(paths, fc_reduce_weight, fc_select_weight, bn_weight, bn_bias, *stats,
-                     bool(bn_training), float(eps))
-    return (out[0], out[5], out[6]) if return_bn_stats else out[0]
+    out = sk_block(list(paths), fc_reduce_weight, fc_select_weight, bn_weight, bn_bias, *stats,
+                   bool(bn_training), float(eps))
+    return out if return_bn_stats else out[0]

@@ -1,7 +1,7 @@
 """Argument checks shared by the ops: clear errors instead of kernel crashes."""
 import torch
 
-from ..kernels.layout import acc_torch_dtype
+from ..kernels.layout import acc_torch_dtype, suggested_memory_format
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -40,6 +40,20 @@ def acc_dtype(x: torch.Tensor) -> torch.dtype:
     return acc_torch_dtype(x.dtype)
 
 
+def as_dtype(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """t in ``dtype`` (None stays None); no call at all when it already is (host time)."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+def in_layout_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """y in x's dtype and in the memory format fusedattn's outputs take for x (channels_last
+    for channels_last x, else contiguous)."""
+    y = as_dtype(y, x.dtype)
+    if x.is_contiguous():
+        return y.contiguous()
+    return y.contiguous(memory_format=suggested_memory_format(x))
+
+
 def check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> None:
     """The channel MLP of SE / CBAM: fc1 [RD, C(,1,1)], fc2 [C, RD(,1,1)], biases both or neither."""
     C = x.shape[1]
@@ -54,6 +68,15 @@ def check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> None:
         raise ValueError("fc1_bias and fc2_bias must both be given or both be None")
     check_param(fc1_bias, "fc1_bias", x, (RD,))
     check_param(fc2_bias, "fc2_bias", x, (C,))
+
+
+def check_same_device(x: torch.Tensor, **params: torch.Tensor | None) -> None:
+    """A module's parameters (shapes fixed at construction) on x's device: the one check a
+    fused module's call repeats besides x's own."""
+    for name, p in params.items():
+        if p is not None and p.device != x.device:
+            raise ValueError(f"{name} is on {p.device} but the input is on {x.device}; "
+                             "move the module to the input's device")
 
 
 def check_branches(tensors, name: str) -> list:

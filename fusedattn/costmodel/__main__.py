@@ -1,0 +1,193 @@
+"""python -m fusedattn.costmodel: the speed of every block as a GPU of a named profile would see it,
+computed on a CPU machine (a model, not a measurement).
+
+    python -m fusedattn.costmodel [--profile h100] [--quick] [--out bench/results/model-h100-DATE.json]
+
+For each case (fusedattn/costmodel/cases.py): every launch and its grid as the launchers plan
+it for the profile; each kernel variant as the JIT specializes it, compiled for sm_90 (registers,
+spills, global load/store widths from the PTX); bytes counted under the interpreter (first reads
+from HBM, re-reads from L2, writes); a roofline time for fused, eager (its ATen kernels and
+bytes counted over the reference) and inductor (estimated); the host time of a call. Writes the
+JSON, prints the README's model table (``--readme`` rewrites it in README.md).
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+
+import torch
+
+from ..kernels import config
+from . import cases as cases_mod
+from .cases import Case, all_cases, make_inputs, make_pair, runner
+from .dryrun import dry_run, variant_report
+from .eager import count_eager
+from .host import interleaved_us
+from .model import (CONSTANTS, count_in_subprocess, eager_us, extrapolate, inductor_estimate, kernel_us, real_sizes,
+                    scaled)
+
+
+def plan(case: Case):
+    """(launches of the fwd+bwd run, number of them in the forward) on the dry-run driver."""
+    _, fused = make_pair(case._replace(pass_="fwd+bwd"))
+    xs = make_inputs(case, requires_grad=True)
+    with dry_run() as launches:
+        with torch.no_grad():
+            fused(*xs)
+        n_fwd = len(launches)
+        launches.clear()
+        y = fused(*xs)
+        n_fwd_grad = len(launches)
+        y.backward(torch.empty_like(y))
+    assert n_fwd == n_fwd_grad, (case, n_fwd, n_fwd_grad)
+    return list(launches), n_fwd
+
+
+def host_times(case: Case, n_launches: int, eager_kernels: int) -> dict:
+    """Microseconds of host time per call: the fused Triton path on the dry-run driver (all of
+    Python, binding and specialization; the driver's launch replaced by the constant), and the
+    eager reference on CPU tensors of the case's C at B <= 2, H = W = 1 (the same ATen ops with
+    negligible arithmetic) plus the same constant per kernel; also both on this CPU for real at a
+    small case (the CPU route a fused module takes on CPU tensors)."""
+    ref, fused = make_pair(case)
+    small = (min(case.B, 2), case.C, 1, 1)
+    xs_ref = make_inputs(case, small)
+    xs = make_inputs(case)
+    with dry_run():
+        run_fused = runner(fused, xs, case.pass_)
+        run_fused()
+        t = interleaved_us({"fused": run_fused, "eager": runner(ref, xs_ref, case.pass_)}, calls=3, rounds=15)
+    launch = CONSTANTS["driver_launch_us"]
+    return {"fused_us": t["fused"] + n_launches * launch, "eager_us": t["eager"] + eager_kernels * launch,
+            "fused_python_us": t["fused"], "eager_python_us": t["eager"]}
+
+
+def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> list[dict]:
+    config.profile = profile
+    plans = {}
+    for case in {c._replace(pass_="fwd+bwd") for c in selected}:
+        plans[case] = plan(case)
+    keys = sorted(plans, key=lambda c: c.key)
+    counted = dict(zip(keys, count_in_subprocess([scaled(c, profile) for c in keys], jobs)))
+    reports = {}
+    out = []
+    for case in selected:
+        launches, n_fwd = plans[case._replace(pass_="fwd+bwd")]
+        traffic = extrapolate(counted[case._replace(pass_="fwd+bwd")], real_sizes(launches))
+        if case.pass_ == "fwd":
+            launches, traffic = launches[:n_fwd], traffic[:n_fwd]
+        rows = []
+        for launch, tr in zip(launches, traffic):
+            key = id(launch.metadata)
+            if key not in reports:
+                reports[key] = variant_report(launch)
+            rep = reports[key]
+            rows.append({"kernel": launch.kernel, "grid": list(launch.grid), "programs": launch.programs,
+                         "warps": launch.num_warps, "registers": rep.registers, "spill_bytes": rep.spill_bytes,
+                         "load_bits": list(rep.load_bits), "store_bits": list(rep.store_bits), **tr,
+                         "us": kernel_us(tr["hbm_read"], tr["l2_read"], tr["loads_per_program"], profile)})
+        ref, _ = make_pair(case, device="meta")
+        ops = count_eager(runner(ref, make_inputs(case, device="meta"), case.pass_))
+        x_bytes = case.B * case.C * case.H * case.W * cases_mod.DTYPES[case.dtype].itemsize
+        entry = {
+            "case": case._asdict(), "key": case.key, "x_bytes": x_bytes,
+            "launches": rows,
+            "fused": {"kernels": len(rows), "hbm_read": sum(r["hbm_read"] for r in rows),
+                      "l2_read": sum(r["l2_read"] for r in rows), "write": sum(r["write"] for r in rows),
+                      "us": sum(r["us"] for r in rows)},
+            "eager": {"kernels": len(ops), "bytes": sum(o.read_bytes + o.write_bytes for o in ops),
+                      "us": eager_us(ops, profile), "ops": [o.name for o in ops]},
+            "inductor": inductor_estimate(traffic, ops, profile),
+        }
+        if with_host:
+            entry["host"] = host_times(case, len(rows), len(ops))
+        out.append(entry)
+    config.profile = None
+    return out
+
+
+def cpu_route_host_times() -> list[dict]:
+    """The issue's host-time cases on this CPU for real: fused SE, ECA, CBAM (CPU route) against
+    the eager reference modules, forward and forward+backward, interleaved."""
+    rows = []
+    for block in ("se", "eca", "cbam"):
+        for shape in ((1, 64, 4, 4), (8, 256, 14, 14)):
+            for pass_ in ("fwd", "fwd+bwd"):
+                case = Case(block, *shape, "fp32", "nchw", pass_)
+                ref, fused = make_pair(case)
+                xs = make_inputs(case)
+                calls = 20 if shape[0] == 1 else 3
+                t = interleaved_us({"eager": runner(ref, xs, pass_), "fused": runner(fused, xs, pass_)},
+                                   calls=calls, rounds=40)
+                rows.append({"key": case.key, "eager_us": t["eager"], "fused_us": t["fused"],
+                             "ratio": t["fused"] / t["eager"]})
+    return rows
+
+
+def readme_table(result: dict) -> str:
+    """Markdown: the goal layout (bf16, channels_last) per block and stage, batch 64 and 1."""
+    prof = result["profile"]
+    lines = [f"Model of an {prof['name'].upper()} ({prof['sms']} SMs, {prof['l2_bytes'] // 2**20} MB L2, "
+             f"{prof['hbm_bytes_per_s'] / 1e12:.2f} TB/s), bf16, channels_last: **a model, not a measurement** "
+             f"(`python -m fusedattn.costmodel`, {result['date']}; constants and every case in "
+             f"`{result['file']}`). HBM traffic in units of x's size; times in us.", "",
+             "| block | B x C x H x W | pass | fused kernels | fused HBM (x) | L2 re-reads (x) | eager HBM (x) "
+             "| fused us | eager us | inductor us (est.) | eager / fused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in result["cases"]:
+        c = e["case"]
+        if c["dtype"] != "bf16" or c["layout"] != "channels_last":
+            continue
+        f, eg, ind, x = e["fused"], e["eager"], e["inductor"], e["x_bytes"]
+        lines.append(f"| {c['block']} | {c['B']}x{c['C']}x{c['H']}x{c['W']} | {c['pass_']} | {f['kernels']} | "
+                     f"{(f['hbm_read'] + f['write']) / x:.2f} | {f['l2_read'] / x:.2f} | {eg['bytes'] / x:.2f} | "
+                     f"{f['us']:.1f} | {eg['us']:.1f} | {ind['us']:.1f} | {eg['us'] / f['us']:.2f} |")
+    host = result.get("cpu_route_host")
+    if host:
+        lines += ["", "Host time per call on this CPU (CPU tensors: the fused module's plain-PyTorch route against "
+                  "the eager reference module, fp32, NCHW, median of interleaved rounds, one thread):", "",
+                  "| case | eager us | fused us | fused / eager |", "|---|---|---|---|"]
+        lines += [f"| {h['key']} | {h['eager_us']:.1f} | {h['fused_us']:.1f} | {h['ratio']:.2f} |" for h in host]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fusedattn.costmodel", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(config.PROFILES), default="h100")
+    parser.add_argument("--quick", action="store_true",
+                        help="only bf16, channels_last (the goal layout) and no host times of the Triton path")
+    parser.add_argument("--blocks", nargs="+", choices=sorted(cases_mod.BLOCKS), default=sorted(cases_mod.BLOCKS))
+    parser.add_argument("--jobs", type=int, default=2, help="interpreter subprocesses counting traffic")
+    parser.add_argument("--out", help="JSON path (default bench/results/model-<profile>-<date>.json)")
+    parser.add_argument("--readme", action="store_true", help="rewrite the model table in README.md")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        parser.error("run without TRITON_INTERPRET (the model starts its own interpreter subprocesses)")
+    profile = config.PROFILES[args.profile]
+    kw = {"dtypes": ("bf16",), "layouts": ("channels_last",)} if args.quick else {}
+    selected = all_cases(blocks=tuple(args.blocks), **kw)
+    date = datetime.date.today().isoformat()
+    out = pathlib.Path(args.out or f"bench/results/model-{profile.name}-{date}.json")
+    result = {"profile": profile._asdict(), "date": date, "file": str(out), "constants": CONSTANTS,
+              "torch": torch.__version__, "triton": __import__("triton").__version__,
+              "cases": model_cases(selected, profile, with_host=not args.quick, jobs=args.jobs),
+              "cpu_route_host": cpu_route_host_times()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    table = readme_table(result)
+    print(table)
+    if args.readme:
+        readme = pathlib.Path("README.md")
+        text = readme.read_text()
+        start, end = "<!-- model-table:start -->", "<!-- model-table:end -->"
+        if start in text:
+            text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+            readme.write_text(text)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
