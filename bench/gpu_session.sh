@@ -32,7 +32,12 @@ run_bench() {  # $1: the bench file, $2: the result file's suffix
   [ -f "$OUT/$2.json" ] && cp "$OUT/$2.json" "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$2.json" \
     && python3 bench/make_table.py | tee "$OUT/table-$2.md"
 }
-if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then run_bench test_bench_blocks.py blocks; fi
+if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
+  run_bench test_bench_blocks.py blocks
+  # the cost model's table with the measured times beside (calibration; the model itself is CPU work)
+  model=$(ls bench/results/model-h100-*.json 2>/dev/null | tail -1)
+  [ -n "$model" ] && python3 -m fusedattn.costmodel --table-from "$model" --readme > "$OUT/model-table.md" 2>&1
+fi
 if [ "$STAGE" = models ] || [ "$STAGE" = all ]; then
   run_bench test_bench_models.py models
   python3 bench/plot.py -o "$OUT/plot.png" || true

@@ -18,6 +18,8 @@ def newest_gpu_file(models: bool | None = None) -> Path | None:
     files = []
     for f in (ROOT / "bench" / "results").glob("*.json"):
         doc = json.loads(f.read_text())
+        if "results" not in doc:  # the cost model's files (model-<profile>-<date>.json)
+            continue
         has_models = any(r.get("kind") == "model" for r in doc["results"])
         has_blocks = any(r.get("kind") != "model" for r in doc["results"])
         if doc.get("device_type") == "cuda" and (models is None or (has_models if models else has_blocks)):

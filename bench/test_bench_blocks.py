@@ -21,19 +21,24 @@ def modules(block, channels, dtype):
     return measure.make_modules(block, channels, DEVICE, dtype)
 
 
-@pytest.mark.parametrize("provider", measure.PROVIDERS)
+@pytest.mark.parametrize("provider", measure.GPU_PROVIDERS)
 @pytest.mark.parametrize("pass_", ["forward", "fwd+bwd"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("block", list(measure.BLOCKS))
 def test_block(benchmark, record, block, shape, dtype, layout, pass_, provider):
+    if provider == "cuda_graph" and DEVICE.type != "cuda":
+        pytest.skip("CUDA graphs need a GPU")
     module = modules(block, shape[1], dtype)[provider]
     module.train(shape[0] > 1)  # BatchNorm (CBAM, SK) takes batch statistics in train(): not at batch 1
     xs = measure.make_inputs(block, shape, dtype, layout, DEVICE, requires_grad=pass_ == "fwd+bwd")
+    if provider == "cuda_graph":
+        module = measure.graphed(module, xs)
     if pass_ == "forward":
         fn = measure.forward_fn(module, xs)
     else:
         fn = measure.forward_backward_fn(module, xs, measure.output_like(module, xs))
-    ms = measure.time_ms(fn, DEVICE, grad_to_none=xs + list(module.parameters()))
+    params = list(module.parameters()) if isinstance(module, torch.nn.Module) else []
+    ms = measure.time_ms(fn, DEVICE, grad_to_none=xs + params)
     benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)  # host clock, for the table
     in_bytes = sum(x.numel() * x.element_size() for x in xs)
     out_bytes = measure.output_like(module, xs).numel() * xs[0].element_size()

@@ -98,6 +98,8 @@ BLOCKS: dict[str, Block] = {
 }
 
 PROVIDERS = ("eager", "compiled", "fused")
+#: providers of the GPU sweep: also the fused block captured in a CUDA graph (no host time per call)
+GPU_PROVIDERS = PROVIDERS + ("cuda_graph",)
 
 
 def make_modules(block: str, channels: int, device, dtype, providers=PROVIDERS) -> dict[str, nn.Module]:
@@ -110,9 +112,16 @@ def make_modules(block: str, channels: int, device, dtype, providers=PROVIDERS) 
             out[p] = ref
         elif p == "compiled":
             out[p] = torch.compile(ref)
-        elif p == "fused":
-            out[p] = spec.to_fused(ref)
+        elif p in ("fused", "cuda_graph"):
+            out[p] = spec.to_fused(ref)  # cuda_graph: captured per case by graphed()
     return out
+
+
+def graphed(module: nn.Module, xs: list[torch.Tensor]) -> Callable:
+    """A copy of module captured in CUDA graphs for inputs like xs (forward, and backward when xs
+    require grad): replays cost no Python, no argument binding and one graph launch. (A module
+    passed to make_graphed_callables has its forward replaced, hence the copy.)"""
+    return torch.cuda.make_graphed_callables(copy.deepcopy(module), tuple(xs), num_warmup_iters=3)
 
 
 def make_inputs(block: str, shape, dtype, layout: str, device, requires_grad=False) -> list[torch.Tensor]:

@@ -115,14 +115,15 @@ def _exercise(dtype, layout, shape, rd_div, variants):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 (H100)")
-    parser.add_argument("--shapes", choices=("small", "all"), default="all",
-                        help="small: odd shapes in every variant; all: also the ResNet-50 stage shapes")
+    parser.add_argument("--shapes", choices=("small", "bench", "all"), default="all",
+                        help="small: odd shapes in every variant; bench: the ResNet-50 stage shapes; all: both")
     args = parser.parse_args(argv)
     contexts, failures = [], []
     with dry_run(args.arch) as launches:
         config.target_programs = 64
-        exercise_launchers(launches, contexts, failures)
-        if args.shapes == "all":  # as an H100 plans them
+        if args.shapes in ("small", "all"):
+            exercise_launchers(launches, contexts, failures)
+        if args.shapes in ("bench", "all"):  # as an H100 plans them
             config.target_programs, config.profile = None, config.PROFILES["h100"]
             exercise_launchers(launches, contexts, failures, RESNET50_SHAPES, (torch.float32, torch.bfloat16),
                                rd_div=16, variants=False)

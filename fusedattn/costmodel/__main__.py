@@ -108,6 +108,26 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
     return out
 
 
+def triton_path_host_times(profile) -> list[dict]:
+    """host_times() at the issue's host cases: SE, ECA, CBAM at 1x64x4x4 and 8x256x14x14, fp32."""
+    config.profile = profile
+    rows = []
+    try:
+        for block in ("se", "eca", "cbam"):
+            for shape in ((1, 64, 4, 4), (8, 256, 14, 14)):
+                for pass_ in ("fwd", "fwd+bwd"):
+                    case = Case(block, *shape, "fp32", "nchw", pass_)
+                    launches, n_fwd = plan(case)
+                    n = n_fwd if pass_ == "fwd" else len(launches)
+                    ref, _ = make_pair(case, device="meta")
+                    kernels = len(count_eager(runner(ref, make_inputs(case, device="meta"), pass_)))
+                    rows.append({"key": case.key, "launches": n, "eager_kernels": kernels,
+                                 **host_times(case, n, kernels)})
+    finally:
+        config.profile = None
+    return rows
+
+
 def cpu_route_host_times() -> list[dict]:
     """The issue's host-time cases on this CPU for real: fused SE, ECA, CBAM (CPU route) against
     the eager reference modules, forward and forward+backward, interleaved."""
@@ -126,6 +146,27 @@ def cpu_route_host_times() -> list[dict]:
     return rows
 
 
+def measured_us(results_dir: pathlib.Path = pathlib.Path("bench/results")) -> tuple[dict, str | None]:
+    """{(block, B, C, H, W, dtype, layout, pass): {provider: us}} from the newest GPU benchmark
+    file of bench/results (bench/gpu_session.sh writes it), and that file's name."""
+    files = []
+    for f in results_dir.glob("*.json"):
+        doc = json.loads(f.read_text())
+        if doc.get("device_type") == "cuda" and any(r.get("kind") != "model" for r in doc.get("results", [])):
+            files.append((doc["time"], f, doc))
+    if not files:
+        return {}, None
+    _, path, doc = max(files, key=lambda t: t[0])
+    names = {"bfloat16": "bf16", "float32": "fp32", "forward": "fwd"}
+    out: dict = {}
+    for r in doc["results"]:
+        if r.get("kind") == "model":
+            continue
+        key = (r["block"], *r["shape"], names.get(r["dtype"], r["dtype"]), r["layout"], names.get(r["pass_"], r["pass_"]))
+        out.setdefault(key, {})[r["provider"]] = r["ms"] * 1e3
+    return out, f"{doc['device']} ({path.name})"
+
+
 def readme_table(result: dict) -> str:
     """Markdown: the goal layout (bf16, channels_last) per block and stage, batch 64 and 1."""
     prof = result["profile"]
@@ -133,17 +174,33 @@ def readme_table(result: dict) -> str:
              f"{prof['hbm_bytes_per_s'] / 1e12:.2f} TB/s), bf16, channels_last: **a model, not a measurement** "
              f"(`python -m fusedattn.costmodel`, {result['date']}; constants and every case in "
              f"`{result['file']}`). HBM traffic in units of x's size; times in us.", "",
+             "<details><summary>every case (bf16, channels_last); the JSON also holds fp32 and NCHW unless "
+             "--quick</summary>", "",
              "| block | B x C x H x W | pass | fused kernels | fused HBM (x) | L2 re-reads (x) | eager HBM (x) "
-             "| fused us | eager us | inductor us (est.) | eager / fused |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| fused us | eager us | inductor us (est.) | eager / fused | measured fused / eager / compiled us |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    measured, source = measured_us()
+    if source:
+        lines[0] += f" Measured: {source}."
     for e in result["cases"]:
         c = e["case"]
         if c["dtype"] != "bf16" or c["layout"] != "channels_last":
             continue
         f, eg, ind, x = e["fused"], e["eager"], e["inductor"], e["x_bytes"]
+        got = measured.get((c["block"], c["B"], c["C"], c["H"], c["W"], c["dtype"], c["layout"], c["pass_"]), {})
+        m = " / ".join(f"{got[p]:.1f}" if p in got else "-" for p in ("fused", "eager", "compiled")) if got else "-"
         lines.append(f"| {c['block']} | {c['B']}x{c['C']}x{c['H']}x{c['W']} | {c['pass_']} | {f['kernels']} | "
                      f"{(f['hbm_read'] + f['write']) / x:.2f} | {f['l2_read'] / x:.2f} | {eg['bytes'] / x:.2f} | "
-                     f"{f['us']:.1f} | {eg['us']:.1f} | {ind['us']:.1f} | {eg['us'] / f['us']:.2f} |")
+                     f"{f['us']:.1f} | {eg['us']:.1f} | {ind['us']:.1f} | {eg['us'] / f['us']:.2f} | {m} |")
+    lines += ["", "</details>"]
+    host = result.get("triton_path_host")
+    if host:
+        lines += ["", "Host time per call of the Triton path (CPU machine, recording driver: all of Python, binding "
+                  "and specialization, plus 2.5 us per driver launch) against the eager reference's ATen ops at "
+                  "negligible size plus the same 2.5 us per kernel (a model of a GPU's host side):", "",
+                  "| case | eager us (kernels) | fused us (launches) | fused / eager |", "|---|---|---|---|"]
+        lines += [f"| {h['key']} | {h['eager_us']:.1f} ({h['eager_kernels']}) | {h['fused_us']:.1f} "
+                  f"({h['launches']}) | {h['fused_us'] / h['eager_us']:.2f} |" for h in host]
     host = result.get("cpu_route_host")
     if host:
         lines += ["", "Host time per call on this CPU (CPU tensors: the fused module's plain-PyTorch route against "
@@ -162,7 +219,12 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="interpreter subprocesses counting traffic")
     parser.add_argument("--out", help="JSON path (default bench/results/model-<profile>-<date>.json)")
     parser.add_argument("--readme", action="store_true", help="rewrite the model table in README.md")
+    parser.add_argument("--table-from", metavar="JSON",
+                        help="compute nothing: render the table of an earlier model file (with the newest GPU "
+                             "measurements of bench/results beside it)")
     args = parser.parse_args(argv)
+    if args.table_from:
+        return write_table(json.loads(pathlib.Path(args.table_from).read_text()), args.readme)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         parser.error("run without TRITON_INTERPRET (the model starts its own interpreter subprocesses)")
     profile = config.PROFILES[args.profile]
@@ -173,19 +235,23 @@ def main(argv=None) -> int:
     result = {"profile": profile._asdict(), "date": date, "file": str(out), "constants": CONSTANTS,
               "torch": torch.__version__, "triton": __import__("triton").__version__,
               "cases": model_cases(selected, profile, with_host=not args.quick, jobs=args.jobs),
-              "cpu_route_host": cpu_route_host_times()}
+              "triton_path_host": triton_path_host_times(profile), "cpu_route_host": cpu_route_host_times()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    return write_table(result, args.readme)
+
+
+def write_table(result: dict, readme: bool) -> int:
     table = readme_table(result)
     print(table)
-    if args.readme:
-        readme = pathlib.Path("README.md")
-        text = readme.read_text()
+    if readme:
+        path = pathlib.Path("README.md")
+        text = path.read_text()
         start, end = "<!-- model-table:start -->", "<!-- model-table:end -->"
         if start in text:
             text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-            readme.write_text(text)
-    print(f"wrote {out}", file=sys.stderr)
+            path.write_text(text)
     return 0
 
 
