@@ -34,7 +34,7 @@ class Launch(NamedTuple):
     num_warps: int
     jit_fn: object           # the triton JITFunction
     metadata: object         # the compiled variant's metadata (compiled_variant() finds the variant)
-    args: tuple              # the bound arguments (tensors, ints, ...)
+    tensor_numels: tuple     # elements of each tensor argument, in order (no tensor is kept alive)
 
     @property
     def programs(self) -> int:
@@ -50,8 +50,9 @@ class _Recorder:
     def __call__(self, gx, gy, gz, stream, function, packed_metadata, launch_metadata, enter_hook, exit_hook, *args):
         if self.driver.launches is not None:
             name = getattr(self.fn, "__name__", "?")
+            numels = tuple(a.numel() for a in args if isinstance(a, torch.Tensor))
             self.driver.launches.append(Launch(name, (gx, gy, gz), self.metadata.num_warps, self.fn,
-                                               self.metadata, args))
+                                               self.metadata, numels))
 
 
 class RecordingDriver:

@@ -28,7 +28,6 @@ import subprocess
 import sys
 from typing import NamedTuple
 
-import torch
 
 from ..kernels import config
 from ..kernels.config import GPUProfile
@@ -127,7 +126,7 @@ def count_in_subprocess(scaled_cases: list[ScaledCase], jobs: int = 2) -> list[l
 
 def real_sizes(launches) -> list[tuple[str, list[int]]]:
     """(kernel, numel of each tensor argument) of dry-run launches: what extrapolate scales to."""
-    return [(launch.kernel, [a.numel() for a in launch.args if isinstance(a, torch.Tensor)]) for launch in launches]
+    return [(launch.kernel, list(launch.tensor_numels)) for launch in launches]
 
 
 def extrapolate(scaled_launches: list[dict], real: list[tuple[str, list[int]]]) -> list[dict]:
