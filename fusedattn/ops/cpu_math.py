@@ -58,10 +58,10 @@ def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
     """CBAM's output from its own submodules (fc1, fc2 1x1 convs; the spatial conv and its
     BatchNorm, which updates its running statistics itself, as in the eager block). For float32
     and float64 x (the accumulation dtype)."""
-    B = x.shape[0]
-    pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)])
-    z = F.conv2d(F.conv2d(pooled, fc1.weight, fc1.bias).relu(), fc2.weight, fc2.bias)
-    x1 = x * (z[:B] + z[B:]).sigmoid()
+    def mlp(v):
+        return F.conv2d(F.conv2d(v, fc1.weight, fc1.bias).relu(), fc2.weight, fc2.bias)
+
+    x1 = x * (mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True))).sigmoid()
     maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
     s = conv(torch.cat(maps[::-1] if max_first else maps, 1))
     return in_layout_of(x, x1 * (bn(s) if bn is not None else s).sigmoid())
