@@ -1,8 +1,9 @@
 """Host time of a call, measured on this CPU.
 
-Candidates take turns inside every round (A B A B ...), so drift and other load on the
-machine hit them alike; a round times ``calls`` back-to-back calls of one candidate; the
-figure is the median over rounds, per call, in microseconds, on one thread.
+Candidates take turns inside every round, in reversed order every other round (A B, B A, ...),
+so drift, other load on the machine and the allocator state one leaves for the next hit them
+alike; a turn times ``calls`` back-to-back calls of one candidate; the figure is the median
+over rounds, per call, in microseconds, on one thread.
 """
 import statistics
 import time
@@ -21,8 +22,9 @@ def interleaved_us(fns: dict[str, Callable[[], object]], calls: int = 20, rounds
             for _ in range(warmup):
                 fn()
         samples: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(rounds):
-            for name, fn in fns.items():
+        order = list(fns.items())
+        for r in range(rounds):
+            for name, fn in (order if r % 2 == 0 else order[::-1]):
                 start = time.perf_counter()
                 for _ in range(calls):
                     fn()

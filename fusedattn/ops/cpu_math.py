@@ -13,15 +13,14 @@ from .spatial_gate import SpatialParams, spatial_gate
 from .validation import acc_dtype, as_dtype, in_layout_of
 
 
-def _conv1x1(v, w, b, dt):
-    """A 1x1 conv (or Linear weight [out, in]) on [B, in, 1, 1] vectors."""
-    if w.dim() == 2:
-        w = w[:, :, None, None]
-    return F.conv2d(v, as_dtype(w, dt), as_dtype(b, dt))
+def _mlp(v, w1, b1, w2, b2, dt):
+    """fc2(relu(fc1(v))) on [B, C] vectors, with 1x1-conv ([out, in, 1, 1]) or Linear weights.
 
-
-def _mean_hw(x, dt):
-    return x.mean((2, 3), keepdim=True) if x.dtype == dt else x.mean((2, 3), keepdim=True, dtype=dt)
+    Linear on [B, C], not conv2d on [B, C, 1, 1]: CPU convolution may pick oneDNN, whose
+    [B, C, 1, 1] output has channels_last strides, and x * gate would then come out
+    channels_last (a copy back to x's layout, x-sized, for nothing)."""
+    w1, w2 = w1.view(w1.shape[0], -1), w2.view(w2.shape[0], -1)
+    return F.linear(F.linear(v, as_dtype(w1, dt), as_dtype(b1, dt)).relu(), as_dtype(w2, dt), as_dtype(b2, dt))
 
 
 def _finish(x, y, shortcut, act):
@@ -32,11 +31,12 @@ def _finish(x, y, shortcut, act):
 
 
 def se_math(x, w1, b1, w2, b2, add_maxpool, shortcut, act):
+    B, C = x.shape[:2]
     dt = acc_dtype(x)
-    s = _mean_hw(x, dt)
+    s = x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)
     if add_maxpool:
-        s = 0.5 * s + 0.5 * as_dtype(x.amax((2, 3), keepdim=True), dt)
-    gate = _conv1x1(_conv1x1(s, w1, b1, dt).relu(), w2, b2, dt).sigmoid()
+        s = 0.5 * s + 0.5 * as_dtype(x.amax((2, 3)), dt)
+    gate = _mlp(s, w1, b1, w2, b2, dt).sigmoid().view(B, C, 1, 1)
     return (_finish(x, as_dtype(x, dt) * gate, shortcut, act),)
 
 
@@ -58,10 +58,10 @@ def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
     """CBAM's output from its own submodules (fc1, fc2 1x1 convs; the spatial conv and its
     BatchNorm, which updates its running statistics itself, as in the eager block). For float32
     and float64 x (the accumulation dtype)."""
-    def mlp(v):
-        return F.conv2d(F.conv2d(v, fc1.weight, fc1.bias).relu(), fc2.weight, fc2.bias)
-
-    x1 = x * (mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True))).sigmoid()
+    B, C = x.shape[:2]
+    logits = _mlp(x.mean((2, 3)), fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype) \
+        + _mlp(x.amax((2, 3)), fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype)
+    x1 = x * logits.sigmoid().view(B, C, 1, 1)
     maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
     s = conv(torch.cat(maps[::-1] if max_first else maps, 1))
     return in_layout_of(x, x1 * (bn(s) if bn is not None else s).sigmoid())
@@ -70,11 +70,11 @@ def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
 def cbam_math(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
               use_bn, bn_training, eps, max_first):
     """(y, bn mean, bn var): the statistics the spatial BatchNorm normalised with."""
-    B = x.shape[0]
+    B, C = x.shape[:2]
     dt = acc_dtype(x)
-    pooled = torch.cat([_mean_hw(x, dt), as_dtype(x.amax((2, 3), keepdim=True), dt)])
-    z = _conv1x1(_conv1x1(pooled, w1, b1, dt).relu(), w2, b2, dt)
-    x1 = as_dtype(x, dt) * (z[:B] + z[B:]).sigmoid()
+    mean = x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)
+    logits = _mlp(mean, w1, b1, w2, b2, dt) + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
+    x1 = as_dtype(x, dt) * logits.sigmoid().view(B, C, 1, 1)
     maps = torch.cat([x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)], 1)
     sa, mean, var = spatial_gate(maps, SpatialParams(conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
                                                      running_var, use_bn, bn_training, eps, max_first))
