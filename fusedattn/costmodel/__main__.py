@@ -98,7 +98,7 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
                       "l2_read": sum(r["l2_read"] for r in rows), "write": sum(r["write"] for r in rows),
                       "us": sum(r["us"] for r in rows)},
             "eager": {"kernels": len(ops), "bytes": sum(o.read_bytes + o.write_bytes for o in ops),
-                      "us": eager_us(ops, profile), "ops": [o.name for o in ops]},
+                      "us": eager_us(ops, profile), "ops": [[o.name, o.read_bytes + o.write_bytes] for o in ops]},
             "inductor": inductor_estimate(traffic, ops, profile),
         }
         if with_host:
@@ -220,11 +220,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="JSON path (default bench/results/model-<profile>-<date>.json)")
     parser.add_argument("--readme", action="store_true", help="rewrite the model table in README.md")
     parser.add_argument("--table-from", metavar="JSON",
-                        help="compute nothing: render the table of an earlier model file (with the newest GPU "
-                             "measurements of bench/results beside it)")
+                        help="count nothing: re-time an earlier model file with the current constants and render "
+                             "its table (with the newest GPU measurements of bench/results beside it)")
     args = parser.parse_args(argv)
     if args.table_from:
-        return write_table(json.loads(pathlib.Path(args.table_from).read_text()), args.readme)
+        path = pathlib.Path(args.table_from)
+        result = retime(json.loads(path.read_text()))
+        path.write_text(json.dumps(result, indent=1))
+        return write_table(result, args.readme)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         parser.error("run without TRITON_INTERPRET (the model starts its own interpreter subprocesses)")
     profile = config.PROFILES[args.profile]
@@ -240,6 +243,18 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}", file=sys.stderr)
     return write_table(result, args.readme)
+
+
+def retime(result: dict) -> dict:
+    """The fused roofline of every case again from its stored bytes with the current CONSTANTS
+    (after a calibration), without counting anything again."""
+    profile = config.GPUProfile(**result["profile"])
+    for e in result["cases"]:
+        for row in e["launches"]:
+            row["us"] = kernel_us(row["hbm_read"], row["l2_read"], row["loads_per_program"], profile)
+        e["fused"]["us"] = sum(row["us"] for row in e["launches"])
+    result["constants"] = dict(CONSTANTS)
+    return result
 
 
 def write_table(result: dict, readme: bool) -> int:

@@ -14,8 +14,9 @@ JSON output):
 - achievable HBM bandwidth: 90% of the profile's data-sheet peak;
 - L2 bandwidth: 2.5x the HBM peak (re-reads of a chunk);
 - fixed cost per kernel: 2 us (launch latency, first wave, tail);
-- dependent round trip: 0.6 us per load a single program issues in sequence (the gate
-  kernels' loops over C), counted as the busiest program's load instructions;
+- serial loads: 0.15 us per load instruction the busiest program issues (the gate kernels'
+  loops over C): about 600 ns of L2/HBM latency with about four loads of a loop in flight
+  (software pipelining), a floor on a kernel whose few programs loop;
 - host: 2.5 us per kernel launch for the driver (cuLaunchKernel / cudaLaunchKernel), added to
   the measured host time of the Python path;
 - inductor: estimated from its documented fusion behaviour, not measured: the pointwise work
@@ -37,7 +38,7 @@ CONSTANTS = {
     "hbm_efficiency": 0.9,
     "l2_bandwidth_over_hbm": 2.5,
     "kernel_fixed_us": 2.0,
-    "round_trip_us": 0.6,
+    "round_trip_us": 0.15,
     "driver_launch_us": 2.5,
 }
 #: blocks whose launchers walk the batch in L2 chunks of samples
