@@ -129,14 +129,10 @@ class _Recording:
         return out
 
 
-_RECORDING: _Recording | None = None
-
-
 @contextlib.contextmanager
 def count_traffic():
     """Record the traffic of every interpreted Triton launch made inside; yields the recording
     (``.classify(l2_bytes)`` gives the LaunchTraffic list)."""
-    global _RECORDING
     import triton.runtime.interpreter as interp
 
     if not hasattr(interp, "GridExecutor"):
@@ -166,9 +162,7 @@ def count_traffic():
 
     builder.create_masked_load, builder.create_masked_store = masked_load, masked_store
     interp.GridExecutor.__call__ = grid_call
-    _RECORDING = rec
     try:
         yield rec
     finally:
         builder.create_masked_load, builder.create_masked_store, interp.GridExecutor.__call__ = saved
-        _RECORDING = None

@@ -1,8 +1,6 @@
 """fusedattn.ECA / fusedattn.CECA: drop-ins for timm's EcaModule / CecaModule."""
 from torch import nn
 
-from ..ops.cpu_math import eca_math
-from ..ops.dispatch import plain_eager
 from ..ops.eca import eca, eca_block
 from ..ops.validation import check_activation, check_same_device
 from ..reference.channels import eca_kernel_size
@@ -40,8 +38,6 @@ class ECA(nn.Module):
         if shortcut is not None or act is not None:
             return eca(x, conv.weight, conv.bias, circular=self.circular, shortcut=shortcut, act=act)
         check_same_device(x, weight=conv.weight)
-        if plain_eager(x):
-            return eca_math(x, conv.weight, conv.bias, self.circular, None, 0)[0]
         return eca_block(x, conv.weight, conv.bias, self.circular, None, 0)
 
     def extra_repr(self):

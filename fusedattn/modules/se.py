@@ -1,8 +1,6 @@
 """fusedattn.SE: drop-in for timm's SEModule (same arguments, same state_dict)."""
 from torch import nn
 
-from ..ops.cpu_math import se_math
-from ..ops.dispatch import plain_eager
 from ..ops.se import se, se_block
 from ..ops.validation import check_activation, check_same_device
 from ..reference.channels import make_divisible
@@ -41,8 +39,6 @@ class SE(KeyAliases, nn.Module):
         if shortcut is not None or act is not None:
             return se(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, shortcut=shortcut, act=act)
         check_same_device(x, fc1_weight=fc1.weight, fc2_weight=fc2.weight)
-        if plain_eager(x):
-            return se_math(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, None, 0)[0]
         return se_block(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, None, 0)
 
     def extra_repr(self):

@@ -1,7 +1,7 @@
 """The blocks' math as lean plain PyTorch under PyTorch's own autograd: what a fused block runs
 on CPU tensors in eager mode (``dispatch.Block``), so that it costs no more than the eager
 module it replaces. Same arithmetic as the kernels (float32 accumulation, float64 for
-float64), the shapes eager uses ([B, C, 1, 1] vectors, 1x1 convs: no extra view nodes).
+float64), and no more ATen ops than the eager block (the channel MLPs as Linear on [B, C]).
 
 Each function takes its op's argument list and returns a tuple whose first entry is y.
 """
@@ -19,8 +19,20 @@ def _mlp(v, w1, b1, w2, b2, dt):
     Linear on [B, C], not conv2d on [B, C, 1, 1]: CPU convolution may pick oneDNN, whose
     [B, C, 1, 1] output has channels_last strides, and x * gate would then come out
     channels_last (a copy back to x's layout, x-sized, for nothing)."""
-    w1, w2 = w1.view(w1.shape[0], -1), w2.view(w2.shape[0], -1)
+    w1, w2 = w1.reshape(w1.shape[0], -1), w2.reshape(w2.shape[0], -1)
     return F.linear(F.linear(v, as_dtype(w1, dt), as_dtype(b1, dt)).relu(), as_dtype(w2, dt), as_dtype(b2, dt))
+
+
+def _mean_hw(x, dt):
+    """[B, C] means over H*W in the accumulation dtype (no dtype argument when x has it)."""
+    return x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)
+
+
+def _channel_attention(x, w1, b1, w2, b2, dt):
+    """CBAM's first half: x * sigmoid(mlp(mean_hw x) + mlp(max_hw x)), in dtype dt."""
+    B, C = x.shape[:2]
+    logits = _mlp(_mean_hw(x, dt), w1, b1, w2, b2, dt) + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
+    return as_dtype(x, dt) * logits.sigmoid().view(B, C, 1, 1)
 
 
 def _finish(x, y, shortcut, act):
@@ -33,7 +45,7 @@ def _finish(x, y, shortcut, act):
 def se_math(x, w1, b1, w2, b2, add_maxpool, shortcut, act):
     B, C = x.shape[:2]
     dt = acc_dtype(x)
-    s = x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)
+    s = _mean_hw(x, dt)
     if add_maxpool:
         s = 0.5 * s + 0.5 * as_dtype(x.amax((2, 3)), dt)
     gate = _mlp(s, w1, b1, w2, b2, dt).sigmoid().view(B, C, 1, 1)
@@ -45,7 +57,7 @@ def eca_math(x, weight, bias, circular, shortcut, act):
     dt = acc_dtype(x)
     k = weight.shape[-1]
     pad = (k - 1) // 2
-    v = (x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)).view(B, 1, C)
+    v = _mean_hw(x, dt).view(B, 1, C)
     if circular:
         v = torch.cat([v[..., C - pad:], v, v[..., :pad]], -1) if pad else v
         z = F.conv1d(v, as_dtype(weight, dt), as_dtype(bias, dt))
@@ -58,10 +70,7 @@ def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
     """CBAM's output from its own submodules (fc1, fc2 1x1 convs; the spatial conv and its
     BatchNorm, which updates its running statistics itself, as in the eager block). For float32
     and float64 x (the accumulation dtype)."""
-    B, C = x.shape[:2]
-    logits = _mlp(x.mean((2, 3)), fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype) \
-        + _mlp(x.amax((2, 3)), fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype)
-    x1 = x * logits.sigmoid().view(B, C, 1, 1)
+    x1 = _channel_attention(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype)
     maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
     s = conv(torch.cat(maps[::-1] if max_first else maps, 1))
     return in_layout_of(x, x1 * (bn(s) if bn is not None else s).sigmoid())
@@ -70,11 +79,7 @@ def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
 def cbam_math(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
               use_bn, bn_training, eps, max_first):
     """(y, bn mean, bn var): the statistics the spatial BatchNorm normalised with."""
-    B, C = x.shape[:2]
-    dt = acc_dtype(x)
-    mean = x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)
-    logits = _mlp(mean, w1, b1, w2, b2, dt) + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
-    x1 = as_dtype(x, dt) * logits.sigmoid().view(B, C, 1, 1)
+    x1 = _channel_attention(x, w1, b1, w2, b2, acc_dtype(x))
     maps = torch.cat([x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)], 1)
     sa, mean, var = spatial_gate(maps, SpatialParams(conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
                                                      running_var, use_bn, bn_training, eps, max_first))

@@ -34,8 +34,8 @@ def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0):
         pooled = 0.5 * pooled + 0.5 * pool_max
     else:
         pool_max = pooled.new_empty((0,))
-    hidden = F.linear(pooled, as_dtype(w1.view(RD, C), dt), as_dtype(b1, dt))
-    gate = F.linear(hidden.relu(), as_dtype(w2.view(C, RD), dt), as_dtype(b2, dt)).sigmoid()
+    hidden = F.linear(pooled, as_dtype(w1.reshape(RD, C), dt), as_dtype(b1, dt))
+    gate = F.linear(hidden.relu(), as_dtype(w2.reshape(C, RD), dt), as_dtype(b2, dt)).sigmoid()
     y = epilogue_torch(as_dtype(x, dt) * gate.view(B, C, 1, 1), shortcut, act)
     return in_layout_of(x, y), pooled, pool_max, hidden, gate
 

@@ -28,9 +28,7 @@ def check_param(p, name: str, x: torch.Tensor, shape: tuple | None = None) -> No
         raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
     if p.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a floating tensor, got {p.dtype}")
-    if p.device != x.device:
-        raise ValueError(f"{name} is on {p.device} but the input is on {x.device}; "
-                         "move the module to the input's device")
+    check_same_device(x, **{name: p})
     if shape is not None and tuple(p.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(p.shape)}")
 
