@@ -3,9 +3,12 @@
     out[m, n] = sum_b a[b, m] * f(v[b, n])        f = identity or relu
     a_sum[m]  = sum_b a[b, m]                     (bias gradients)
 
-a is [B, M], v is [B, N], both contiguous in the accumulation dtype; out is [M, N]
-and a_sum is [M], written in their own dtype (the parameter's).
+a is [B, M], v is [B, N], both contiguous in the accumulation dtype; out is [M, N] and a_sum
+is [M], written in their own dtype (the parameter's). Two such products (an MLP's two layers)
+run in one launch.
 """
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -15,13 +18,13 @@ from . import config
 
 
 @triton.jit
-def batch_outer_kernel(
-    a_ptr, v_ptr, out_ptr, asum_ptr, B, M, N,
-    RELU_V: tl.constexpr, WITH_SUM: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
-):
-    pm = tl.program_id(0)
-    pn = tl.program_id(1)
+def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, B, M, N, tile, RELU_V: tl.constexpr, WITH_SUM: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
+    """Tile ``tile`` (row-major over [cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)]) of out = a^T @ f(v),
+    summed over b = 0 .. B-1 in order; the tiles of the first column also write a_sum."""
+    n_tiles_n = tl.cdiv(N, BLOCK_N)
+    pm = tile // n_tiles_n
+    pn = tile % n_tiles_n
     m = pm * BLOCK_M + tl.arange(0, BLOCK_M)
     n = pn * BLOCK_N + tl.arange(0, BLOCK_N)
     mm, nm = m < M, n < N
@@ -41,20 +44,58 @@ def batch_outer_kernel(
             tl.store(asum_ptr + m, asum.to(asum_ptr.dtype.element_ty), mask=mm)
 
 
-def batch_outer(a: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                a_sum: torch.Tensor | None = None, relu_v: bool = False) -> None:
-    """out = a^T @ f(v) (and a_sum = a.sum(0)) for a [B, M], v [B, N], out [M, N]."""
-    B, M = a.shape
-    N = v.shape[1]
-    block_m = min(next_pow2(M), 64)
-    block_n = min(next_pow2(N), 64)
-    grid = (cdiv(M, block_m), cdiv(N, block_n))
-    acc = tl.float64 if a.dtype == torch.float64 else tl.float32
-    batch_outer_kernel[grid](
-        a, v, out, a_sum if a_sum is not None else out, B, M, N,
-        RELU_V=relu_v, WITH_SUM=a_sum is not None,
+@triton.jit
+def batch_outer_pair_kernel(
+    a1_ptr, v1_ptr, out1_ptr, asum1_ptr, M1, N1, tiles1,
+    a2_ptr, v2_ptr, out2_ptr, asum2_ptr, M2, N2, B,
+    RELU_V1: tl.constexpr, RELU_V2: tl.constexpr, WITH_SUM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
+):
+    """Programs [0, tiles1): tiles of the first product; the rest: tiles of the second."""
+    pid = tl.program_id(0)
+    if pid < tiles1:
+        outer_tile(a1_ptr, v1_ptr, out1_ptr, asum1_ptr, B, M1, N1, pid, RELU_V1, WITH_SUM, BLOCK_M, BLOCK_N, ACC)
+    else:
+        outer_tile(a2_ptr, v2_ptr, out2_ptr, asum2_ptr, B, M2, N2, pid - tiles1, RELU_V2, WITH_SUM,
+                   BLOCK_M, BLOCK_N, ACC)
+
+
+class Outer(NamedTuple):
+    """out [M, N] = a^T @ f(v) for a [B, M], v [B, N] (f = ReLU if relu_v), and a_sum [M] = sum_b a
+    when given."""
+    a: torch.Tensor
+    v: torch.Tensor
+    out: torch.Tensor
+    a_sum: torch.Tensor | None = None
+    relu_v: bool = False
+
+
+def batch_outer_pair(first: Outer, second: Outer) -> None:
+    """Both products in one launch (a_sum for both or for neither)."""
+    B = first.a.shape[0]
+    dims = [(o.a.shape[1], o.v.shape[1]) for o in (first, second)]
+    block_m = min(next_pow2(max(m for m, _ in dims)), 64)
+    block_n = min(next_pow2(max(n for _, n in dims)), 64)
+    tiles = [cdiv(m, block_m) * cdiv(n, block_n) for m, n in dims]
+    acc = tl.float64 if first.a.dtype == torch.float64 else tl.float32
+    with_sum = first.a_sum is not None
+    batch_outer_pair_kernel[(tiles[0] + tiles[1],)](
+        first.a, first.v, first.out, first.a_sum if with_sum else first.out, *dims[0], tiles[0],
+        second.a, second.v, second.out, second.a_sum if with_sum else second.out, *dims[1], B,
+        RELU_V1=first.relu_v, RELU_V2=second.relu_v, WITH_SUM=with_sum,
         BLOCK_M=block_m, BLOCK_N=block_n, ACC=acc, num_warps=4,
     )
+
+
+def new_weight_grads(w1, w2, has_bias: bool):
+    """Buffers (dw1, db1 [RD] | None, dw2, db2 [C] | None) for the gradients of a channel MLP with
+    weights w1 [RD, C(, 1, 1)] and w2 [C, RD(, 1, 1)], in their shapes and dtypes (contiguous, so
+    the kernels write them as [RD, C] and [C, RD])."""
+    RD, C = w1.shape[0], w2.shape[0]
+    return (config.new_buffer(w1.shape, w1.dtype, w1.device),
+            config.new_buffer((RD,), w1.dtype, w1.device) if has_bias else None,
+            config.new_buffer(w2.shape, w2.dtype, w2.device),
+            config.new_buffer((C,), w2.dtype, w2.device) if has_bias else None)
 
 
 def mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias: bool):
@@ -63,11 +104,6 @@ def mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias: bool):
 
     Returns (dw1, db1 | None, dw2, db2 | None) in the weights' shapes and dtypes.
     """
-    C, RD = dz.shape[1], dh.shape[1]
-    dw2 = config.new_buffer((C, RD), w2.dtype, dz.device)
-    dw1 = config.new_buffer((RD, C), w1.dtype, dz.device)
-    db2 = config.new_buffer((C,), w2.dtype, dz.device) if has_bias else None
-    db1 = config.new_buffer((RD,), w1.dtype, dz.device) if has_bias else None
-    batch_outer(dz, hidden, dw2, db2, relu_v=True)
-    batch_outer(dh, pooled, dw1, db1)
-    return dw1.reshape(w1.shape), db1, dw2.reshape(w2.shape), db2
+    dw1, db1, dw2, db2 = new_weight_grads(w1, w2, has_bias)
+    batch_outer_pair(Outer(dz, hidden, dw2, db2, relu_v=True), Outer(dh, pooled, dw1, db1))
+    return dw1, db1, dw2, db2

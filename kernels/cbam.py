@@ -22,6 +22,7 @@ from .channel_gate import chunk_size, sample_chunks
 from .channel_pool import channel_pool, new_partials, plan_pool
 from .channel_scale import channel_scale
 from .layout import acc_dtype, acc_torch_dtype, channel_view
+from .mlp_gate import mlp_gate_backward, mlp_gate_forward, use_mlp_gate
 from .se_gate import gate_tiles
 from .spatial_pool import plan_spatial, spatial_pool
 
@@ -51,14 +52,19 @@ def cbam_channel_forward(x, w1, b1, w2, b2):
     hidden = config.new_buffer((2 * B, RD), dt, dev)
     maps = config.new_buffer((B, 2, H, W), dt, dev)
     block_c, block_rd = gate_tiles(C, RD, elems=CBAM_GATE_ELEMS)
+    b1, b2 = (b1.contiguous(), b2.contiguous()) if has_bias else (None, None)
+    parallel = use_mlp_gate(x, w1)
     for b0, nb in sample_chunks(x):
         channel_pool(xv, plan, parts, b0, nb)
-        cbam_channel_gate_forward_kernel[(nb,)](
-            parts.sums, parts.maxs, plan.n_splits, B, C, RD, H * W,
-            w1, b1.contiguous() if has_bias else w1, w2, b2.contiguous() if has_bias else w2,
-            pooled, hidden, ca, b0,
-            HAS_BIAS=has_bias, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
-        )
+        if parallel:
+            mlp_gate_forward(parts, B, C, RD, H * W, w1, b1, w2, b2, pooled, None, hidden, ca, b0, nb,
+                             acc_dtype(x.dtype), paired=True)
+        else:
+            cbam_channel_gate_forward_kernel[(nb,)](
+                parts.sums, parts.maxs, plan.n_splits, B, C, RD, H * W,
+                w1, b1 if has_bias else w1, w2, b2 if has_bias else w2, pooled, hidden, ca, b0,
+                HAS_BIAS=has_bias, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
+            )
         spatial_pool(xv, ca, splan, b0, nb, out_sum=maps, out_max=maps[:, 1], out_sb=2 * H * W)
     return ca, pooled, hidden, maps
 
@@ -112,12 +118,17 @@ def cbam_channel_backward(dy, x, w1, w2, has_bias: bool, ca, pooled, hidden, map
     max_coef = config.new_buffer((B, C), dt, dev)
     block_c, block_rd = gate_tiles(C, RD, elems=CBAM_GATE_ELEMS)
     vectors = dict(ca=ca, pool_max=pool_max, sa=sa, k_mean=k_mean, maps=maps, k_max=k_max)
+    parallel = use_mlp_gate(x, w1)
     for b0, nb in sample_chunks(x):
         cbam_channel_grad(xv, dyv, plan, parts, b0, nb, **vectors)
-        cbam_channel_gate_backward_kernel[(nb,)](
-            parts.sums, parts.counts, plan.n_splits, B, C, RD, H * W, w1f, w2f, hidden, ca,
-            dv, dh, mean_coef, max_coef, b0,
-            BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
-        )
+        if parallel:
+            mlp_gate_backward(parts, B, C, RD, H * W, w1f, w2f, hidden, ca, dv, dh, mean_coef, max_coef, b0, nb,
+                              acc_dtype(x.dtype), paired=True)
+        else:
+            cbam_channel_gate_backward_kernel[(nb,)](
+                parts.sums, parts.counts, plan.n_splits, B, C, RD, H * W, w1f, w2f, hidden, ca,
+                dv, dh, mean_coef, max_coef, b0,
+                BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
+            )
         cbam_input_grad(dyv, xv, dxv, plan, b0, nb, mean_coef=mean_coef, max_coef=max_coef, **vectors)
     return (dx, *mlp_weight_grads(torch.cat([dv, dv]), hidden, dh, pooled, w1, w2, has_bias))

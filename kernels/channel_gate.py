@@ -11,6 +11,9 @@ the pool pass pulls a chunk of x into L2 and the scale pass, launched right afte
 same chunk, finds it there. So HBM sees x once and y once, not x twice. The same holds
 for dy in the backward pass. Only the [B, C] vectors leave the chunk.
 
+ECA / CECA, and SE when the call is small, run the same passes in one launch instead
+(kernels/one_launch.py); ``config.one_launch = False`` forces this pipeline.
+
 The block supplies ``launch_gate(parts, b0, nb)``, which turns the pooling partials of
 samples [b0, b0 + nb) into its [B, C] gate (forward) or coefficients (backward).
 """

@@ -15,12 +15,22 @@ class GPUProfile(NamedTuple):
     machine). ``chunk_fraction``: the share of L2 one chunk of samples may take. Half: the pool
     pass reads the chunk into L2 and the scale pass writes y through L2 while it re-reads the
     chunk, so chunk + its share of y in flight must stay resident; H100's L2 is two partitions
-    of 25 MB, and data is not duplicated between them for the far partition's SMs."""
+    of 25 MB, and data is not duplicated between them for the far partition's SMs.
+    ``sm_bytes_per_s``: what one SM moves alone (its L2 port is 64 B/clock; about 100 GB/s with
+    the loads one program keeps in flight): an assumption until a GPU session measures it."""
     name: str
     sms: int
     l2_bytes: int
     hbm_bytes_per_s: float
     chunk_fraction: float = 0.5
+    sm_bytes_per_s: float = 1.0e11
+
+    @property
+    def one_launch_bytes(self) -> int:
+        """Bytes one program may move alone in a one-launch block (kernels/one_launch.py): as
+        long as the two launches it saves take, 2 x (2 us on the GPU + 2.5 us on the host: the
+        cost model's kernel_fixed_us + driver_launch_us), at one SM's ``sm_bytes_per_s``."""
+        return int(2 * 4.5e-6 * self.sm_bytes_per_s)
 
     @property
     def chunk_bytes(self) -> int:
@@ -48,6 +58,17 @@ chunk_bytes: int | None = None
 #: Number of programs the pooling pass aims for (it splits H*W to get there).
 #: ``None`` means 4 per SM on CUDA, 4 under the interpreter.
 target_programs: int | None = None
+
+#: Force (True) or forbid (False) the one-launch SE forward (kernels/one_launch.py); ``None``:
+#: the launcher's rule. Tests force both paths.
+one_launch: bool | None = None
+
+#: Force (True) or forbid (False) SE's gate spread over many programs (kernels/mlp_gate.py)
+#: instead of one program per sample (kernels/se_gate.py); ``None``: the launcher's rule.
+parallel_gate: bool | None = None
+
+#: Rows per program of that gate (kernels/mlp_gate.mlp_tiles); ``None``: from the chunk's batch.
+mlp_block_n: int | None = None
 
 #: Fill every output buffer with NaN before a kernel writes it (tests set this, so an
 #: element a kernel forgets to write fails the comparison). Env: FUSEDATTN_POISON=1.

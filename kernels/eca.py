@@ -3,7 +3,8 @@
 from . import config
 from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
 from .eca_gate import eca_block_c, eca_gate_backward_kernel, eca_gate_forward_kernel, eca_weight_grad_kernel
-from .layout import acc_dtype, acc_torch_dtype
+from .layout import acc_dtype, acc_torch_dtype, channel_view
+from .one_launch import eca_fits_one_launch, eca_one_launch, eca_one_launch_backward
 
 
 def eca_forward(x, weight, bias, circular: bool, shortcut=None, act: int = 0):
@@ -18,6 +19,12 @@ def eca_forward(x, weight, bias, circular: bool, shortcut=None, act: int = 0):
     w = weight.reshape(K).contiguous()
     pooled = config.new_buffer((B, C), dt, dev)
     gate = config.new_buffer((B, C), dt, dev)
+    if eca_fits_one_launch(x):
+        xv = channel_view(x)
+        y = config.new_like(xv.tensor)
+        eca_one_launch(xv, channel_view(y), channel_view(shortcut) if shortcut is not None else None, act,
+                       w, bias, circular, pooled, gate)
+        return y, pooled, gate
     block_c = eca_block_c(C)
 
     def launch_gate(parts, b0, nb):
@@ -40,21 +47,29 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
     dt, dev = acc_torch_dtype(x.dtype), x.device
     w = weight.reshape(K).contiguous()
     dz = config.new_buffer((B, C), dt, dev)
-    mean_coef = config.new_buffer((B, C), dt, dev)
-    block_c = eca_block_c(C)
-
-    def launch_gate_backward(parts, b0, nb):
-        eca_gate_backward_kernel[(nb, -(-C // block_c))](
-            parts.sums, parts.sums.shape[0], B, C, H * W, w, gate, dz, mean_coef, b0,
-            K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
-        )
-
-    dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
-                                     epilogue=Epilogue(act, shortcut, out))
     dw = config.new_buffer((K,), weight.dtype, dev)
     db = config.new_buffer((1,), weight.dtype, dev) if has_bias else None
-    eca_weight_grad_kernel[(K + int(has_bias),)](
-        dz, pooled, dw, db if has_bias else dw, B, C,
-        K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
-    )
+    block_c = eca_block_c(C)
+    epilogue = Epilogue(act, shortcut, out)
+    weight_grads_done = False
+    if not epilogue.active and eca_fits_one_launch(x):
+        xv = channel_view(x)
+        dx, dres = config.new_like(xv.tensor), None
+        weight_grads_done = eca_one_launch_backward(channel_view(dy), xv, channel_view(dx), w, circular, gate, dz,
+                                                    pooled, dw, db)
+    else:
+        mean_coef = config.new_buffer((B, C), dt, dev)
+
+        def launch_gate_backward(parts, b0, nb):
+            eca_gate_backward_kernel[(nb, -(-C // block_c))](
+                parts.sums, parts.sums.shape[0], B, C, H * W, w, gate, dz, mean_coef, b0,
+                K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
+            )
+
+        dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef, epilogue=epilogue)
+    if not weight_grads_done:
+        eca_weight_grad_kernel[(K + int(has_bias),)](
+            dz, pooled, dw, db if has_bias else dw, B, C,
+            K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
+        )
     return dx, dw.reshape(weight.shape), db, dres

@@ -1,9 +1,11 @@
 """SE launchers: fused forward and backward of  y = x * sigmoid(W2 relu(W1 pool(x) + b1) + b2)."""
 
 from . import config
-from .batch_outer import mlp_weight_grads
+from .batch_outer import mlp_weight_grads, new_weight_grads
 from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
-from .layout import acc_dtype, acc_torch_dtype
+from .layout import acc_dtype, acc_torch_dtype, channel_view
+from .mlp_gate import mlp_gate_backward, mlp_gate_forward, use_mlp_gate
+from .one_launch import se_fits_one_launch, se_one_launch, se_one_launch_backward
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
 
 
@@ -18,19 +20,32 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w1, w2 = w1.reshape(RD, C).contiguous(), w2.reshape(C, RD).contiguous()
+    w1, w2 = w1.contiguous(), w2.contiguous()   # read as [RD, C] and [C, RD] by pointer arithmetic
     has_bias = b1 is not None
     pooled = config.new_buffer((B, C), dt, dev)
     pool_max = config.new_buffer((B, C) if add_maxpool else (0,), dt, dev)
     hidden = config.new_buffer((B, RD), dt, dev)
     gate = config.new_buffer((B, C), dt, dev)
+    if se_fits_one_launch(x, w1):
+        xv = channel_view(x)
+        y = config.new_like(xv.tensor)
+        se_one_launch(xv, channel_view(y), channel_view(shortcut) if shortcut is not None else None, act,
+                      w1, b1.contiguous() if has_bias else None, w2, b2.contiguous() if has_bias else None,
+                      pooled, pool_max, hidden, gate)
+        return y, pooled, pool_max, hidden, gate
     block_c, block_rd = gate_tiles(C, RD)
+    b1, b2 = (b1.contiguous(), b2.contiguous()) if has_bias else (None, None)
+    parallel = use_mlp_gate(x, w1)
 
     def launch_gate(parts, b0, nb):
+        if parallel:
+            mlp_gate_forward(parts, B, C, RD, H * W, w1, b1, w2, b2, pooled, pool_max, hidden, gate, b0, nb,
+                             acc_dtype(x.dtype))
+            return
         se_gate_forward_kernel[(nb,)](
             parts.sums, parts.maxs if add_maxpool else parts.sums, parts.sums.shape[0],
             B, C, RD, H * W,
-            w1, b1.contiguous() if has_bias else w1, w2, b2.contiguous() if has_bias else w2,
+            w1, b1 if has_bias else w1, w2, b2 if has_bias else w2,
             pooled, pool_max if add_maxpool else pooled, hidden, gate, b0,
             HAS_BIAS=has_bias, WITH_MAX=add_maxpool,
             BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
@@ -51,15 +66,32 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w1f, w2f = w1.reshape(RD, C).contiguous(), w2.reshape(C, RD).contiguous()
+    w1f, w2f = w1.contiguous(), w2.contiguous()   # read as [RD, C] and [C, RD]
     with_max = pool_max.numel() > 0
     dz = config.new_buffer((B, C), dt, dev)
     dh = config.new_buffer((B, RD), dt, dev)
+    epilogue = Epilogue(act, shortcut, out)
+    if not epilogue.active and se_fits_one_launch(x, w1, passes=4):
+        xv = channel_view(x)
+        dx = config.new_like(xv.tensor)
+        if B > 1:
+            se_one_launch_backward(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh)
+            return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias), None)
+        grads = new_weight_grads(w1, w2, has_bias)   # a batch of one: written by the same launch
+        se_one_launch_backward(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh,
+                               pooled, grads)
+        dw1, db1, dw2, db2 = grads
+        return dx, dw1, db1, dw2, db2, None
     mean_coef = config.new_buffer((B, C), dt, dev)
     max_coef = config.new_buffer((B, C), dt, dev) if with_max else None
     block_c, block_rd = gate_tiles(C, RD)
+    parallel = use_mlp_gate(x, w1)
 
     def launch_gate_backward(parts, b0, nb):
+        if parallel:
+            mlp_gate_backward(parts, B, C, RD, H * W, w1f, w2f, hidden, gate, dz, dh, mean_coef, max_coef, b0, nb,
+                              acc_dtype(x.dtype))
+            return
         se_gate_backward_kernel[(nb,)](
             parts.sums, parts.counts if with_max else parts.sums, parts.sums.shape[0],
             B, C, RD, H * W, w1f, w2f, hidden, gate,
@@ -69,5 +101,5 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
         )
 
     dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
-                                     pool_max if with_max else None, max_coef, Epilogue(act, shortcut, out))
+                                     pool_max if with_max else None, max_coef, epilogue)
     return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias), dres)

@@ -28,8 +28,10 @@ from fusedattn.kernels import config  # noqa: E402
 #: kernels that stream x-sized tiles, and those of them that write activation-sized outputs
 STREAMING = {"channel_pool_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel",
              "spatial_pool_kernel", "cbam_channel_grad_kernel", "cbam_input_grad_kernel", "path_pool_kernel",
-             "path_combine_kernel", "path_combine_backward_kernel"}
-WRITERS = {"channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel", "cbam_input_grad_kernel",
+             "path_combine_kernel", "path_combine_backward_kernel", "se_one_launch_kernel",
+             "eca_one_launch_kernel", "se_one_launch_backward_kernel", "eca_one_launch_backward_kernel"}
+WRITERS = {"se_one_launch_kernel", "eca_one_launch_kernel", "se_one_launch_backward_kernel",
+           "eca_one_launch_backward_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel", "cbam_input_grad_kernel",
            "path_combine_kernel", "path_combine_backward_kernel"}
 
 
@@ -66,17 +68,8 @@ def exercise_launchers(launches: list, contexts: list, failures: list, shapes=SM
                     failures.append(f"{dtype} {layout} {shape}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
 
 
-def _exercise(dtype, layout, shape, rd_div, variants):
-    from fusedattn import kernels
-
-    B, C, H, W = shape
-    x = torch.randn(B, C, H, W).to(dtype)
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last)
-    dy = torch.randn_like(x)
-    RD = max(C // rd_div, 1)
-    w1, w2 = torch.randn(RD, C, 1, 1), torch.randn(C, RD, 1, 1)
-    b1, b2 = torch.randn(RD), torch.randn(C)
+def _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants):
+    """SE and ECA (with their options and the residual epilogue), forward and backward."""
     for maxpool in (False, True) if variants else (False,):
         for bias in (False, True) if variants else (True,):
             out = kernels.se_forward(x, w1, b1 if bias else None, w2, b2 if bias else None, maxpool)
@@ -91,6 +84,26 @@ def _exercise(dtype, layout, shape, rd_div, variants):
             w = torch.randn(1, 1, 5)
             y, pooled, gate = kernels.eca_forward(x, w, bias, circular)
             kernels.eca_backward(dy, x, w, bias is not None, circular, pooled, gate)
+
+
+def _exercise(dtype, layout, shape, rd_div, variants):
+    from fusedattn import kernels
+
+    B, C, H, W = shape
+    x = torch.randn(B, C, H, W).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    dy = torch.randn_like(x)
+    RD = max(C // rd_div, 1)
+    w1, w2 = torch.randn(RD, C, 1, 1), torch.randn(C, RD, 1, 1)
+    b1, b2 = torch.randn(RD), torch.randn(C)
+    # SE / ECA: the launchers' plan; the chunked pipeline; the pipeline with the parallel MLP gate
+    for one_launch, parallel_gate in ((None, None), (False, False), (False, True)):
+        config.one_launch, config.parallel_gate = one_launch, parallel_gate
+        try:
+            _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants)
+        finally:
+            config.one_launch = config.parallel_gate = None
     for bias in (False, True) if variants else (True,):
         out = kernels.psa_forward([x] * 4, w1, b1 if bias else None, w2, b2 if bias else None)
         dout = torch.randn(B, 4 * C, H, W).to(dtype)

@@ -77,10 +77,12 @@ def triton_backend():
         yield "triton"
 
 
-@pytest.fixture(params=["one-chunk", "chunked-split"])
+@pytest.fixture(params=["default-plan", "chunked-split"])
 def pipeline(request, monkeypatch):
-    """Default launch plan, or tiny L2 chunks and many H*W splits (multi-chunk, multi-split)."""
+    """The default launch plan (SE / ECA forward at test shapes: one launch, kernels/one_launch.py),
+    or the chunked pipeline with tiny L2 chunks and many H*W splits (multi-chunk, multi-split)."""
     if request.param == "chunked-split":
+        monkeypatch.setattr(config, "one_launch", False)
         monkeypatch.setattr(config, "chunk_bytes", 1)      # one sample per chunk
         monkeypatch.setattr(config, "target_programs", 1 << 12)  # split H*W as far as it goes
     return request.param

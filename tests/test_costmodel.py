@@ -12,6 +12,7 @@ import pytest
 
 from fusedattn.costmodel.cases import DTYPES, Case
 from fusedattn.costmodel.model import count_case, count_scaled, extrapolate, scaled
+from fusedattn.kernels import config
 from fusedattn.kernels.config import GPUProfile
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
@@ -20,20 +21,39 @@ pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
 BLOCKS = ["se", "eca", "ceca", "cbam", "sk_tail", "psa_tail", "se_residual", "eca_residual"]
 
 #: (HBM bytes read + written, L2 re-reads) / x's bytes, and launches per call, at the small case
-#: below; fwd and fwd+bwd. The fused pipelines: SE/ECA forward read x once from HBM, once
-#: more from L2 inside its chunk, write y once; backward reads dy and x and writes dx (its
-#: re-reads miss L2: a chunk of dy and x fills the whole L2 at chunk = L2/2). CBAM's forward
-#: reads x from HBM twice (its last pass runs outside the chunk loop); the SK and PSA tails have
-#: no chunks (every pass from HBM).
+#: below; fwd and fwd+bwd. L2 re-reads: bytes an earlier launch left in L2, and bytes a program
+#: loads a second time. SE/ECA forward: one launch (kernels/one_launch.py) reads x once from HBM and
+#: once more from L1/L2, writes y once; backward likewise reads dy and x once from HBM (dy
+#: again from L1/L2) and writes dx, then one launch of weight gradients. With an epilogue
+#: activation the backward is the chunked pipeline (its re-reads miss L2: a chunk of dy and x
+#: fills the whole L2 at chunk = L2/2).
+#: CBAM's forward reads x from HBM twice (its last pass runs outside the chunk loop); the SK and
+#: PSA tails have no chunks (every pass from HBM).
 BUDGETS = {
-    ("se", "fwd"): (2.10, 1.03, 9), ("se", "fwd+bwd"): (6.26, 1.04, 20),
-    ("eca", "fwd"): (2.04, 1.03, 9), ("eca", "fwd+bwd"): (6.11, 1.04, 19),
-    ("ceca", "fwd"): (2.04, 1.03, 9), ("ceca", "fwd+bwd"): (6.11, 1.04, 19),
-    ("cbam", "fwd"): (3.18, 1.05, 12), ("cbam", "fwd+bwd"): (10.71, 1.07, 26),
-    ("sk_tail", "fwd"): (5.09, 0.02, 4), ("sk_tail", "fwd+bwd"): (11.30, 0.04, 10),
-    ("psa_tail", "fwd"): (3.05, 0.02, 10), ("psa_tail", "fwd+bwd"): (7.13, 0.03, 22),
-    ("se_residual", "fwd"): (3.10, 1.03, 9), ("se_residual", "fwd+bwd"): (10.26, 1.04, 23),
-    ("eca_residual", "fwd"): (3.04, 1.03, 9), ("eca_residual", "fwd+bwd"): (10.11, 1.04, 22),
+    ("se", "fwd"): (2.04, 1.00, 1), ("se", "fwd+bwd"): (5.11, 2.01, 3),
+    ("eca", "fwd"): (2.03, 1.01, 1), ("eca", "fwd+bwd"): (5.07, 2.03, 3),
+    ("ceca", "fwd"): (2.03, 1.08, 1), ("ceca", "fwd+bwd"): (5.07, 2.21, 3),
+    ("cbam", "fwd"): (3.18, 1.06, 12), ("cbam", "fwd+bwd"): (10.71, 1.10, 25),
+    ("sk_tail", "fwd"): (5.09, 0.14, 4), ("sk_tail", "fwd+bwd"): (11.30, 1.22, 9),
+    ("psa_tail", "fwd"): (3.05, 0.03, 10), ("psa_tail", "fwd+bwd"): (7.13, 0.07, 21),
+    ("se_residual", "fwd"): (3.04, 1.00, 1), ("se_residual", "fwd+bwd"): (10.19, 1.01, 14),
+    ("eca_residual", "fwd"): (3.03, 1.01, 1), ("eca_residual", "fwd+bwd"): (10.11, 1.11, 14),
+}
+#: The same for the chunked pipeline that SE runs when one program would be too slow (and SE /
+#: ECA backward with an epilogue activation; config.one_launch = False forces it): per chunk pool,
+#: gate, scale; x's second read in L2.
+PIPELINE_BUDGETS = {
+    ("se", "fwd"): (2.10, 1.03, 9), ("eca", "fwd"): (2.04, 1.09, 9), ("ceca", "fwd"): (2.04, 1.09, 9),
+    ("se", "fwd+bwd"): (6.26, 1.04, 19), ("eca", "fwd+bwd"): (6.11, 1.18, 19), ("ceca", "fwd+bwd"): (6.11, 1.19, 19),
+    ("se_residual", "fwd"): (3.10, 1.03, 9), ("eca_residual", "fwd"): (3.04, 1.09, 9),
+}
+#: The pipeline with the MLP gate spread over many programs (kernels/mlp_gate.py: what SE and
+#: CBAM run when their weights are wide; config.parallel_gate = True forces it): one launch more
+#: per chunk (hidden, then gate) and no pass more over x.
+PARALLEL_GATE_BUDGETS = {
+    ("se", "fwd"): (2.10, 1.03, 12), ("se", "fwd+bwd"): (6.26, 1.05, 25),
+    ("cbam", "fwd"): (3.18, 1.05, 15), ("cbam", "fwd+bwd"): (10.71, 1.07, 31),
+    ("se_residual", "fwd"): (3.10, 1.03, 12), ("se_residual", "fwd+bwd"): (10.26, 1.05, 28),
 }
 SLACK = 0.15  # small vectors and partials vary with the split plan; a pass over x is 1.0
 
@@ -57,14 +77,12 @@ def totals(launches):
     return hbm, sum(a[2] for launch in launches for a in launch["args"])
 
 
-@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("block", BLOCKS)
-def test_passes_and_launches_within_budget(block, pass_):
+def check_budget(block, pass_, budgets):
     case = small_case(block, pass_)
     p = h100_like(case)
     launches = count_case(case, case.shape, p.chunk_bytes, p.target_programs, p.l2_bytes)
     hbm, l2 = totals(launches)
-    budget_hbm, budget_l2, budget_launches = BUDGETS[block, pass_]
+    budget_hbm, budget_l2, budget_launches = budgets[block, pass_]
     x = x_bytes(case)
     assert hbm / x <= budget_hbm + SLACK, f"{block} {pass_}: HBM traffic {hbm / x:.2f} x > budget {budget_hbm}"
     assert len(launches) <= budget_launches, f"{block} {pass_}: {len(launches)} launches > {budget_launches}"
@@ -72,19 +90,46 @@ def test_passes_and_launches_within_budget(block, pass_):
     assert l2 / x <= budget_l2 + SLACK
 
 
-@pytest.mark.parametrize("block", ["se", "cbam", "sk_tail", "psa_tail", "eca_residual"])
-def test_extrapolation_matches_a_direct_count(block):
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("block", BLOCKS)
+def test_passes_and_launches_within_budget(block, pass_):
+    check_budget(block, pass_, BUDGETS)
+
+
+@pytest.mark.parametrize("block, pass_", sorted(PIPELINE_BUDGETS))
+def test_pipeline_passes_and_launches_within_budget(block, pass_, monkeypatch):
+    monkeypatch.setattr(config, "one_launch", False)
+    check_budget(block, pass_, PIPELINE_BUDGETS)
+
+
+@pytest.mark.parametrize("block, parallel_gate", [("se", None), ("cbam", None), ("sk_tail", None), ("psa_tail", None),
+                                                   ("eca_residual", None), ("se", True), ("cbam", True)])
+def test_extrapolation_matches_a_direct_count(block, parallel_gate, monkeypatch):
     """The model counts a scaled-down case and scales each tensor argument's bytes to the real
-    case: against a direct count of the real case, launch by launch."""
+    case: against a direct count of the real case, launch by launch (also with SE's and CBAM's
+    gate over many programs, whose tiles depend on the rows of a chunk)."""
+    monkeypatch.setattr(config, "parallel_gate", parallel_gate)
+    monkeypatch.setattr(config, "one_launch", False if parallel_gate else None)
     case = small_case(block, "fwd+bwd", layout="nchw")
     p = h100_like(case)
     direct = count_case(case, case.shape, p.chunk_bytes, p.target_programs, p.l2_bytes)
-    estimate = extrapolate(count_scaled(scaled(case, p)), [(d["kernel"], [a[0] for a in d["args"]]) for d in direct])
+    estimate = extrapolate(count_scaled(scaled(case, p)), [(d["kernel"], [a[0] for a in d["args"]], d["programs"]) for d in direct])
     x = x_bytes(case)
     for i, (d, e) in enumerate(zip(direct, estimate)):
         for j, name in ((1, "hbm_read"), (2, "l2_read"), (3, "write")):
             counted = sum(a[j] for a in d["args"])
             assert abs(e[name] - counted) <= 0.01 * x, (block, i, d["kernel"], name, e[name], counted)
+        # the busiest program's bytes: scaled by size per program; the scaled case's padding
+        # (H*W = 49 in tiles of 64) can only overstate them
+        counted = sum(a[6] for a in d["args"])
+        assert 0.8 * counted <= e["program_bytes"] <= 1.5 * counted, (block, i, d["kernel"], e["program_bytes"], counted)
+
+
+@pytest.mark.parametrize("block, pass_", sorted(PARALLEL_GATE_BUDGETS))
+def test_parallel_gate_passes_and_launches_within_budget(block, pass_, monkeypatch):
+    monkeypatch.setattr(config, "one_launch", False)
+    monkeypatch.setattr(config, "parallel_gate", True)
+    check_budget(block, pass_, PARALLEL_GATE_BUDGETS)
 
 
 def test_a_pass_more_fails_the_budget(monkeypatch):
@@ -98,5 +143,19 @@ def test_a_pass_more_fails_the_budget(monkeypatch):
         scale(xv, yv, gate, plan, b0, nb, **kw)
         scale(xv, yv, gate, plan, b0, nb, **kw)
     monkeypatch.setattr(channel_gate, "channel_scale", scale_twice)
+    with pytest.raises(AssertionError, match="launches >|HBM traffic"):
+        test_pipeline_passes_and_launches_within_budget("se", "fwd", monkeypatch)
+
+
+def test_a_pass_more_fails_the_one_launch_budget(monkeypatch):
+    """Likewise for the one-launch plan: SE's forward launched twice."""
+    from fusedattn.kernels import se
+
+    once = se.se_one_launch
+
+    def twice(*args):
+        once(*args)
+        once(*args)
+    monkeypatch.setattr(se, "se_one_launch", twice)
     with pytest.raises(AssertionError, match="launches >|HBM traffic"):
         test_passes_and_launches_within_budget("se", "fwd")

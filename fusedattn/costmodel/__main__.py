@@ -55,7 +55,7 @@ def host_times(case: Case, n_launches: int, eager_kernels: int) -> dict:
     small = (min(case.B, 2), case.C, 1, 1)
     xs_ref = make_inputs(case, small)
     xs = make_inputs(case)
-    with dry_run():
+    with dry_run(record=False):
         run_fused = runner(fused, xs, case.pass_)
         run_fused()
         t = interleaved_us({"fused": run_fused, "eager": runner(ref, xs_ref, case.pass_)}, calls=3, rounds=15)
@@ -70,7 +70,9 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
     for case in {c._replace(pass_="fwd+bwd") for c in selected}:
         plans[case] = plan(case)
     keys = sorted(plans, key=lambda c: c.key)
-    counted = dict(zip(keys, count_in_subprocess([scaled(c, profile) for c in keys], jobs)))
+    one_launch = {c: any(launch.kernel.endswith("one_launch_kernel") for launch in plans[c][0]) for c in keys}
+    counted = dict(zip(keys, count_in_subprocess([scaled(c, profile)._replace(one_launch=one_launch[c]) for c in keys],
+                                                 jobs)))
     reports = {}
     out = []
     for case in selected:
@@ -87,7 +89,8 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
             rows.append({"kernel": launch.kernel, "grid": list(launch.grid), "programs": launch.programs,
                          "warps": launch.num_warps, "registers": rep.registers, "spill_bytes": rep.spill_bytes,
                          "load_bits": list(rep.load_bits), "store_bits": list(rep.store_bits), **tr,
-                         "us": kernel_us(tr["hbm_read"], tr["l2_read"], tr["loads_per_program"], profile)})
+                         "us": kernel_us(tr["hbm_read"], tr["l2_read"], tr["loads_per_program"], profile,
+                                         tr["program_bytes"])})
         ref, _ = make_pair(case, device="meta")
         ops = count_eager(runner(ref, make_inputs(case, device="meta"), case.pass_))
         x_bytes = case.B * case.C * case.H * case.W * cases_mod.DTYPES[case.dtype].itemsize
@@ -251,7 +254,8 @@ def retime(result: dict) -> dict:
     profile = config.GPUProfile(**result["profile"])
     for e in result["cases"]:
         for row in e["launches"]:
-            row["us"] = kernel_us(row["hbm_read"], row["l2_read"], row["loads_per_program"], profile)
+            row["us"] = kernel_us(row["hbm_read"], row["l2_read"], row["loads_per_program"], profile,
+                                  row.get("program_bytes", 0))
         e["fused"]["us"] = sum(row["us"] for row in e["launches"])
     result["constants"] = dict(CONSTANTS)
     return result

@@ -92,8 +92,10 @@ _DRIVER: RecordingDriver | None = None
 
 
 @contextlib.contextmanager
-def dry_run(arch: int = 90):
-    """Record every Triton launch made inside (a list of Launch), on CPU tensors."""
+def dry_run(arch: int = 90, record: bool = True):
+    """Record every Triton launch made inside (a list of Launch), on CPU tensors. With
+    ``record=False`` the launcher returns at once (host timing: the recording's own work is not
+    the driver's, whose launch cost the cost model adds as a constant)."""
     global _DRIVER
     from triton.runtime import driver
 
@@ -107,7 +109,7 @@ def dry_run(arch: int = 90):
     launches: list[Launch] = []
     previous = driver._active
     driver.set_active(_DRIVER)
-    _DRIVER.launches = launches
+    _DRIVER.launches = launches if record else None
     poison, config.poison_outputs = config.poison_outputs, False
     from .. import backend
     backend.recording_launches = True

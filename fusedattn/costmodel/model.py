@@ -17,6 +17,9 @@ JSON output):
 - serial loads: 0.15 us per load instruction the busiest program issues (the gate kernels'
   loops over C): about 600 ns of L2/HBM latency with about four loads of a loop in flight
   (software pipelining), a floor on a kernel whose few programs loop;
+- one SM: the profile's ``sm_bytes_per_s`` (100 GB/s) for the bytes the busiest program moves
+  alone, a floor on a kernel with few, long programs (one program per sample; a gate reading
+  all weights);
 - host: 2.5 us per kernel launch for the driver (cuLaunchKernel / cudaLaunchKernel), added to
   the measured host time of the Python path;
 - inductor: estimated from its documented fusion behaviour, not measured: the pointwise work
@@ -54,12 +57,17 @@ class ScaledCase(NamedTuple):
     chunk_bytes: int
     target_programs: int
     l2_bytes: float
+    one_launch: bool | None = None   # the real case's plan (kernels/one_launch.py), or the rule
+    mlp_block_n: int | None = None   # the real case's rows per MLP-gate program (kernels/mlp_gate.py)
+
+
+def chunk_samples(case: Case, profile: GPUProfile) -> int:
+    per_sample = case.C * case.H * case.W * DTYPES[case.dtype].itemsize
+    return max(1, min(case.B, profile.chunk_bytes // per_sample))
 
 
 def n_chunks(case: Case, profile: GPUProfile) -> int:
-    per_sample = case.C * case.H * case.W * DTYPES[case.dtype].itemsize
-    chunk = max(1, min(case.B, profile.chunk_bytes // per_sample))
-    return -(-case.B // chunk)
+    return -(-case.B // chunk_samples(case, profile))
 
 
 def scaled(case: Case, profile: GPUProfile) -> ScaledCase:
@@ -72,43 +80,58 @@ def scaled(case: Case, profile: GPUProfile) -> ScaledCase:
     else:
         B, chunk_bytes = min(case.B, 2), 1 << 62
     ratio = (B * H * W) / (case.B * case.H * case.W)
+    rows = min(1 << (chunk_samples(case, profile) - 1).bit_length(), 16)   # mlp_gate.mlp_tiles' rows
     return ScaledCase(case, B, H, W, chunk_bytes, max(4, round(profile.target_programs * ratio)),
-                      profile.l2_bytes * ratio)
+                      profile.l2_bytes * ratio, mlp_block_n=rows)
 
 
 # ---- traffic under the interpreter (run in a subprocess: TRITON_INTERPRET=1) ------------
 
-def count_case(case: Case, shape, chunk_bytes: int | None, target_programs: int | None, l2_bytes: float) -> list[dict]:
+def count_case(case: Case, shape, chunk_bytes: int | None, target_programs: int | None, l2_bytes: float,
+               one_launch: bool | None = None, mlp_block_n: int | None = None) -> list[dict]:
     """Per launch of ``case`` at ``shape`` (its pass, Triton under the interpreter, the given
-    plan): kernel, the busiest program's loads, and per tensor argument [numel, HBM read, L2 read,
-    written, requested bytes, data_ptr]."""
+    plan): kernel, programs, the busiest program's loads, and per tensor argument [numel, HBM read,
+    L2 read, written, requested bytes, data_ptr, the busiest program's bytes]."""
     from .. import backend
     from .traffic import count_traffic
 
     _, fused = make_pair(case)
     xs = make_inputs(case, shape)
     run = runner(fused, xs, case.pass_)
-    saved = (config.chunk_bytes, config.target_programs, config.profile)
+    saved = (config.chunk_bytes, config.target_programs, config.profile, config.one_launch, config.mlp_block_n)
     config.chunk_bytes, config.target_programs, config.profile = chunk_bytes, target_programs, None
+    if one_launch is not None:
+        config.one_launch = one_launch
+    config.mlp_block_n = mlp_block_n
     try:
         with backend.use_backend("triton"), count_traffic() as rec:
             run()
     finally:
-        config.chunk_bytes, config.target_programs, config.profile = saved
-    return [{"kernel": lt.kernel, "loads": lt.max_loads_per_program,
-             "args": [[a.numel, a.hbm_read, a.l2_read, a.write_bytes, a.requests, a.data_ptr] for a in lt.args]}
+        (config.chunk_bytes, config.target_programs, config.profile, config.one_launch,
+         config.mlp_block_n) = saved
+    return [{"kernel": lt.kernel, "loads": lt.max_loads_per_program, "programs": _programs(lt.grid),
+             "args": [[a.numel, a.hbm_read, a.l2_read, a.write_bytes, a.requests, a.data_ptr, a.program_bytes,
+                       a.reread] for a in lt.args]}
             for lt in rec.classify(l2_bytes)]
+
+
+def _programs(grid) -> int:
+    n = 1
+    for g in grid or (1,):
+        n *= g
+    return n
 
 
 def count_scaled(sc: ScaledCase) -> list[dict]:
     """count_case on the scaled-down case (its fwd+bwd run: the forward's launches come first)."""
-    return count_case(sc.case._replace(pass_="fwd+bwd"), (sc.B, sc.case.C, sc.H, sc.W), sc.chunk_bytes, sc.target_programs, sc.l2_bytes)
+    return count_case(sc.case._replace(pass_="fwd+bwd"), (sc.B, sc.case.C, sc.H, sc.W), sc.chunk_bytes,
+                      sc.target_programs, sc.l2_bytes, sc.one_launch, sc.mlp_block_n)
 
 
 def count_in_subprocess(scaled_cases: list[ScaledCase], jobs: int = 2) -> list[list[dict]]:
     """count_scaled for each case, in ``jobs`` interpreter subprocesses."""
-    payload = [[sc.case._asdict(), sc.B, sc.H, sc.W, sc.chunk_bytes, sc.target_programs, sc.l2_bytes]
-               for sc in scaled_cases]
+    payload = [[sc.case._asdict(), sc.B, sc.H, sc.W, sc.chunk_bytes, sc.target_programs, sc.l2_bytes,
+                sc.one_launch, sc.mlp_block_n] for sc in scaled_cases]
     env = dict(os.environ, TRITON_INTERPRET="1")
     parts = [payload[i::jobs] for i in range(jobs)]
     procs = [subprocess.Popen([sys.executable, "-m", "fusedattn.costmodel.traffic_job"], stdin=subprocess.PIPE,
@@ -125,33 +148,43 @@ def count_in_subprocess(scaled_cases: list[ScaledCase], jobs: int = 2) -> list[l
     return merged
 
 
-def real_sizes(launches) -> list[tuple[str, list[int]]]:
-    """(kernel, numel of each tensor argument) of dry-run launches: what extrapolate scales to."""
-    return [(launch.kernel, list(launch.tensor_numels)) for launch in launches]
+def real_sizes(launches) -> list[tuple[str, list[int], int]]:
+    """(kernel, numel of each tensor argument, programs) of dry-run launches: what extrapolate
+    scales to."""
+    return [(launch.kernel, list(launch.tensor_numels), launch.programs) for launch in launches]
 
 
-def extrapolate(scaled_launches: list[dict], real: list[tuple[str, list[int]]]) -> list[dict]:
-    """Scaled per-argument counts times (real size / scaled size) of each tensor argument."""
-    names = [kernel for kernel, _ in real]
+def extrapolate(scaled_launches: list[dict], real: list[tuple]) -> list[dict]:
+    """Scaled per-argument counts times (real size / scaled size) of each tensor argument. The
+    busiest program's bytes scale with the argument's size per program (never below the scaled
+    count: weights every program reads do not shrink when the grid grows)."""
+    names = [r[0] for r in real]
     if names != [s["kernel"] for s in scaled_launches]:
         raise AssertionError(f"plan structure differs: real {names} vs scaled {[s['kernel'] for s in scaled_launches]}")
     out = []
-    for s, (_, numels) in zip(scaled_launches, real):
-        hbm = l2 = write = req = 0.0
-        for (numel, h, l, w, r, _), real_numel in zip(s["args"], numels):
+    for s, (_, numels, *programs) in zip(scaled_launches, real):
+        hbm = l2 = write = req = per_program = 0.0
+        grid_ratio = programs[0] / s["programs"] if programs and s.get("programs") else 1.0
+        for (numel, h, l, w, r, _, pb, rr), real_numel in zip(s["args"], numels):
             f = real_numel / numel if numel else 1.0
-            hbm, l2, write, req = hbm + h * f, l2 + l * f, write + w * f, req + r * f
+            # a program's re-reads scale with the argument (activations), or with the programs
+            # when the argument does not grow (weights: each program reads them again)
+            rr_real = rr * (grid_ratio if numel == real_numel else f)
+            hbm, l2, write, req = hbm + h * f, l2 + (l - rr) * f + rr_real, write + w * f, req + r * f
+            per_program += pb * max(f / grid_ratio, 1.0)
         out.append({"hbm_read": round(hbm), "l2_read": round(l2), "write": round(write), "requests": round(req),
-                    "loads_per_program": s["loads"]})
+                    "loads_per_program": s["loads"], "program_bytes": round(per_program)})
     return out
 
 
 # ---- roofline --------------------------------------------------------------------------
 
-def kernel_us(hbm_bytes: float, l2_bytes: float, round_trips: int, profile: GPUProfile) -> float:
+def kernel_us(hbm_bytes: float, l2_bytes: float, round_trips: int, profile: GPUProfile,
+              program_bytes: float = 0.0) -> float:
     bw = CONSTANTS["hbm_efficiency"] * profile.hbm_bytes_per_s
     stream = hbm_bytes / bw + l2_bytes / (CONSTANTS["l2_bandwidth_over_hbm"] * profile.hbm_bytes_per_s)
-    return CONSTANTS["kernel_fixed_us"] + max(stream * 1e6, round_trips * CONSTANTS["round_trip_us"])
+    one_sm = program_bytes / profile.sm_bytes_per_s
+    return CONSTANTS["kernel_fixed_us"] + max(stream * 1e6, round_trips * CONSTANTS["round_trip_us"], one_sm * 1e6)
 
 
 def eager_us(ops, profile: GPUProfile) -> float:

@@ -8,7 +8,13 @@ unique reads into
 
 - ``hbm_read``: bytes not touched by the launches whose combined footprint still fits the L2
   budget (first reads, or data evicted since), and
-- ``l2_read``: bytes such a recent launch touched (the second read of an L2 chunk, by design).
+- ``l2_read``: bytes such a recent launch touched (the second read of an L2 chunk, by design),
+  plus the launch's own re-reads (bytes a program loads again after loading them once: a
+  one-launch block's second read of its sample). Reads of the same bytes by different programs
+  of a launch (weights, halos) count once.
+
+Per launch also: the busiest program's load count and its bytes per tensor argument (loaded
+and stored, repeats included): what one SM must move on its own.
 
 Writes are all counted as HBM writes. Needs TRITON_INTERPRET=1 before triton is imported
 (``python -m fusedattn.costmodel.traffic`` is run in a subprocess by the cost model).
@@ -29,6 +35,8 @@ class ArgTraffic(NamedTuple):
     requests: int              # bytes requested by all loads and stores (repeats included)
     hbm_read: int = 0
     l2_read: int = 0
+    reread: int = 0            # bytes a program read again (counted as L2 reads)
+    program_bytes: int = 0     # bytes the busiest program loads and stores in this argument
 
 
 class LaunchTraffic(NamedTuple):
@@ -54,11 +62,11 @@ class _Recording:
         cur = self.current
         if cur is None:
             return
-        cur[kind].append((addrs, size))
-        if kind == "loads":
-            from triton.runtime.interpreter import interpreter_builder
-            pid = interpreter_builder.grid_idx
-            cur["per_program"][pid] = cur["per_program"].get(pid, 0) + 1
+        from triton.runtime.interpreter import interpreter_builder
+        pid = interpreter_builder.grid_idx
+        cur[kind].append((addrs, size, pid))
+        loads, nbytes = cur["per_program"].get(pid, (0, 0))
+        cur["per_program"][pid] = (loads + (kind == "loads"), nbytes + addrs.size * size)
 
     def finish(self):
         cur, self.current = self.current, None
@@ -71,7 +79,7 @@ class _Recording:
         def split(entries):
             """{arg ordinal: (unique element addresses, element size, requested bytes)}."""
             out = {}
-            for addrs, size in entries:
+            for addrs, size, _ in entries:
                 if addrs.size == 0:
                     continue
                 for start, end, i, _ in ranges:
@@ -86,13 +94,23 @@ class _Recording:
             return {i: (np.unique(a), size, req) for i, (a, size, req) in out.items()}
 
         reads, writes = split(cur["loads"]), split(cur["stores"])
+        busiest = max(cur["per_program"], key=lambda p: cur["per_program"][p][1], default=None)
+        mine = split([e for e in cur["loads"] + cur["stores"] if e[2] == busiest])
+        rereads: dict[int, int] = {}
+        by_program: dict = {}
+        for e in cur["loads"]:
+            by_program.setdefault(e[2], []).append(e)
+        for entries in by_program.values():
+            for i, (a, size, req) in split(entries).items():
+                rereads[i] = rereads.get(i, 0) + req - a.size * size
         args = []
         all_read, all_touched = [], []
         for start, _, i, numel in ranges:
             r, w = reads.get(i), writes.get(i)
             rb = r[0].size * r[1] if r else 0
             wb = w[0].size * w[1] if w else 0
-            args.append(ArgTraffic(i, numel, start, rb, wb, (r[2] if r else 0) + (w[2] if w else 0)))
+            args.append(ArgTraffic(i, numel, start, rb, wb, (r[2] if r else 0) + (w[2] if w else 0),
+                                   reread=rereads.get(i, 0), program_bytes=mine[i][2] if i in mine else 0))
             if r:
                 all_read.append(r)
             for e in (r, w):
@@ -102,7 +120,7 @@ class _Recording:
         self._touched.append(touched)
         self._reads.append(reads)
         footprint = sum(a.read_bytes + a.write_bytes for a in args)
-        loads = max(cur["per_program"].values(), default=0)
+        loads = max((n for n, _ in cur["per_program"].values()), default=0)
         self.launches.append(LaunchTraffic(cur["name"], cur["grid"], args, loads, footprint))
 
     def classify(self, l2_bytes: float) -> list[LaunchTraffic]:
@@ -124,7 +142,7 @@ class _Recording:
                     args.append(a)
                     continue
                 hit = int(np.isin(r[0], resident, assume_unique=True).sum()) * r[1]
-                args.append(a._replace(hbm_read=a.read_bytes - hit, l2_read=hit))
+                args.append(a._replace(hbm_read=a.read_bytes - hit, l2_read=hit + a.reread))
             out.append(launch._replace(args=args))
         return out
 

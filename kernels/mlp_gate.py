@@ -1,0 +1,277 @@
+"""SE's (and CBAM's) channel MLP gate spread over many programs (for wide layers, where one program per sample
+reading all of W1 and W2 would be the slowest kernel of the block):
+
+    forward, from the pooling partials [S, N, C]:
+      mlp_hidden_kernel  grid (row tiles, RD tiles):  p = pool (stored by RD tile 0),
+                                                      h = W1 @ p + b1            [N, RD]
+      mlp_gate_kernel    grid (row tiles, C tiles):   g = sigmoid(W2 relu(h) + b2)  [N, C]
+    backward, from the partials of sum_hw(dy * x) (and the max ties):
+      mlp_hidden_backward_kernel  grid (row tiles, RD tiles): dz = dgate g (1 - g) (stored by RD
+                                  tile 0), dh = (W2^T dz) * (h > 0)              [N, RD]
+      mlp_gate_backward_kernel    grid (row tiles, C tiles): dp = W1^T dh -> mean_coef, max_coef
+
+Each program reads its rows' partials and one slice of a weight matrix: W1 once per row tile,
+not once per sample. Products go through tl.dot (fp32 inputs at full precision) when every
+dimension is at least 16, else they are [BLOCK_N, BLOCK_R, BLOCK_C] broadcasts summed over one
+axis (FMA: few rows, and float64). Rows are samples [n0, n_end) of a chunk.
+"""
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from . import config
+from .layout import cdiv, next_pow2
+from .se_gate import _sigmoid
+
+#: Elements of a program's [BLOCK_N, BLOCK_R, BLOCK_C] FMA product (4 warps: 32 per thread).
+PRODUCT_ELEMS = 4096
+
+
+@triton.jit
+def row_partials(ptr, S, N, C, n, c, mask, IS_MAX: tl.constexpr, ACC: tl.constexpr):
+    """[BLOCK_N, BLOCK_C] sums (or maxima) of the [S, N, C] partials at rows n [BLOCK_N, 1] and
+    channels c [1, BLOCK_C]."""
+    idx = n * C + c
+    if IS_MAX:
+        r = tl.full(idx.shape, float("-inf"), dtype=ACC)
+    else:
+        r = tl.zeros(idx.shape, dtype=ACC)
+    for s in range(0, S):
+        v = tl.load(ptr + s * N * C + idx, mask=mask, other=0.0).to(ACC)
+        if IS_MAX:
+            r = tl.maximum(r, v, propagate_nan=tl.PropagateNan.ALL)
+        else:
+            r += v
+    return r
+
+
+@triton.jit
+def times(a, b, USE_DOT: tl.constexpr):
+    """a [N, K] @ b [K, M]: tl.dot in full fp32 precision (every dimension >= 16), else FMA."""
+    if USE_DOT:
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+
+
+@triton.jit
+def times_t(a, b, USE_DOT: tl.constexpr):
+    """a [N, K] @ b[M, K]^T."""
+    if USE_DOT:
+        return tl.dot(a, tl.trans(b), input_precision="ieee")
+    return tl.sum(a[:, None, :] * b[None, :, :], axis=2)
+
+
+@triton.jit
+def mlp_hidden_kernel(
+    sum_ptr, max_ptr, S, N, C, RD, HW, w1_ptr, b1_ptr, pooled_ptr, pool_max_ptr, hidden_ptr, n0, n_end,
+    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, USE_DOT: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+):
+    """PAIRED (CBAM): grid axis 2 is the branch, 0 the mean rows, 1 the max rows of pooled and
+    hidden ([2N, .]); else SE's pool, 0.5 (mean + max) WITH_MAX."""
+    pr = tl.program_id(1)
+    branch = tl.program_id(2)
+    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
+    r = pr * BLOCK_R + tl.arange(0, BLOCK_R)
+    nmask, rmask = n < n_end, r < RD
+    acc = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = (c0 + tl.arange(0, BLOCK_C))[None, :]
+        m = nmask & (c < C)
+        if PAIRED:
+            if branch == 0:
+                p = row_partials(sum_ptr, S, N, C, n, c, m, False, ACC) / HW
+            else:
+                p = row_partials(max_ptr, S, N, C, n, c, m, True, ACC)
+        else:
+            p = row_partials(sum_ptr, S, N, C, n, c, m, False, ACC) / HW
+            if WITH_MAX:
+                mx = row_partials(max_ptr, S, N, C, n, c, m, True, ACC)
+                if pr == 0:
+                    tl.store(pool_max_ptr + n * C + c, mx, mask=m)
+                p = 0.5 * p + 0.5 * mx
+        p = tl.where(m, p, 0.0)
+        if pr == 0:
+            tl.store(pooled_ptr + (branch * N + n) * C + c, p, mask=m)
+        w = tl.load(w1_ptr + r[:, None] * C + c, mask=rmask[:, None] & (c < C), other=0.0).to(ACC)  # [R, C]
+        acc += times_t(p, w, USE_DOT)
+    if HAS_BIAS:
+        acc += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)[None, :]
+    tl.store(hidden_ptr + (branch * N + n) * RD + r[None, :], acc, mask=nmask & rmask[None, :])
+
+
+@triton.jit
+def mlp_gate_kernel(
+    hidden_ptr, N, C, RD, w2_ptr, b2_ptr, gate_ptr, n0, n_end,
+    HAS_BIAS: tl.constexpr, PAIRED: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+):
+    """PAIRED (CBAM): g = sigmoid(W2 (relu(h[n]) + relu(h[N + n])) + 2 b2)."""
+    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    nmask, cmask = n < n_end, c < C
+    acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
+    for r0 in range(0, RD, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & (r < RD)[None, :], other=0.0).to(ACC)  # [N, R]
+        h = tl.where(h > 0.0, h, 0.0)
+        if PAIRED:
+            hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & (r < RD)[None, :], other=0.0).to(ACC)
+            h += tl.where(hm > 0.0, hm, 0.0)
+        w = tl.load(w2_ptr + c[None, :] * RD + r[:, None], mask=cmask[None, :] & (r < RD)[:, None],
+                    other=0.0).to(ACC)                                                                 # [R, C]
+        acc += times(h, w, USE_DOT)
+    if HAS_BIAS:
+        b2 = tl.load(b2_ptr + c, mask=cmask, other=0.0).to(ACC)[None, :]
+        if PAIRED:
+            b2 = 2.0 * b2
+        acc += b2
+    tl.store(gate_ptr + n * C + c[None, :], _sigmoid(acc), mask=nmask & cmask[None, :])
+
+
+@triton.jit
+def mlp_hidden_backward_kernel(
+    dsum_ptr, S, N, C, RD, w2_ptr, hidden_ptr, gate_ptr, dz_ptr, dh_ptr, n0, n_end,
+    PAIRED: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+):
+    """PAIRED (CBAM): dh rows n (mean branch) and N + n (max branch) from one W2^T dz."""
+    pr = tl.program_id(1)
+    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
+    r = pr * BLOCK_R + tl.arange(0, BLOCK_R)
+    nmask, rmask = n < n_end, r < RD
+    t = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = (c0 + tl.arange(0, BLOCK_C))[None, :]
+        m = nmask & (c < C)
+        dg = row_partials(dsum_ptr, S, N, C, n, c, m, False, ACC)
+        g = tl.load(gate_ptr + n * C + c, mask=m, other=0.0).to(ACC)
+        dz = tl.where(m, dg * g * (1.0 - g), 0.0)
+        if pr == 0:
+            tl.store(dz_ptr + n * C + c, dz, mask=m)
+        w = tl.load(w2_ptr + c * RD + r[:, None], mask=rmask[:, None] & (c < C), other=0.0).to(ACC)  # [R, C]
+        t += times_t(dz, w, USE_DOT)
+    h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
+    tl.store(dh_ptr + n * RD + r[None, :], tl.where(h > 0.0, t, 0.0), mask=nmask & rmask[None, :])
+    if PAIRED:
+        hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
+        tl.store(dh_ptr + (N + n) * RD + r[None, :], tl.where(hm > 0.0, t, 0.0), mask=nmask & rmask[None, :])
+
+
+@triton.jit
+def mlp_gate_backward_kernel(
+    cnt_ptr, S, N, C, RD, HW, w1_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, n0, n_end,
+    WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+):
+    """PAIRED (CBAM): mean_coef = (W1^T dh[n]) / HW, max_coef = (W1^T dh[N + n]) / ties; else SE's
+    halves WITH_MAX."""
+    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    nmask, cmask = n < n_end, c < C
+    dp = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
+    dpm = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
+    for r0 in range(0, RD, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        rm = nmask & (r < RD)[None, :]
+        dh = tl.load(dh_ptr + n * RD + r[None, :], mask=rm, other=0.0).to(ACC)                      # [N, R]
+        w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=(r < RD)[:, None] & cmask[None, :],
+                    other=0.0).to(ACC)                                                              # [R, C]
+        dp += times(dh, w, USE_DOT)
+        if PAIRED:
+            dpm += times(tl.load(dh_ptr + (N + n) * RD + r[None, :], mask=rm, other=0.0).to(ACC), w, USE_DOT)
+    m = nmask & cmask[None, :]
+    out = n * C + c[None, :]
+    if PAIRED:
+        ties = tl.where(m, row_partials(cnt_ptr, S, N, C, n, c[None, :], m, False, ACC), 1.0)
+        tl.store(max_coef_ptr + out, dpm / ties, mask=m)
+    elif WITH_MAX:
+        ties = row_partials(cnt_ptr, S, N, C, n, c[None, :], m, False, ACC)
+        ties = tl.where(m, ties, 1.0)
+        tl.store(max_coef_ptr + out, 0.5 * dp / ties, mask=m)
+        dp = 0.5 * dp
+    tl.store(mean_coef_ptr + out, dp / HW, mask=m)
+
+
+# ---- launch plans -------------------------------------------------------------------------
+
+def use_mlp_gate(x, w1) -> bool:
+    """These kernels, or the one-program-per-sample gate (se_gate)? Forced by
+    ``config.parallel_gate``; else when one program's weights (W1 and W2) take one SM longer than
+    a kernel's fixed cost (2 us at the profile's ``sm_bytes_per_s``: 200 KB), the price of the
+    extra launch."""
+    if config.parallel_gate is not None:
+        return config.parallel_gate
+    p = config.device_profile(x.device) or config.PROFILES["h100"]
+    return 2 * w1.numel() * w1.element_size() > 2e-6 * p.sm_bytes_per_s
+
+
+class MLPTiles(NamedTuple):
+    """Tiles of the four kernels: rows per program, the spread dimension's tile (RD for the
+    hidden kernels, C for the gate kernels) and the inner step."""
+    block_n: int
+    hidden: tuple[int, int]    # (BLOCK_R, BLOCK_C) of mlp_hidden(_backward)_kernel
+    gate: tuple[int, int]      # (BLOCK_R, BLOCK_C) of mlp_gate(_backward)_kernel
+    use_dot: bool
+
+
+def mlp_tiles(nb: int, C: int, RD: int, dtype: torch.dtype) -> MLPTiles:
+    """Few rows (a chunk of fewer than 16 samples): FMA products, RD in tiles of 4 (more programs)
+    and long steps along C (fewer serial loads). Many rows: 16-row tiles through tl.dot (steps of 128
+    channels in the hidden kernels, of 16 hidden units in the gate kernels: with 64, bf16 weights
+    took 255 registers there and spilled); float64 keeps FMA, 16 x 16 x 16. ``config.mlp_block_n`` overrides the
+    row count (the cost model counts a smaller batch with the real case's tiles)."""
+    block_n = config.mlp_block_n or min(next_pow2(nb), 16)
+    pc, pr = next_pow2(C), next_pow2(RD)
+    if block_n < 16:
+        br = min(pr, 4)
+        hidden = (br, min(pc, max(PRODUCT_ELEMS // (block_n * br), 16)))
+        bc = min(pc, 64)
+        gate = (min(pr, max(PRODUCT_ELEMS // (block_n * bc), 1)), bc)
+        return MLPTiles(block_n, hidden, gate, False)
+    use_dot = dtype != torch.float64 and RD >= 16 and C >= 16
+    if use_dot:
+        return MLPTiles(block_n, (16, min(pc, 128)), (16, min(pc, 64)), True)
+    return MLPTiles(block_n, (16, min(pc, 16)), (min(pr, 16), min(pc, 16)), False)
+
+
+def mlp_gate_forward(parts, B, C, RD, HW, w1, b1, w2, b2, pooled, pool_max, hidden, gate, b0, nb, acc,
+                     paired: bool = False) -> None:
+    """pooled, pool_max (when partials of the maximum are given), hidden, gate of samples
+    [b0, b0 + nb) from their pooling partials; w1 [RD, C], w2 [C, RD] contiguous. ``paired``:
+    CBAM's gate (pooled and hidden [2B, .]: mean rows, then max rows; pool_max unused)."""
+    with_max, has_bias = parts.maxs is not None, b1 is not None
+    t = mlp_tiles(nb, C, RD, pooled.dtype)
+    (hr, hc), (gr, gc) = t.hidden, t.gate
+    mlp_hidden_kernel[(cdiv(nb, t.block_n), cdiv(RD, hr), 1 + paired)](
+        parts.sums, parts.maxs if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW,
+        w1, b1 if has_bias else w1, pooled, pool_max if with_max and not paired else pooled, hidden, b0, b0 + nb,
+        HAS_BIAS=has_bias, WITH_MAX=with_max, PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n,
+        BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
+    )
+    mlp_gate_kernel[(cdiv(nb, t.block_n), cdiv(C, gc))](
+        hidden, B, C, RD, w2, b2 if has_bias else w2, gate, b0, b0 + nb,
+        HAS_BIAS=has_bias, PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=gr, BLOCK_C=gc,
+        ACC=acc, num_warps=4,
+    )
+
+
+def mlp_gate_backward(parts, B, C, RD, HW, w1, w2, hidden, gate, dz, dh, mean_coef, max_coef, b0, nb, acc,
+                      paired: bool = False) -> None:
+    """dz, dh, mean_coef (and max_coef, from the ties partials) of samples [b0, b0 + nb) from the
+    partials of sum_hw(dy * x). ``paired``: CBAM's gate (dh [2B, RD]; max_coef = dp_max / ties)."""
+    with_max = parts.counts is not None
+    t = mlp_tiles(nb, C, RD, dz.dtype)
+    (hr, hc), (gr, gc) = t.hidden, t.gate
+    mlp_hidden_backward_kernel[(cdiv(nb, t.block_n), cdiv(RD, hr))](
+        parts.sums, parts.sums.shape[0], B, C, RD, w2, hidden, gate, dz, dh, b0, b0 + nb,
+        PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
+    )
+    mlp_gate_backward_kernel[(cdiv(nb, t.block_n), cdiv(C, gc))](
+        parts.counts if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW, w1, dh, mean_coef,
+        max_coef if with_max else mean_coef, b0, b0 + nb,
+        WITH_MAX=with_max, PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=gr, BLOCK_C=gc,
+        ACC=acc, num_warps=4,
+    )

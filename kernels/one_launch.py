@@ -1,0 +1,456 @@
+"""A whole channel-gate block in one launch: pool -> gate -> y = act(x * gate (+ shortcut)).
+
+For small calls (batch 1, late stages) the pipeline's three launches per chunk cost more than
+the data: each launch has a fixed cost on the GPU and on the host. Here one program does a
+whole block for its rows of x; its second read of x finds them in L1/L2, where its first read
+left them (loaded evict_last; the second read and y are evict_first):
+
+- SE (``se_one_launch_kernel``): one program per sample. The MLP needs every channel's pooled
+  value, so a program pools the whole sample (tile by tile, accumulating W1 @ p), then per
+  channel tile computes the gate and rescales. Chosen when one program's bytes (x twice, the
+  weights) take one SM about as long as the launches it saves (``se_fits_one_launch``).
+- ECA / CECA (``eca_one_launch_kernel``): the gate of channel c needs the pooled values of
+  c - PAD .. c + PAD only, so one program per (sample, channel tile) pools its tile and a halo of
+  PAD channels on each side (pooled again by the neighbour tile: 2 * PAD / BLOCK_C extra reads),
+  writes them to its own scratch row, and after a barrier takes the K taps from that row. Fully
+  parallel at any batch, so ECA always runs this way.
+
+Outputs are the pipeline's: y, and the [B, C] pooled / hidden / gate vectors its backward reads.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from . import config
+from .eca_gate import _tap, eca_block_c
+from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2
+from .se_gate import _sigmoid, w1_times, w1t_times, w2_times, w2t_times
+from .channel_scale import apply_act
+
+#: Elements of one [BLOCK_C, BLOCK_HW] tile a one-launch program streams (8 warps: 16 each).
+TILE_ELEMS = 4096
+#: Below this many bytes of x a program's fixed cost dominates: ECA's tiles are not cut finer.
+MIN_PROGRAM_BYTES = 32 * 1024
+
+
+@triton.jit
+def pool_rows(rows_ptr, sc, shw, c, cmask, HW, WITH_MAX: tl.constexpr,
+              BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """(sum, max) over the H*W positions of channels c of one sample ([BLOCK_C] each; max is
+    -inf when not WITH_MAX). rows_ptr points at the sample."""
+    c64 = c.to(tl.int64)[:, None]
+    acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    mx = tl.full([BLOCK_C, BLOCK_HW], float("-inf"), dtype=ACC)
+    for hw0 in range(0, HW, BLOCK_HW):
+        hw = hw0 + tl.arange(0, BLOCK_HW)
+        m = cmask[:, None] & (hw < HW)[None, :]
+        v = tl.load(rows_ptr + c64 * sc + hw.to(tl.int64)[None, :] * shw, mask=m, other=0.0,
+                    eviction_policy="evict_last").to(ACC)
+        acc += v
+        if WITH_MAX:
+            mx = tl.maximum(mx, tl.where(m, v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+    return tl.sum(acc, axis=1), tl.max(mx, axis=1)
+
+
+@triton.jit
+def scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
+               HAS_RES: tl.constexpr, ACT: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """y = act(x * g[c] (+ shortcut)) for channels c of one sample, every H*W position."""
+    c64 = c.to(tl.int64)[:, None]
+    for hw0 in range(0, HW, BLOCK_HW):
+        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+        m = cmask[:, None] & (hw < HW)
+        v = tl.load(x_rows + c64 * sxc + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+        y = v * g[:, None]
+        if HAS_RES:
+            y += tl.load(r_rows + c64 * src + hw * srhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+        y = apply_act(y, ACT)
+        tl.store(y_rows + c64 * syc + hw * syhw, y.to(y_rows.dtype.element_ty), mask=m,
+                 eviction_policy="evict_first")
+
+
+@triton.jit
+def product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, ref, c, cmask, HW, COUNT_TIES: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """(sum_hw(dy * x), #(x == ref[c]) when COUNT_TIES) of channels c of one sample."""
+    c64 = c.to(tl.int64)[:, None]
+    acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    cnt = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    for hw0 in range(0, HW, BLOCK_HW):
+        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+        m = cmask[:, None] & (hw < HW)
+        d = tl.load(dy_rows + c64 * sdc + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
+        v = tl.load(x_rows + c64 * sxc + hw * sxhw, mask=m, other=0.0,
+                    eviction_policy="evict_last" if COUNT_TIES else "evict_first").to(ACC)
+        acc += d * v
+        if COUNT_TIES:
+            cnt += tl.where(m & (v == ref[:, None]), 1.0, 0.0)
+    return tl.sum(acc, axis=1), tl.sum(cnt, axis=1)
+
+
+@triton.jit
+def input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, k, mx, mk, c, cmask, HW,
+                    WITH_MAX: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """dx = dy * g[c] + k[c] (+ (x == mx[c]) * mk[c] when WITH_MAX) for channels c of one sample."""
+    c64 = c.to(tl.int64)[:, None]
+    for hw0 in range(0, HW, BLOCK_HW):
+        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+        m = cmask[:, None] & (hw < HW)
+        d = tl.load(dy_rows + c64 * sdc + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+        dx = d * g[:, None] + k[:, None]
+        if WITH_MAX:
+            v = tl.load(x_rows + c64 * sxc + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+            dx += tl.where(v == mx[:, None], mk[:, None], 0.0)
+        tl.store(dx_rows + c64 * sgc + hw * sghw, dx.to(dx_rows.dtype.element_ty), mask=m,
+                 eviction_policy="evict_first")
+
+
+@triton.jit
+def halo_channels(c0, n, k, C, PAD, CIRCULAR: tl.constexpr):
+    """The halo of channels [c0, c0 + n): k < PAD -> c0 - PAD + k, PAD <= k < 2 PAD -> c0 + n + k - PAD
+    (wrapped around if CIRCULAR); and whether each is a channel (outside [0, C): zero padding)."""
+    hc = tl.where(k < PAD, c0 - PAD + k, c0 + n + k - PAD)
+    if CIRCULAR:
+        valid = k < 2 * PAD
+        hc = ((hc % C) + C) % C   # C's and numpy's sign rules of % both land in [0, C)
+    else:
+        valid = (k < 2 * PAD) & (hc >= 0) & (hc < C)
+    return hc, valid
+
+
+@triton.jit
+def s_dummy(BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """A [BLOCK] reference for product_rows without ties."""
+    return tl.zeros([BLOCK], dtype=ACC)
+
+
+@triton.jit
+def se_one_launch_kernel(
+    x_ptr, sxb, sxc, sxhw, y_ptr, syb, syc, syhw, res_ptr, srb, src, srhw,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr, pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr,
+    C, RD, HW,
+    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
+):
+    """Program b: SE of sample b (pooled, pool_max, hidden (pre-ReLU), gate: as se_gate)."""
+    b = tl.program_id(0).to(tl.int64)
+    x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
+    r = tl.arange(0, BLOCK_RD)
+    rmask = r < RD
+    h = tl.zeros([BLOCK_RD], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        s, mx = pool_rows(x_rows, sxc, sxhw, c, cmask, HW, WITH_MAX, BLOCK_C, BLOCK_HW, ACC)
+        p = s / HW
+        if WITH_MAX:
+            tl.store(pool_max_ptr + b * C + c, mx, mask=cmask)
+            p = 0.5 * p + 0.5 * mx
+        p = tl.where(cmask, p, 0.0)
+        tl.store(pooled_ptr + b * C + c, p, mask=cmask)
+        h += w1_times(w1_ptr, p, r, c, C, RD, ACC)
+    if HAS_BIAS:
+        h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
+    tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
+    h = tl.where(rmask, tl.maximum(h, 0.0), 0.0)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        z = w2_times(w2_ptr, h, r, c, C, RD, ACC)
+        if HAS_BIAS:
+            z += tl.load(b2_ptr + c, mask=cmask, other=0.0).to(ACC)
+        g = _sigmoid(z)
+        tl.store(gate_ptr + b * C + c, g, mask=cmask)
+        scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
+                   HAS_RES, ACT, BLOCK_HW, ACC)
+
+
+@triton.jit
+def eca_one_launch_kernel(
+    x_ptr, sxb, sxc, sxhw, y_ptr, syb, syc, syhw, res_ptr, srb, src, srhw,
+    w_ptr, bias_ptr, pooled_ptr, gate_ptr, scratch_ptr,
+    C, HW, n_cblocks,
+    K: tl.constexpr, CIRCULAR: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    ACT: tl.constexpr, BLOCK_C: tl.constexpr, HALO: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Program (b, channel tile): ECA of those channels. Scratch row (BLOCK_C + HALO values):
+    [PAD halo below | the tile's n pooled values | PAD halo above]; tap j of channel c0 + i is
+    row[i + j]."""
+    PAD = (K - 1) // 2
+    pid = tl.program_id(0)
+    b = (pid // n_cblocks).to(tl.int64)
+    c0 = (pid % n_cblocks) * BLOCK_C
+    x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
+    row = scratch_ptr + pid.to(tl.int64) * (BLOCK_C + HALO)
+    i = tl.arange(0, BLOCK_C)
+    c = c0 + i
+    cmask = c < C
+    s, _ = pool_rows(x_rows, sxc, sxhw, c, cmask, HW, False, BLOCK_C, BLOCK_HW, ACC)
+    p = tl.where(cmask, s / HW, 0.0)
+    tl.store(pooled_ptr + b * C + c, p, mask=cmask)
+    tl.store(row + PAD + i, p, mask=cmask)
+    if K > 1:
+        n = tl.minimum(C - c0, BLOCK_C)
+        k = tl.arange(0, HALO)
+        below = k < PAD
+        hc, hvalid = halo_channels(c0, n, k, C, PAD, CIRCULAR)
+        hs, _ = pool_rows(x_rows, sxc, sxhw, hc, hvalid, HW, False, HALO, BLOCK_HW, ACC)
+        tl.store(row + tl.where(below, k, n + k), tl.where(hvalid, hs / HW, 0.0), mask=k < 2 * PAD)
+    tl.debug_barrier()   # the row's values come from other threads of this program
+    z = tl.zeros([BLOCK_C], dtype=ACC)
+    for j in tl.static_range(K):
+        z += tl.load(w_ptr + j).to(ACC) * tl.load(row + i + j, mask=cmask, other=0.0)
+    if HAS_BIAS:
+        z += tl.load(bias_ptr).to(ACC)
+    g = _sigmoid(z)
+    tl.store(gate_ptr + b * C + c, g, mask=cmask)
+    scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
+               HAS_RES, ACT, BLOCK_HW, ACC)
+
+
+@triton.jit
+def se_one_launch_backward_kernel(
+    dy_ptr, sdb, sdc, sdhw, x_ptr, sxb, sxc, sxhw, dx_ptr, sgb, sgc, sghw,
+    w1_ptr, w2_ptr, hidden_ptr, gate_ptr, pool_max_ptr, dz_ptr, dh_ptr, ties_ptr,
+    pooled_ptr, dw1_ptr, db1_ptr, dw2_ptr, db2_ptr,
+    C, RD, HW,
+    WITH_MAX: tl.constexpr, WEIGHT_GRADS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
+):
+    """Program b: se_gate's backward for sample b and dx, from dy and x (dz [B, C] and dh [B, RD]
+    stored for the weight gradients; ties [B, C] a scratch of the max-pool ties). With
+    WEIGHT_GRADS (a batch of one: nothing to sum over samples) it also writes dW2 = dz relu(h)^T,
+    dW1 = dh p^T (and db2 = dz, db1 = dh) in the weights' dtype."""
+    b = tl.program_id(0).to(tl.int64)
+    dy_rows, x_rows, dx_rows = dy_ptr + b * sdb, x_ptr + b * sxb, dx_ptr + b * sgb
+    r = tl.arange(0, BLOCK_RD)
+    rmask = r < RD
+    h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
+    t = tl.zeros([BLOCK_RD], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        mx = tl.zeros([BLOCK_C], dtype=ACC)
+        if WITH_MAX:
+            mx = tl.load(pool_max_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+        s, ties = product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, mx, c, cmask, HW, WITH_MAX,
+                               BLOCK_C, BLOCK_HW, ACC)
+        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+        dz = tl.where(cmask, s * g * (1.0 - g), 0.0)
+        tl.store(dz_ptr + b * C + c, dz, mask=cmask)
+        if WITH_MAX:
+            tl.store(ties_ptr + b * C + c, ties, mask=cmask)
+        t += w2t_times(w2_ptr, dz, r, c, C, RD, ACC)
+        if WEIGHT_GRADS:
+            wmask = rmask[:, None] & cmask[None, :]
+            dw2 = dz[None, :] * tl.maximum(h, 0.0)[:, None]
+            tl.store(dw2_ptr + c[None, :] * RD + r[:, None], dw2.to(dw2_ptr.dtype.element_ty), mask=wmask)
+            if HAS_BIAS:
+                tl.store(db2_ptr + c, dz.to(db2_ptr.dtype.element_ty), mask=cmask)
+    dh = tl.where(rmask & (h > 0.0), t, 0.0)
+    tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
+    if WEIGHT_GRADS and HAS_BIAS:
+        tl.store(db1_ptr + r, dh.to(db1_ptr.dtype.element_ty), mask=rmask)
+    tl.debug_barrier()   # the ties were stored by other threads of this program
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        dp = w1t_times(w1_ptr, dh, r, c, C, RD, ACC)
+        if WEIGHT_GRADS:
+            p = tl.load(pooled_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+            tl.store(dw1_ptr + r[:, None] * C + c[None, :], (dh[:, None] * p[None, :]).to(dw1_ptr.dtype.element_ty),
+                     mask=rmask[:, None] & cmask[None, :])
+        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+        mx = tl.zeros([BLOCK_C], dtype=ACC)
+        mk = tl.zeros([BLOCK_C], dtype=ACC)
+        if WITH_MAX:
+            mx = tl.load(pool_max_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+            ties = tl.load(ties_ptr + b * C + c, mask=cmask, other=1.0)
+            mk = 0.5 * dp / ties
+            dp = 0.5 * dp
+        input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, dp / HW, mx, mk,
+                        c, cmask, HW, WITH_MAX, BLOCK_HW, ACC)
+
+
+@triton.jit
+def eca_one_launch_backward_kernel(
+    dy_ptr, sdb, sdc, sdhw, x_ptr, sxb, sxc, sxhw, dx_ptr, sgb, sgc, sghw,
+    w_ptr, gate_ptr, dz_ptr, scratch_ptr, pooled_ptr, dw_ptr, dbias_ptr, C, HW, n_cblocks,
+    K: tl.constexpr, CIRCULAR: tl.constexpr, WEIGHT_GRADS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr, HALO: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    """Program (b, channel tile): dz = dgate * g * (1 - g) of its channels and halo (scratch row
+    as in the forward), dp[c] = sum_j w[j] dz[c + PAD - j] = sum_j w[j] row[i + K - 1 - j],
+    dx = dy * g + dp / HW; dz [B, C] stored for the weight gradient. WEIGHT_GRADS (one sample,
+    one tile: the only program) also writes dw[j] = sum_c dz[c] p[c + j - PAD] and dbias."""
+    PAD = (K - 1) // 2
+    pid = tl.program_id(0)
+    b = (pid // n_cblocks).to(tl.int64)
+    c0 = (pid % n_cblocks) * BLOCK_C
+    dy_rows, x_rows, dx_rows = dy_ptr + b * sdb, x_ptr + b * sxb, dx_ptr + b * sgb
+    row = scratch_ptr + pid.to(tl.int64) * (BLOCK_C + HALO)
+    i = tl.arange(0, BLOCK_C)
+    c = c0 + i
+    cmask = c < C
+    s, _ = product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, s_dummy(BLOCK_C, ACC), c, cmask, HW, False,
+                        BLOCK_C, BLOCK_HW, ACC)
+    g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+    dz = tl.where(cmask, s * g * (1.0 - g), 0.0)
+    tl.store(dz_ptr + b * C + c, dz, mask=cmask)
+    tl.store(row + PAD + i, dz, mask=cmask)
+    if K > 1:
+        n = tl.minimum(C - c0, BLOCK_C)
+        k = tl.arange(0, HALO)
+        below = k < PAD
+        hc, hvalid = halo_channels(c0, n, k, C, PAD, CIRCULAR)
+        hs, _ = product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, s_dummy(HALO, ACC), hc, hvalid, HW, False,
+                             HALO, BLOCK_HW, ACC)
+        hg = tl.load(gate_ptr + b * C + hc, mask=hvalid, other=0.0).to(ACC)
+        tl.store(row + tl.where(below, k, n + k), tl.where(hvalid, hs * hg * (1.0 - hg), 0.0), mask=k < 2 * PAD)
+    tl.debug_barrier()   # the row's values come from other threads of this program
+    dp = tl.zeros([BLOCK_C], dtype=ACC)
+    for j in tl.static_range(K):
+        dp += tl.load(w_ptr + j).to(ACC) * tl.load(row + i + (K - 1 - j), mask=cmask, other=0.0)
+    input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, dp / HW, g, g,
+                    c, cmask, HW, False, BLOCK_HW, ACC)
+    if WEIGHT_GRADS:
+        for j in tl.static_range(K):
+            idx, valid = _tap(c, j - PAD, C, CIRCULAR)
+            pj = tl.load(pooled_ptr + b * C + idx, mask=valid, other=0.0).to(ACC)
+            tl.store(dw_ptr + j, tl.sum(dz * pj, axis=0).to(dw_ptr.dtype.element_ty))
+        if HAS_BIAS:
+            tl.store(dbias_ptr, tl.sum(dz, axis=0).to(dbias_ptr.dtype.element_ty))
+
+
+# ---- launch plans -----------------------------------------------------------------------
+
+def one_launch_tile(x: ChannelView, block_c: int, HW: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_HW) of TILE_ELEMS elements with at least ``block_c`` channels."""
+    block_hw = min(next_pow2(HW), max(TILE_ELEMS // block_c, 1))
+    if abs(x.sc) == 1 and abs(x.shw) != 1:   # channels_last: keep rows of channels long
+        block_c = max(block_c, min(TILE_ELEMS // block_hw, 128))
+    return block_c, block_hw
+
+
+def se_tiles(x: ChannelView, C: int, RD: int, HW: int) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_HW, BLOCK_RD) of an SE program: the hidden vector whole, [BLOCK_RD, BLOCK_C]
+    weight tiles of at most TILE_ELEMS."""
+    block_rd = next_pow2(RD)
+    return (*one_launch_tile(x, max(min(next_pow2(C), TILE_ELEMS // block_rd, 64), 1), HW), block_rd)
+
+
+def eca_tiles(x: ChannelView, K: int, HW: int) -> tuple[int, int, int, int]:
+    """(BLOCK_C, BLOCK_HW, HALO, channel tiles) of the ECA programs."""
+    block_c, block_hw = one_launch_tile(x, eca_tile_c(x, K), HW)
+    return block_c, block_hw, next_pow2(max(K - 1, 1)), cdiv(x.tensor.shape[1], block_c)
+
+
+def se_fits_one_launch(x: torch.Tensor, w1: torch.Tensor, passes: int = 3) -> bool:
+    """SE in one launch when it is forced (``config.one_launch``), or when all samples run at once
+    (B <= SMs) and one program's bytes (``passes`` over its sample: forward x, x, y; backward dy,
+    x, dy, dx; both weights) take one SM no longer than the two launches it saves would
+    (``GPUProfile.one_launch_bytes``)."""
+    B, C, H, W = x.shape
+    if B == 0 or config.one_launch is not None:
+        return B > 0 and bool(config.one_launch)
+    p = config.device_profile(x.device) or config.PROFILES["h100"]
+    per_program = passes * C * H * W * x.element_size() + 2 * w1.numel() * w1.element_size()
+    return B <= p.sms and per_program <= p.one_launch_bytes
+
+
+def eca_fits_one_launch(x: torch.Tensor) -> bool:
+    """ECA / CECA in one launch unless forbidden (``config.one_launch = False``) or B = 0: its
+    programs run in parallel over (sample, channel tile) at any batch (the cost model has both
+    plans: python -m fusedattn.costmodel)."""
+    return config.one_launch is not False and x.shape[0] >= 1
+
+
+def se_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None, act: int,
+                  w1, b1, w2, b2, pooled, pool_max, hidden, gate) -> None:
+    """SE forward of every sample, one program each (w1 [RD, C], w2 [C, RD] contiguous)."""
+    B, C, H, W = x.tensor.shape
+    RD = w1.shape[0]
+    block_c, block_hw, block_rd = se_tiles(x, C, RD, H * W)
+    r = shortcut if shortcut is not None else x
+    with_max = pool_max.numel() > 0
+    se_one_launch_kernel[(B,)](
+        x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, r.tensor, r.sb, r.sc, r.shw,
+        w1, b1 if b1 is not None else w1, w2, b2 if b2 is not None else w2,
+        pooled, pool_max if with_max else pooled, hidden, gate, C, RD, H * W,
+        HAS_BIAS=b1 is not None, WITH_MAX=with_max, HAS_RES=shortcut is not None, ACT=act,
+        BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_RD=block_rd, ACC=acc_dtype(x.tensor.dtype),
+        num_warps=STREAM_WARPS,
+    )
+
+
+def eca_tile_c(x: ChannelView, K: int) -> int:
+    """Channels per ECA program: halved while the GPU wants more programs and a program still
+    streams more than MIN_PROGRAM_BYTES, down to 4 * PAD channels (the halo re-reads at most half
+    a tile) and 16 in channels_last (32-byte rows)."""
+    B, C, H, W = x.tensor.shape
+    pad = (K - 1) // 2
+    floor = max(next_pow2(4 * pad), 16 if abs(x.sc) == 1 and abs(x.shw) != 1 else 1)
+    target = config.device_target_programs(x.tensor.device)
+    row_bytes = H * W * x.tensor.element_size()
+    block_c = min(eca_block_c(C), 128)
+    while block_c > floor and B * cdiv(C, block_c) < target and block_c * row_bytes > MIN_PROGRAM_BYTES:
+        block_c //= 2
+    return max(block_c, 1)
+
+
+def eca_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None, act: int,
+                   w, bias, circular: bool, pooled, gate) -> None:
+    """ECA / CECA forward, one program per (sample, channel tile); w [K] contiguous."""
+    B, C, H, W = x.tensor.shape
+    K = w.shape[0]
+    block_c, block_hw, halo, n_cblocks = eca_tiles(x, K, H * W)
+    scratch = torch.empty((B * n_cblocks, block_c + halo), dtype=pooled.dtype, device=x.tensor.device)
+    r = shortcut if shortcut is not None else x
+    eca_one_launch_kernel[(B * n_cblocks,)](
+        x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, r.tensor, r.sb, r.sc, r.shw,
+        w, bias if bias is not None else w, pooled, gate, scratch, C, H * W, n_cblocks,
+        K=K, CIRCULAR=circular, HAS_BIAS=bias is not None, HAS_RES=shortcut is not None, ACT=act,
+        BLOCK_C=block_c, HALO=halo, BLOCK_HW=block_hw, ACC=acc_dtype(x.tensor.dtype),
+        num_warps=STREAM_WARPS,
+    )
+
+
+def se_one_launch_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w1, w2, hidden, gate, pool_max,
+                           dz, dh, pooled=None, weight_grads=None) -> None:
+    """SE backward of every sample, one program each: dx, and dz [B, C] / dh [B, RD] for the
+    weight gradients (w1 [RD, C], w2 [C, RD] contiguous). For B = 1, ``weight_grads`` (dw1 [RD, C],
+    db1 [RD] | None, dw2 [C, RD], db2 [C] | None) are written too (from ``pooled``)."""
+    B, C, H, W = x.tensor.shape
+    RD = w1.shape[0]
+    with_max = pool_max.numel() > 0
+    block_c, block_hw, block_rd = se_tiles(x, C, RD, H * W)
+    ties = torch.empty((B, C), dtype=dz.dtype, device=dz.device) if with_max else gate
+    dw1, db1, dw2, db2 = weight_grads if weight_grads is not None else (gate,) * 4
+    has_bias = db1 is not None
+    se_one_launch_backward_kernel[(B,)](
+        dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw, dx.tensor, dx.sb, dx.sc, dx.shw,
+        w1, w2, hidden, gate, pool_max if with_max else gate, dz, dh, ties,
+        pooled if pooled is not None else gate, dw1, db1 if has_bias else dw1, dw2, db2 if has_bias else dw2,
+        C, RD, H * W, WITH_MAX=with_max, WEIGHT_GRADS=weight_grads is not None, HAS_BIAS=has_bias,
+        BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_RD=block_rd, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
+    )
+
+
+def eca_one_launch_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w, circular: bool, gate, dz,
+                            pooled, dw, db) -> bool:
+    """ECA / CECA backward: dx, and dz [B, C] for the weight gradient; w [K] contiguous. When one
+    program does it all (one sample, one channel tile) it writes dw [K] and db [1] | None too,
+    from ``pooled``, and returns True."""
+    B, C, H, W = x.tensor.shape
+    K = w.shape[0]
+    block_c, block_hw, halo, n_cblocks = eca_tiles(x, K, H * W)
+    scratch = torch.empty((B * n_cblocks, block_c + halo), dtype=dz.dtype, device=dz.device)
+    weight_grads = B * n_cblocks == 1
+    eca_one_launch_backward_kernel[(B * n_cblocks,)](
+        dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw, dx.tensor, dx.sb, dx.sc, dx.shw,
+        w, gate, dz, scratch, pooled, dw, db if db is not None else dw, C, H * W, n_cblocks,
+        K=K, CIRCULAR=circular, WEIGHT_GRADS=weight_grads, HAS_BIAS=db is not None,
+        BLOCK_C=block_c, HALO=halo, BLOCK_HW=block_hw, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
+    )
+    return weight_grads
