@@ -24,7 +24,7 @@ import triton.language as tl
 from . import config
 from .eca_gate import _tap, eca_block_c
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2
-from .se_gate import _sigmoid, w1_times, w1t_times, w2_times, w2t_times
+from .se_gate import _sigmoid, gate_of, store_hidden, store_pooled, w1_times, w1t_times, w2t_times
 from .channel_scale import apply_act
 
 #: Elements of one [BLOCK_C, BLOCK_HW] tile a one-launch program streams (8 warps: 16 each).
@@ -119,6 +119,18 @@ def halo_channels(c0, n, k, C, PAD, CIRCULAR: tl.constexpr):
 
 
 @triton.jit
+def eca_program(scratch_ptr, C, n_cblocks, BLOCK_C: tl.constexpr, HALO: tl.constexpr):
+    """This ECA program's sample b, first channel c0, scratch row, lane index i, channels c and
+    their mask."""
+    pid = tl.program_id(0)
+    b = (pid // n_cblocks).to(tl.int64)
+    c0 = (pid % n_cblocks) * BLOCK_C
+    i = tl.arange(0, BLOCK_C)
+    c = c0 + i
+    return b, c0, scratch_ptr + pid.to(tl.int64) * (BLOCK_C + HALO), i, c, c < C
+
+
+@triton.jit
 def s_dummy(BLOCK: tl.constexpr, ACC: tl.constexpr):
     """A [BLOCK] reference for product_rows without ties."""
     return tl.zeros([BLOCK], dtype=ACC)
@@ -136,30 +148,18 @@ def se_one_launch_kernel(
     b = tl.program_id(0).to(tl.int64)
     x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
     r = tl.arange(0, BLOCK_RD)
-    rmask = r < RD
     h = tl.zeros([BLOCK_RD], dtype=ACC)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
         s, mx = pool_rows(x_rows, sxc, sxhw, c, cmask, HW, WITH_MAX, BLOCK_C, BLOCK_HW, ACC)
-        p = s / HW
-        if WITH_MAX:
-            tl.store(pool_max_ptr + b * C + c, mx, mask=cmask)
-            p = 0.5 * p + 0.5 * mx
-        p = tl.where(cmask, p, 0.0)
-        tl.store(pooled_ptr + b * C + c, p, mask=cmask)
+        p = store_pooled(s, mx, HW, b, c, cmask, C, pooled_ptr, pool_max_ptr, WITH_MAX)
         h += w1_times(w1_ptr, p, r, c, C, RD, ACC)
-    if HAS_BIAS:
-        h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
-    tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
-    h = tl.where(rmask, tl.maximum(h, 0.0), 0.0)
+    h = store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, ACC)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
-        z = w2_times(w2_ptr, h, r, c, C, RD, ACC)
-        if HAS_BIAS:
-            z += tl.load(b2_ptr + c, mask=cmask, other=0.0).to(ACC)
-        g = _sigmoid(z)
+        g = gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS, ACC)
         tl.store(gate_ptr + b * C + c, g, mask=cmask)
         scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
                    HAS_RES, ACT, BLOCK_HW, ACC)
@@ -178,14 +178,8 @@ def eca_one_launch_kernel(
     [PAD halo below | the tile's n pooled values | PAD halo above]; tap j of channel c0 + i is
     row[i + j]."""
     PAD = (K - 1) // 2
-    pid = tl.program_id(0)
-    b = (pid // n_cblocks).to(tl.int64)
-    c0 = (pid % n_cblocks) * BLOCK_C
+    b, c0, row, i, c, cmask = eca_program(scratch_ptr, C, n_cblocks, BLOCK_C, HALO)
     x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
-    row = scratch_ptr + pid.to(tl.int64) * (BLOCK_C + HALO)
-    i = tl.arange(0, BLOCK_C)
-    c = c0 + i
-    cmask = c < C
     s, _ = pool_rows(x_rows, sxc, sxhw, c, cmask, HW, False, BLOCK_C, BLOCK_HW, ACC)
     p = tl.where(cmask, s / HW, 0.0)
     tl.store(pooled_ptr + b * C + c, p, mask=cmask)
@@ -285,14 +279,8 @@ def eca_one_launch_backward_kernel(
     dx = dy * g + dp / HW; dz [B, C] stored for the weight gradient. WEIGHT_GRADS (one sample,
     one tile: the only program) also writes dw[j] = sum_c dz[c] p[c + j - PAD] and dbias."""
     PAD = (K - 1) // 2
-    pid = tl.program_id(0)
-    b = (pid // n_cblocks).to(tl.int64)
-    c0 = (pid % n_cblocks) * BLOCK_C
+    b, c0, row, i, c, cmask = eca_program(scratch_ptr, C, n_cblocks, BLOCK_C, HALO)
     dy_rows, x_rows, dx_rows = dy_ptr + b * sdb, x_ptr + b * sxb, dx_ptr + b * sgb
-    row = scratch_ptr + pid.to(tl.int64) * (BLOCK_C + HALO)
-    i = tl.arange(0, BLOCK_C)
-    c = c0 + i
-    cmask = c < C
     s, _ = product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, s_dummy(BLOCK_C, ACC), c, cmask, HW, False,
                         BLOCK_C, BLOCK_HW, ACC)
     g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)

@@ -76,6 +76,38 @@ def gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr,
 
 
 @triton.jit
+def store_pooled(s, mx, HW, b, c, cmask, C, pooled_ptr, pool_max_ptr, WITH_MAX: tl.constexpr):
+    """Sample b's pooled vector at channels c from the sum (and max) over H*W: the mean, or
+    0.5 * mean + 0.5 * max WITH_MAX (the max stored too); stored and returned (0 off-range)."""
+    p = s / HW
+    if WITH_MAX:
+        tl.store(pool_max_ptr + b * C + c, mx, mask=cmask)
+        p = 0.5 * p + 0.5 * mx
+    p = tl.where(cmask, p, 0.0)
+    tl.store(pooled_ptr + b * C + c, p, mask=cmask)
+    return p
+
+
+@triton.jit
+def store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
+    """h (+ b1) stored as sample b's hidden pre-activation; returns relu of it (0 off-range)."""
+    rmask = r < RD
+    if HAS_BIAS:
+        h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
+    tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
+    return tl.where(rmask, tl.maximum(h, 0.0), 0.0)
+
+
+@triton.jit
+def gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
+    """sigmoid(W2[c, :] @ h (+ b2[c])) for one channel tile."""
+    z = w2_times(w2_ptr, h, r, c, C, RD, ACC)
+    if HAS_BIAS:
+        z += tl.load(b2_ptr + c, mask=c < C, other=0.0).to(ACC)
+    return _sigmoid(z)
+
+
+@triton.jit
 def se_gate_forward_kernel(
     sum_ptr, max_ptr, S, B, C, RD, HW,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr,
@@ -85,30 +117,20 @@ def se_gate_forward_kernel(
 ):
     b = (b0 + tl.program_id(0)).to(tl.int64)
     r = tl.arange(0, BLOCK_RD)
-    rmask = r < RD
     h = tl.zeros([BLOCK_RD], dtype=ACC)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
-        p = reduce_partials(sum_ptr, S, B, C, b, c, cmask, False, ACC) / HW
+        s = reduce_partials(sum_ptr, S, B, C, b, c, cmask, False, ACC)
+        mx = s
         if WITH_MAX:
             mx = reduce_partials(max_ptr, S, B, C, b, c, cmask, True, ACC)
-            tl.store(pool_max_ptr + b * C + c, mx, mask=cmask)
-            p = 0.5 * p + 0.5 * mx
-        p = tl.where(cmask, p, 0.0)
-        tl.store(pooled_ptr + b * C + c, p, mask=cmask)
+        p = store_pooled(s, mx, HW, b, c, cmask, C, pooled_ptr, pool_max_ptr, WITH_MAX)
         h += w1_times(w1_ptr, p, r, c, C, RD, ACC)
-    if HAS_BIAS:
-        h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
-    tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
-    h = tl.where(rmask, tl.maximum(h, 0.0), 0.0)
+    h = store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, ACC)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
-        cmask = c < C
-        z = w2_times(w2_ptr, h, r, c, C, RD, ACC)
-        if HAS_BIAS:
-            z += tl.load(b2_ptr + c, mask=cmask, other=0.0).to(ACC)
-        tl.store(gate_ptr + b * C + c, _sigmoid(z), mask=cmask)
+        tl.store(gate_ptr + b * C + c, gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS, ACC), mask=c < C)
 
 
 @triton.jit
