@@ -170,8 +170,10 @@ def measured_us(results_dir: pathlib.Path = pathlib.Path("bench/results")) -> tu
     return out, f"{doc['device']} ({path.name})"
 
 
-def readme_table(result: dict) -> str:
-    """Markdown: the goal layout (bf16, channels_last) per block and stage, batch 64 and 1."""
+def readme_table(result: dict, before: dict | None = None) -> str:
+    """Markdown: the goal layout (bf16, channels_last) per block and stage, batch 64 and 1; with
+    ``before`` (an earlier model file) its fused time beside each case's."""
+    before_us = {e["key"]: e["fused"] for e in before["cases"]} if before else {}
     prof = result["profile"]
     lines = [f"Model of an {prof['name'].upper()} ({prof['sms']} SMs, {prof['l2_bytes'] // 2**20} MB L2, "
              f"{prof['hbm_bytes_per_s'] / 1e12:.2f} TB/s), bf16, channels_last: **a model, not a measurement** "
@@ -180,8 +182,11 @@ def readme_table(result: dict) -> str:
              "<details><summary>every case (bf16, channels_last); the JSON also holds fp32 and NCHW unless "
              "--quick</summary>", "",
              "| block | B x C x H x W | pass | fused kernels | fused HBM (x) | L2 re-reads (x) | eager HBM (x) "
-             "| fused us | eager us | inductor us (est.) | eager / fused | measured fused / eager / compiled us |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| fused us | eager us | inductor us (est.) | eager / fused | measured fused / eager / compiled us |"
+             + (" fused kernels, us before |" if before else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if before else "")]
+    if before:
+        lines[0] += (f" Before: `{before['file']}`, {before.get('note', 'an earlier model file')}.")
     measured, source = measured_us()
     if source:
         lines[0] += f" Measured: {source}."
@@ -194,7 +199,9 @@ def readme_table(result: dict) -> str:
         m = " / ".join(f"{got[p]:.1f}" if p in got else "-" for p in ("fused", "eager", "compiled")) if got else "-"
         lines.append(f"| {c['block']} | {c['B']}x{c['C']}x{c['H']}x{c['W']} | {c['pass_']} | {f['kernels']} | "
                      f"{(f['hbm_read'] + f['write']) / x:.2f} | {f['l2_read'] / x:.2f} | {eg['bytes'] / x:.2f} | "
-                     f"{f['us']:.1f} | {eg['us']:.1f} | {ind['us']:.1f} | {eg['us'] / f['us']:.2f} | {m} |")
+                     f"{f['us']:.1f} | {eg['us']:.1f} | {ind['us']:.1f} | {eg['us'] / f['us']:.2f} | {m} |"
+                     + (f" {before_us[e['key']]['kernels']}, {before_us[e['key']]['us']:.1f} |" if e["key"] in before_us
+                        else (" - |" if before else "")))
     lines += ["", "</details>"]
     host = result.get("triton_path_host")
     if host:
@@ -222,15 +229,18 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="interpreter subprocesses counting traffic")
     parser.add_argument("--out", help="JSON path (default bench/results/model-<profile>-<date>.json)")
     parser.add_argument("--readme", action="store_true", help="rewrite the model table in README.md")
+    parser.add_argument("--before", metavar="JSON", help="an earlier model file whose fused times the table shows "
+                                                           "beside the new ones")
     parser.add_argument("--table-from", metavar="JSON",
                         help="count nothing: re-time an earlier model file with the current constants and render "
                              "its table (with the newest GPU measurements of bench/results beside it)")
     args = parser.parse_args(argv)
+    before = retime(json.loads(pathlib.Path(args.before).read_text())) if args.before else None
     if args.table_from:
         path = pathlib.Path(args.table_from)
         result = retime(json.loads(path.read_text()))
         path.write_text(json.dumps(result, indent=1))
-        return write_table(result, args.readme)
+        return write_table(result, args.readme, before)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         parser.error("run without TRITON_INTERPRET (the model starts its own interpreter subprocesses)")
     profile = config.PROFILES[args.profile]
@@ -245,7 +255,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}", file=sys.stderr)
-    return write_table(result, args.readme)
+    return write_table(result, args.readme, before)
 
 
 def retime(result: dict) -> dict:
@@ -261,8 +271,8 @@ def retime(result: dict) -> dict:
     return result
 
 
-def write_table(result: dict, readme: bool) -> int:
-    table = readme_table(result)
+def write_table(result: dict, readme: bool, before: dict | None = None) -> int:
+    table = readme_table(result, before)
     print(table)
     if readme:
         path = pathlib.Path("README.md")
