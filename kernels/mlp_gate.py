@@ -48,6 +48,15 @@ def row_partials(ptr, S, N, C, n, c, mask, IS_MAX: tl.constexpr, ACC: tl.constex
 
 
 @triton.jit
+def program_tile(n0, n_end, W, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
+    """This program's rows n ([BLOCK_N, 1], samples of [n0, n_end), by grid axis 0) and its slice w
+    ([BLOCK_W] of a width-W dimension, by grid axis 1), with their masks."""
+    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
+    w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    return n, w, n < n_end, w < W
+
+
+@triton.jit
 def times(a, b, USE_DOT: tl.constexpr):
     """a [N, K] @ b [K, M]: tl.dot in full fp32 precision (every dimension >= 16), else FMA."""
     if USE_DOT:
@@ -73,9 +82,7 @@ def mlp_hidden_kernel(
     hidden ([2N, .]); else SE's pool, 0.5 (mean + max) WITH_MAX."""
     pr = tl.program_id(1)
     branch = tl.program_id(2)
-    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
-    r = pr * BLOCK_R + tl.arange(0, BLOCK_R)
-    nmask, rmask = n < n_end, r < RD
+    n, r, nmask, rmask = program_tile(n0, n_end, RD, BLOCK_N, BLOCK_R)
     acc = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
     for c0 in range(0, C, BLOCK_C):
         c = (c0 + tl.arange(0, BLOCK_C))[None, :]
@@ -109,9 +116,7 @@ def mlp_gate_kernel(
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
 ):
     """PAIRED (CBAM): g = sigmoid(W2 (relu(h[n]) + relu(h[N + n])) + 2 b2)."""
-    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    nmask, cmask = n < n_end, c < C
+    n, c, nmask, cmask = program_tile(n0, n_end, C, BLOCK_N, BLOCK_C)
     acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
     for r0 in range(0, RD, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
@@ -139,9 +144,7 @@ def mlp_hidden_backward_kernel(
 ):
     """PAIRED (CBAM): dh rows n (mean branch) and N + n (max branch) from one W2^T dz."""
     pr = tl.program_id(1)
-    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
-    r = pr * BLOCK_R + tl.arange(0, BLOCK_R)
-    nmask, rmask = n < n_end, r < RD
+    n, r, nmask, rmask = program_tile(n0, n_end, RD, BLOCK_N, BLOCK_R)
     t = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
     for c0 in range(0, C, BLOCK_C):
         c = (c0 + tl.arange(0, BLOCK_C))[None, :]
@@ -168,9 +171,7 @@ def mlp_gate_backward_kernel(
 ):
     """PAIRED (CBAM): mean_coef = (W1^T dh[n]) / HW, max_coef = (W1^T dh[N + n]) / ties; else SE's
     halves WITH_MAX."""
-    n = (n0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[:, None]
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    nmask, cmask = n < n_end, c < C
+    n, c, nmask, cmask = program_tile(n0, n_end, C, BLOCK_N, BLOCK_C)
     dp = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
     dpm = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
     for r0 in range(0, RD, BLOCK_R):

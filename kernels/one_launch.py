@@ -34,22 +34,31 @@ MIN_PROGRAM_BYTES = 32 * 1024
 
 
 @triton.jit
-def pool_rows(rows_ptr, sc, shw, c, cmask, HW, WITH_MAX: tl.constexpr,
-              BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
-    """(sum, max) over the H*W positions of channels c of one sample ([BLOCK_C] each; max is
-    -inf when not WITH_MAX). rows_ptr points at the sample."""
+def reduce_rows(x_rows, sxc, sxhw, dy_rows, sdc, sdhw, ref, c, cmask, HW, PRODUCT: tl.constexpr,
+                WITH_MAX: tl.constexpr, COUNT_TIES: tl.constexpr,
+                BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """Over the H*W positions of channels c of one sample: (sum of x, or of dy * x if PRODUCT;
+    max of x (-inf unless WITH_MAX); #(x == ref[c]) (0 unless COUNT_TIES)), [BLOCK_C] each. The
+    rows pointers point at the sample; x is kept in L2 (evict_last) when a later pass re-reads it."""
     c64 = c.to(tl.int64)[:, None]
     acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     mx = tl.full([BLOCK_C, BLOCK_HW], float("-inf"), dtype=ACC)
+    cnt = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     for hw0 in range(0, HW, BLOCK_HW):
-        hw = hw0 + tl.arange(0, BLOCK_HW)
-        m = cmask[:, None] & (hw < HW)[None, :]
-        v = tl.load(rows_ptr + c64 * sc + hw.to(tl.int64)[None, :] * shw, mask=m, other=0.0,
-                    eviction_policy="evict_last").to(ACC)
-        acc += v
+        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+        m = cmask[:, None] & (hw < HW)
+        v = tl.load(x_rows + c64 * sxc + hw * sxhw, mask=m, other=0.0,
+                    eviction_policy="evict_first" if PRODUCT and not COUNT_TIES else "evict_last").to(ACC)
+        if PRODUCT:
+            acc += v * tl.load(dy_rows + c64 * sdc + hw * sdhw, mask=m, other=0.0,
+                               eviction_policy="evict_last").to(ACC)
+        else:
+            acc += v
         if WITH_MAX:
             mx = tl.maximum(mx, tl.where(m, v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
-    return tl.sum(acc, axis=1), tl.max(mx, axis=1)
+        if COUNT_TIES:
+            cnt += tl.where(m & (v == ref[:, None]), 1.0, 0.0)
+    return tl.sum(acc, axis=1), tl.max(mx, axis=1), tl.sum(cnt, axis=1)
 
 
 @triton.jit
@@ -67,25 +76,6 @@ def scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cm
         y = apply_act(y, ACT)
         tl.store(y_rows + c64 * syc + hw * syhw, y.to(y_rows.dtype.element_ty), mask=m,
                  eviction_policy="evict_first")
-
-
-@triton.jit
-def product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, ref, c, cmask, HW, COUNT_TIES: tl.constexpr,
-                 BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
-    """(sum_hw(dy * x), #(x == ref[c]) when COUNT_TIES) of channels c of one sample."""
-    c64 = c.to(tl.int64)[:, None]
-    acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
-    cnt = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
-    for hw0 in range(0, HW, BLOCK_HW):
-        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-        m = cmask[:, None] & (hw < HW)
-        d = tl.load(dy_rows + c64 * sdc + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
-        v = tl.load(x_rows + c64 * sxc + hw * sxhw, mask=m, other=0.0,
-                    eviction_policy="evict_last" if COUNT_TIES else "evict_first").to(ACC)
-        acc += d * v
-        if COUNT_TIES:
-            cnt += tl.where(m & (v == ref[:, None]), 1.0, 0.0)
-    return tl.sum(acc, axis=1), tl.sum(cnt, axis=1)
 
 
 @triton.jit
@@ -109,13 +99,8 @@ def input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g
 def halo_channels(c0, n, k, C, PAD, CIRCULAR: tl.constexpr):
     """The halo of channels [c0, c0 + n): k < PAD -> c0 - PAD + k, PAD <= k < 2 PAD -> c0 + n + k - PAD
     (wrapped around if CIRCULAR); and whether each is a channel (outside [0, C): zero padding)."""
-    hc = tl.where(k < PAD, c0 - PAD + k, c0 + n + k - PAD)
-    if CIRCULAR:
-        valid = k < 2 * PAD
-        hc = ((hc % C) + C) % C   # C's and numpy's sign rules of % both land in [0, C)
-    else:
-        valid = (k < 2 * PAD) & (hc >= 0) & (hc < C)
-    return hc, valid
+    hc, valid = _tap(tl.zeros_like(k), tl.where(k < PAD, c0 - PAD + k, c0 + n + k - PAD), C, CIRCULAR)
+    return hc, valid & (k < 2 * PAD)
 
 
 @triton.jit
@@ -128,12 +113,6 @@ def eca_program(scratch_ptr, C, n_cblocks, BLOCK_C: tl.constexpr, HALO: tl.const
     i = tl.arange(0, BLOCK_C)
     c = c0 + i
     return b, c0, scratch_ptr + pid.to(tl.int64) * (BLOCK_C + HALO), i, c, c < C
-
-
-@triton.jit
-def s_dummy(BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """A [BLOCK] reference for product_rows without ties."""
-    return tl.zeros([BLOCK], dtype=ACC)
 
 
 @triton.jit
@@ -152,7 +131,8 @@ def se_one_launch_kernel(
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
-        s, mx = pool_rows(x_rows, sxc, sxhw, c, cmask, HW, WITH_MAX, BLOCK_C, BLOCK_HW, ACC)
+        s, mx, _ = reduce_rows(x_rows, sxc, sxhw, x_rows, sxc, sxhw, c, c, cmask, HW, False, WITH_MAX, False,
+                               BLOCK_C, BLOCK_HW, ACC)
         p = store_pooled(s, mx, HW, b, c, cmask, C, pooled_ptr, pool_max_ptr, WITH_MAX)
         h += w1_times(w1_ptr, p, r, c, C, RD, ACC)
     h = store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, ACC)
@@ -180,7 +160,8 @@ def eca_one_launch_kernel(
     PAD = (K - 1) // 2
     b, c0, row, i, c, cmask = eca_program(scratch_ptr, C, n_cblocks, BLOCK_C, HALO)
     x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
-    s, _ = pool_rows(x_rows, sxc, sxhw, c, cmask, HW, False, BLOCK_C, BLOCK_HW, ACC)
+    s, _, _ = reduce_rows(x_rows, sxc, sxhw, x_rows, sxc, sxhw, c, c, cmask, HW, False, False, False,
+                          BLOCK_C, BLOCK_HW, ACC)
     p = tl.where(cmask, s / HW, 0.0)
     tl.store(pooled_ptr + b * C + c, p, mask=cmask)
     tl.store(row + PAD + i, p, mask=cmask)
@@ -189,7 +170,8 @@ def eca_one_launch_kernel(
         k = tl.arange(0, HALO)
         below = k < PAD
         hc, hvalid = halo_channels(c0, n, k, C, PAD, CIRCULAR)
-        hs, _ = pool_rows(x_rows, sxc, sxhw, hc, hvalid, HW, False, HALO, BLOCK_HW, ACC)
+        hs, _, _ = reduce_rows(x_rows, sxc, sxhw, x_rows, sxc, sxhw, hc, hc, hvalid, HW, False, False, False,
+                               HALO, BLOCK_HW, ACC)
         tl.store(row + tl.where(below, k, n + k), tl.where(hvalid, hs / HW, 0.0), mask=k < 2 * PAD)
     tl.debug_barrier()   # the row's values come from other threads of this program
     z = tl.zeros([BLOCK_C], dtype=ACC)
@@ -228,8 +210,8 @@ def se_one_launch_backward_kernel(
         mx = tl.zeros([BLOCK_C], dtype=ACC)
         if WITH_MAX:
             mx = tl.load(pool_max_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-        s, ties = product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, mx, c, cmask, HW, WITH_MAX,
-                               BLOCK_C, BLOCK_HW, ACC)
+        s, _, ties = reduce_rows(x_rows, sxc, sxhw, dy_rows, sdc, sdhw, mx, c, cmask, HW, True, False, WITH_MAX,
+                                 BLOCK_C, BLOCK_HW, ACC)
         g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
         dz = tl.where(cmask, s * g * (1.0 - g), 0.0)
         tl.store(dz_ptr + b * C + c, dz, mask=cmask)
@@ -281,8 +263,8 @@ def eca_one_launch_backward_kernel(
     PAD = (K - 1) // 2
     b, c0, row, i, c, cmask = eca_program(scratch_ptr, C, n_cblocks, BLOCK_C, HALO)
     dy_rows, x_rows, dx_rows = dy_ptr + b * sdb, x_ptr + b * sxb, dx_ptr + b * sgb
-    s, _ = product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, s_dummy(BLOCK_C, ACC), c, cmask, HW, False,
-                        BLOCK_C, BLOCK_HW, ACC)
+    s, _, _ = reduce_rows(x_rows, sxc, sxhw, dy_rows, sdc, sdhw, c, c, cmask, HW, True, False, False,
+                          BLOCK_C, BLOCK_HW, ACC)
     g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
     dz = tl.where(cmask, s * g * (1.0 - g), 0.0)
     tl.store(dz_ptr + b * C + c, dz, mask=cmask)
@@ -292,8 +274,8 @@ def eca_one_launch_backward_kernel(
         k = tl.arange(0, HALO)
         below = k < PAD
         hc, hvalid = halo_channels(c0, n, k, C, PAD, CIRCULAR)
-        hs, _ = product_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, s_dummy(HALO, ACC), hc, hvalid, HW, False,
-                             HALO, BLOCK_HW, ACC)
+        hs, _, _ = reduce_rows(x_rows, sxc, sxhw, dy_rows, sdc, sdhw, hc, hc, hvalid, HW, True, False, False,
+                               HALO, BLOCK_HW, ACC)
         hg = tl.load(gate_ptr + b * C + hc, mask=hvalid, other=0.0).to(ACC)
         tl.store(row + tl.where(below, k, n + k), tl.where(hvalid, hs * hg * (1.0 - hg), 0.0), mask=k < 2 * PAD)
     tl.debug_barrier()   # the row's values come from other threads of this program

@@ -22,6 +22,7 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
     dt, dev = acc_torch_dtype(x.dtype), x.device
     w1, w2 = w1.contiguous(), w2.contiguous()   # read as [RD, C] and [C, RD] by pointer arithmetic
     has_bias = b1 is not None
+    b1, b2 = (b1.contiguous(), b2.contiguous()) if has_bias else (None, None)
     pooled = config.new_buffer((B, C), dt, dev)
     pool_max = config.new_buffer((B, C) if add_maxpool else (0,), dt, dev)
     hidden = config.new_buffer((B, RD), dt, dev)
@@ -30,11 +31,9 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
         xv = channel_view(x)
         y = config.new_like(xv.tensor)
         se_one_launch(xv, channel_view(y), channel_view(shortcut) if shortcut is not None else None, act,
-                      w1, b1.contiguous() if has_bias else None, w2, b2.contiguous() if has_bias else None,
-                      pooled, pool_max, hidden, gate)
+                      w1, b1, w2, b2, pooled, pool_max, hidden, gate)
         return y, pooled, pool_max, hidden, gate
     block_c, block_rd = gate_tiles(C, RD)
-    b1, b2 = (b1.contiguous(), b2.contiguous()) if has_bias else (None, None)
     parallel = use_mlp_gate(x, w1)
 
     def launch_gate(parts, b0, nb):
