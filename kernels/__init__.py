@@ -14,6 +14,7 @@ Files, one concept each:
   channel_gate  the chunked pool -> gate -> scale pipeline shared by SE and ECA
   cbam_gate     CBAM's two-branch channel MLP gate, forward and backward
   spatial_pool  per-pixel mean / max / sum(dy * .) over channels of x * ca (CBAM's maps)
+  spatial_gate  CBAM's k x k conv + BatchNorm + sigmoid on those maps, forward and backward
   cbam_grad     CBAM's backward passes over x after the spatial gate
   split_softmax softmax across PSA's splits, forward and backward
   path_sum      branch-tensor setup (PSA, SK); pool / weighted sum over SK's paths and their gradients
@@ -26,7 +27,8 @@ from .eca import eca_backward, eca_forward
 from .psa import psa_backward, psa_forward
 from .se import se_backward, se_forward
 from .sk import sk_backward, sk_forward
+from .spatial_gate import spatial_gate_backward, spatial_gate_forward
 
 __all__ = ["se_forward", "se_backward", "eca_forward", "eca_backward", "cbam_channel_forward",
            "cbam_apply", "cbam_spatial_grad_inputs", "cbam_channel_backward", "psa_forward", "psa_backward",
-           "sk_forward", "sk_backward"]
+           "sk_forward", "sk_backward", "spatial_gate_forward", "spatial_gate_backward"]

@@ -1,5 +1,6 @@
 """CBAM launchers: the passes over x-sized tensors, around the spatial gate (the small
-[B, 2, H, W] conv / BN / sigmoid work, which the ops layer runs between them).
+[B, 2, H, W] conv / BN / sigmoid work: kernels/spatial_gate.py, which the ops layer runs
+between them).
 
 Forward:   cbam_channel_forward  pool x -> channel gate ca -> maps of x * ca   (per chunk)
            [spatial gate: maps -> sa, over all samples (BN's batch statistics)]

@@ -116,9 +116,11 @@ def new_buffer(shape, dtype, device, memory_format=torch.contiguous_format) -> t
 def new_like(t: torch.Tensor) -> torch.Tensor:
     """Like ``new_buffer`` with t's shape, dtype and device, in channels_last if t is
     channels_last, else contiguous (the rule every fusedattn output follows)."""
-    from .layout import suggested_memory_format
-
-    out = torch.empty_like(t, memory_format=suggested_memory_format(t))
+    if t.is_contiguous():
+        out = torch.empty_like(t, memory_format=torch.contiguous_format)
+    else:
+        from .layout import suggested_memory_format
+        out = torch.empty_like(t, memory_format=suggested_memory_format(t))
     if poison_outputs:
         out.fill_(float("nan"))
     return out

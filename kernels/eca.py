@@ -16,7 +16,7 @@ def eca_forward(x, weight, bias, circular: bool, shortcut=None, act: int = 0):
     B, C, H, W = x.shape
     K = weight.shape[-1]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w = weight.reshape(K).contiguous()
+    w = weight if weight.is_contiguous() else weight.contiguous()   # read as [K]
     pooled = config.new_buffer((B, C), dt, dev)
     gate = config.new_buffer((B, C), dt, dev)
     if eca_fits_one_launch(x):
@@ -45,9 +45,9 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
     B, C, H, W = x.shape
     K = weight.shape[-1]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w = weight.reshape(K).contiguous()
+    w = weight if weight.is_contiguous() else weight.contiguous()   # read as [K]
     dz = config.new_buffer((B, C), dt, dev)
-    dw = config.new_buffer((K,), weight.dtype, dev)
+    dw = config.new_buffer(weight.shape, weight.dtype, dev)   # written as [K]
     db = config.new_buffer((1,), weight.dtype, dev) if has_bias else None
     block_c = eca_block_c(C)
     epilogue = Epilogue(act, shortcut, out)
@@ -72,4 +72,4 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
             dz, pooled, dw, db if has_bias else dw, B, C,
             K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
         )
-    return dx, dw.reshape(weight.shape), db, dres
+    return dx, dw, db, dres

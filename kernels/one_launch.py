@@ -17,6 +17,8 @@ left them (loaded evict_last; the second read and y are evict_first):
 
 Outputs are the pipeline's: y, and the [B, C] pooled / hidden / gate vectors its backward reads.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -295,25 +297,46 @@ def eca_one_launch_backward_kernel(
 
 # ---- launch plans -----------------------------------------------------------------------
 
-def one_launch_tile(x: ChannelView, block_c: int, HW: int) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_HW) of TILE_ELEMS elements with at least ``block_c`` channels."""
+def _is_channels_last(x: ChannelView) -> bool:
+    return abs(x.sc) == 1 and abs(x.shw) != 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _tile(block_c: int, HW: int, channels_last: bool) -> tuple[int, int]:
     block_hw = min(next_pow2(HW), max(TILE_ELEMS // block_c, 1))
-    if abs(x.sc) == 1 and abs(x.shw) != 1:   # channels_last: keep rows of channels long
+    if channels_last:   # keep rows of channels long
         block_c = max(block_c, min(TILE_ELEMS // block_hw, 128))
     return block_c, block_hw
 
 
+def one_launch_tile(x: ChannelView, block_c: int, HW: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_HW) of TILE_ELEMS elements with at least ``block_c`` channels."""
+    return _tile(block_c, HW, _is_channels_last(x))
+
+
+@functools.lru_cache(maxsize=4096)
+def _se_tiles(C: int, RD: int, HW: int, channels_last: bool) -> tuple[int, int, int]:
+    block_rd = next_pow2(RD)
+    return (*_tile(max(min(next_pow2(C), TILE_ELEMS // block_rd, 64), 1), HW, channels_last), block_rd)
+
+
 def se_tiles(x: ChannelView, C: int, RD: int, HW: int) -> tuple[int, int, int]:
     """(BLOCK_C, BLOCK_HW, BLOCK_RD) of an SE program: the hidden vector whole, [BLOCK_RD, BLOCK_C]
-    weight tiles of at most TILE_ELEMS."""
-    block_rd = next_pow2(RD)
-    return (*one_launch_tile(x, max(min(next_pow2(C), TILE_ELEMS // block_rd, 64), 1), HW), block_rd)
+    weight tiles of at most TILE_ELEMS (plans cached: they are pure functions of the shape)."""
+    return _se_tiles(C, RD, HW, _is_channels_last(x))
 
 
 def eca_tiles(x: ChannelView, K: int, HW: int) -> tuple[int, int, int, int]:
-    """(BLOCK_C, BLOCK_HW, HALO, channel tiles) of the ECA programs."""
-    block_c, block_hw = one_launch_tile(x, eca_tile_c(x, K), HW)
-    return block_c, block_hw, next_pow2(max(K - 1, 1)), cdiv(x.tensor.shape[1], block_c)
+    """(BLOCK_C, BLOCK_HW, HALO, channel tiles) of the ECA programs (cached per shape and plan)."""
+    B, C = x.tensor.shape[:2]
+    return _eca_tiles(B, C, HW, K, _is_channels_last(x), x.tensor.element_size(),
+                      config.device_target_programs(x.tensor.device))
+
+
+@functools.lru_cache(maxsize=4096)
+def _eca_tiles(B: int, C: int, HW: int, K: int, channels_last: bool, itemsize: int, target: int):
+    block_c, block_hw = _tile(_eca_tile_c(B, C, HW, K, channels_last, itemsize, target), HW, channels_last)
+    return block_c, block_hw, next_pow2(max(K - 1, 1)), cdiv(C, block_c)
 
 
 def se_fits_one_launch(x: torch.Tensor, w1: torch.Tensor, passes: int = 3) -> bool:
@@ -359,10 +382,14 @@ def eca_tile_c(x: ChannelView, K: int) -> int:
     streams more than MIN_PROGRAM_BYTES, down to 4 * PAD channels (the halo re-reads at most half
     a tile) and 16 in channels_last (32-byte rows)."""
     B, C, H, W = x.tensor.shape
+    return _eca_tile_c(B, C, H * W, K, _is_channels_last(x), x.tensor.element_size(),
+                       config.device_target_programs(x.tensor.device))
+
+
+def _eca_tile_c(B: int, C: int, HW: int, K: int, channels_last: bool, itemsize: int, target: int) -> int:
     pad = (K - 1) // 2
-    floor = max(next_pow2(4 * pad), 16 if abs(x.sc) == 1 and abs(x.shw) != 1 else 1)
-    target = config.device_target_programs(x.tensor.device)
-    row_bytes = H * W * x.tensor.element_size()
+    floor = max(next_pow2(4 * pad), 16 if channels_last else 1)
+    row_bytes = HW * itemsize
     block_c = min(eca_block_c(C), 128)
     while block_c > floor and B * cdiv(C, block_c) < target and block_c * row_bytes > MIN_PROGRAM_BYTES:
         block_c //= 2
@@ -373,7 +400,7 @@ def eca_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None,
                    w, bias, circular: bool, pooled, gate) -> None:
     """ECA / CECA forward, one program per (sample, channel tile); w [K] contiguous."""
     B, C, H, W = x.tensor.shape
-    K = w.shape[0]
+    K = w.shape[-1]
     block_c, block_hw, halo, n_cblocks = eca_tiles(x, K, H * W)
     scratch = torch.empty((B * n_cblocks, block_c + halo), dtype=pooled.dtype, device=x.tensor.device)
     r = shortcut if shortcut is not None else x
@@ -413,7 +440,7 @@ def eca_one_launch_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w,
     program does it all (one sample, one channel tile) it writes dw [K] and db [1] | None too,
     from ``pooled``, and returns True."""
     B, C, H, W = x.tensor.shape
-    K = w.shape[0]
+    K = w.shape[-1]
     block_c, block_hw, halo, n_cblocks = eca_tiles(x, K, H * W)
     scratch = torch.empty((B * n_cblocks, block_c + halo), dtype=dz.dtype, device=dz.device)
     weight_grads = B * n_cblocks == 1

@@ -123,6 +123,21 @@ def _exercise(dtype, layout, shape, rd_div, variants):
         kernels.cbam_spatial_grad_inputs(dy, x, ca, maps)
         kernels.cbam_channel_backward(dy, x, w1, w2, bias, ca, pooled, hidden, maps, sa,
                                       torch.randn_like(sa), torch.randn_like(sa))
+    # the spatial gate on the maps: no BN, BN with running / batch statistics; bias, affine, order
+    conv_w = torch.randn(1, 2, 7, 7).to(dtype)
+    one = torch.rand(1).to(dtype) + 0.5
+    for use_bn, training in ((False, False), (True, False), (True, True)):
+        for extra in (False, True) if variants else (True,):
+            p = (conv_w, one if extra else None, one if extra else None, one if extra else None, one, one,
+                 use_bn, training, 1e-5, extra)
+            for plan in (None, not kernels.spatial_gate.one_program(B, H, W, 7)):  # the rule's plan, the other
+                config.one_launch = plan
+                try:
+                    sa, mean, var = kernels.spatial_gate_forward(maps, *p)
+                    kernels.spatial_gate_backward(torch.randn_like(sa), torch.ones_like(sa), maps, sa, mean, var, C,
+                                                  *p)
+                finally:
+                    config.one_launch = None
 
 
 def main(argv=None) -> int:

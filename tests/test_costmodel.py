@@ -27,13 +27,16 @@ BLOCKS = ["se", "eca", "ceca", "cbam", "sk_tail", "psa_tail", "se_residual", "ec
 #: again from L1/L2) and writes dx, then one launch of weight gradients. With an epilogue
 #: activation the backward is the chunked pipeline (its re-reads miss L2: a chunk of dy and x
 #: fills the whole L2 at chunk = L2/2).
-#: CBAM's forward reads x from HBM twice (its last pass runs outside the chunk loop); the SK and
-#: PSA tails have no chunks (every pass from HBM).
+#: CBAM's forward reads x from HBM twice (its last pass runs outside the chunk loop); its spatial
+#: gate (kernels/spatial_gate.py, one program per pass at this size) moves the [B, HW] maps and
+#: vectors, 1/C of x each (C = 32 here: about 0.1 x forward, 0.4 x fwd+bwd; 1/256 and less at the
+#: ResNet stages), and its k x k taps re-read the maps from L1/L2 (2 k^2 loads per pixel and pass: the L2 column's 3 x forward, 12 x fwd+bwd here). The SK
+#: and PSA tails have no chunks (every pass from HBM).
 BUDGETS = {
     ("se", "fwd"): (2.04, 1.00, 1), ("se", "fwd+bwd"): (5.11, 2.01, 3),
     ("eca", "fwd"): (2.03, 1.01, 1), ("eca", "fwd+bwd"): (5.07, 2.03, 3),
     ("ceca", "fwd"): (2.03, 1.08, 1), ("ceca", "fwd+bwd"): (5.07, 2.21, 3),
-    ("cbam", "fwd"): (3.18, 1.06, 12), ("cbam", "fwd+bwd"): (10.71, 1.10, 25),
+    ("cbam", "fwd"): (3.28, 4.10, 13), ("cbam", "fwd+bwd"): (11.13, 13.30, 27),
     ("sk_tail", "fwd"): (5.09, 0.14, 4), ("sk_tail", "fwd+bwd"): (11.30, 1.22, 9),
     ("psa_tail", "fwd"): (3.05, 0.03, 10), ("psa_tail", "fwd+bwd"): (7.13, 0.07, 21),
     ("se_residual", "fwd"): (3.04, 1.00, 1), ("se_residual", "fwd+bwd"): (10.19, 1.01, 14),
@@ -49,10 +52,11 @@ PIPELINE_BUDGETS = {
 }
 #: The pipeline with the MLP gate spread over many programs (kernels/mlp_gate.py: what SE and
 #: CBAM run when their weights are wide; config.parallel_gate = True forces it): one launch more
-#: per chunk (hidden, then gate) and no pass more over x.
+#: per chunk (hidden, then gate) and no pass more over x. (config.one_launch = False here also
+#: gives CBAM's spatial gate its many-program plan: one launch more forward, two backward.)
 PARALLEL_GATE_BUDGETS = {
     ("se", "fwd"): (2.10, 1.03, 12), ("se", "fwd+bwd"): (6.26, 1.05, 25),
-    ("cbam", "fwd"): (3.18, 1.05, 15), ("cbam", "fwd+bwd"): (10.71, 1.07, 31),
+    ("cbam", "fwd"): (3.28, 4.10, 17), ("cbam", "fwd+bwd"): (11.07, 13.32, 36),
     ("se_residual", "fwd"): (3.10, 1.03, 12), ("se_residual", "fwd+bwd"): (10.26, 1.05, 28),
 }
 SLACK = 0.15  # small vectors and partials vary with the split plan; a pass over x is 1.0
@@ -118,7 +122,10 @@ def test_extrapolation_matches_a_direct_count(block, parallel_gate, monkeypatch)
     for i, (d, e) in enumerate(zip(direct, estimate)):
         for j, name in ((1, "hbm_read"), (2, "l2_read"), (3, "write")):
             counted = sum(a[j] for a in d["args"])
-            assert abs(e[name] - counted) <= 0.01 * x, (block, i, d["kernel"], name, e[name], counted)
+            # within 1% of x or of the launch's own count (CBAM's spatial taps: a halo pixel that two
+            # programs read counts once as a re-read in the direct count, more programs than scaled)
+            assert abs(e[name] - counted) <= max(0.01 * x, 0.01 * counted), (block, i, d["kernel"], name, e[name],
+                                                                            counted)
         # the busiest program's bytes: scaled by size per program; the scaled case's padding
         # (H*W = 49 in tiles of 64) can only overstate them
         counted = sum(a[6] for a in d["args"])

@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import sys
+import time
 
 import torch
 
@@ -45,7 +46,7 @@ def plan(case: Case):
     return list(launches), n_fwd
 
 
-def host_times(case: Case, n_launches: int, eager_kernels: int) -> dict:
+def host_times(case: Case, n_launches: int, eager_kernels: int, rounds: int = 15) -> dict:
     """Microseconds of host time per call: the fused Triton path on the dry-run driver (all of
     Python, binding and specialization; the driver's launch replaced by the constant), and the
     eager reference on CPU tensors of the case's C at B <= 2, H = W = 1 (the same ATen ops with
@@ -58,7 +59,7 @@ def host_times(case: Case, n_launches: int, eager_kernels: int) -> dict:
     with dry_run(record=False):
         run_fused = runner(fused, xs, case.pass_)
         run_fused()
-        t = interleaved_us({"fused": run_fused, "eager": runner(ref, xs_ref, case.pass_)}, calls=3, rounds=15)
+        t = interleaved_us({"fused": run_fused, "eager": runner(ref, xs_ref, case.pass_)}, calls=3, rounds=rounds)
     launch = CONSTANTS["driver_launch_us"]
     return {"fused_us": t["fused"] + n_launches * launch, "eager_us": t["eager"] + eager_kernels * launch,
             "fused_python_us": t["fused"], "eager_python_us": t["eager"]}
@@ -66,13 +67,20 @@ def host_times(case: Case, n_launches: int, eager_kernels: int) -> dict:
 
 def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> list[dict]:
     config.profile = profile
+    spent = dict.fromkeys(("plans (dry run, sm_90 compiles)", "traffic (interpreter)", "variant reports (ptxas)",
+                           "eager counts", "host times"), 0.0)
+    clock = time.perf_counter()
     plans = {}
     for case in {c._replace(pass_="fwd+bwd") for c in selected}:
         plans[case] = plan(case)
+    spent["plans (dry run, sm_90 compiles)"] = time.perf_counter() - clock
     keys = sorted(plans, key=lambda c: c.key)
-    one_launch = {c: any(launch.kernel.endswith("one_launch_kernel") for launch in plans[c][0]) for c in keys}
+    one_launch = {c: any(launch.kernel.endswith(("one_launch_kernel", "_small_kernel")) for launch in plans[c][0])
+                  for c in keys}   # config.one_launch: the one-launch blocks' and the spatial gate's plan
+    clock = time.perf_counter()
     counted = dict(zip(keys, count_in_subprocess([scaled(c, profile)._replace(one_launch=one_launch[c]) for c in keys],
                                                  jobs)))
+    spent["traffic (interpreter)"] = time.perf_counter() - clock
     reports = {}
     out = []
     for case in selected:
@@ -84,15 +92,19 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
         for launch, tr in zip(launches, traffic):
             key = id(launch.metadata)
             if key not in reports:
+                clock = time.perf_counter()
                 reports[key] = variant_report(launch)
+                spent["variant reports (ptxas)"] += time.perf_counter() - clock
             rep = reports[key]
             rows.append({"kernel": launch.kernel, "grid": list(launch.grid), "programs": launch.programs,
                          "warps": launch.num_warps, "registers": rep.registers, "spill_bytes": rep.spill_bytes,
                          "load_bits": list(rep.load_bits), "store_bits": list(rep.store_bits), **tr,
                          "us": kernel_us(tr["hbm_read"], tr["l2_read"], tr["loads_per_program"], profile,
                                          tr["program_bytes"])})
+        clock = time.perf_counter()
         ref, _ = make_pair(case, device="meta")
         ops = count_eager(runner(ref, make_inputs(case, device="meta"), case.pass_))
+        spent["eager counts"] += time.perf_counter() - clock
         x_bytes = case.B * case.C * case.H * case.W * cases_mod.DTYPES[case.dtype].itemsize
         entry = {
             "case": case._asdict(), "key": case.key, "x_bytes": x_bytes,
@@ -105,10 +117,18 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
             "inductor": inductor_estimate(traffic, ops, profile),
         }
         if with_host:
+            clock = time.perf_counter()
             entry["host"] = host_times(case, len(rows), len(ops))
+            spent["host times"] += time.perf_counter() - clock
         out.append(entry)
     config.profile = None
+    print(f"{len(selected)} cases: " + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items()), file=sys.stderr)
     return out
+
+
+#: Rounds of the issue's host cases (the parity verdict): this machine's noise is 10 to 30% per
+#: short run, so they get four times the rounds of the per-case host column.
+HOST_CASE_ROUNDS = 60
 
 
 def triton_path_host_times(profile) -> list[dict]:
@@ -125,7 +145,7 @@ def triton_path_host_times(profile) -> list[dict]:
                     ref, _ = make_pair(case, device="meta")
                     kernels = len(count_eager(runner(ref, make_inputs(case, device="meta"), pass_)))
                     rows.append({"key": case.key, "launches": n, "eager_kernels": kernels,
-                                 **host_times(case, n, kernels)})
+                                 **host_times(case, n, kernels, rounds=HOST_CASE_ROUNDS)})
     finally:
         config.profile = None
     return rows

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..ops.cbam import cbam
+from ..ops.cbam import cbam_block, check_batch_statistics
 from ..ops.cpu_math import cbam_module_math
 from ..ops.dispatch import plain_eager
 from ..ops.validation import check_activation, check_same_device
@@ -73,17 +73,17 @@ class CBAM(KeyAliases, nn.Module):
         check_activation(x, "x", self.channels)
         fc1, fc2 = self.channel.fc1, self.channel.fc2
         conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
+        check_same_device(x, fc1_weight=fc1.weight, conv_weight=conv.weight)
         if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
-            check_same_device(x, fc1_weight=fc1.weight, conv_weight=conv.weight)
             return cbam_module_math(x, fc1, fc2, conv, bn, self.max_first)
-        batch_stats = bn is not None and (self.training or bn.running_mean is None)
-        y, mean, var = cbam(
-            x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias,
-            bn.weight if bn is not None else None, bn.bias if bn is not None else None,
-            bn.running_mean if bn is not None else None, bn.running_var if bn is not None else None,
-            use_bn=bn is not None, bn_training=batch_stats, eps=bn.eps if bn is not None else 0.0,
-            max_first=self.max_first, return_bn_stats=True)
-        if bn is not None and self.training and bn.track_running_stats:
+        if bn is None:
+            return cbam_block(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias, None, None,
+                              None, None, False, False, 0.0, self.max_first)[0]
+        batch_stats = self.training or bn.running_mean is None
+        check_batch_statistics(x, batch_stats)
+        y, mean, var = cbam_block(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias, bn.weight,
+                                  bn.bias, bn.running_mean, bn.running_var, True, batch_stats, bn.eps, self.max_first)
+        if self.training and bn.track_running_stats:
             update_running_stats(bn, mean, var, x.shape[0] * x.shape[2] * x.shape[3])
         return y
 

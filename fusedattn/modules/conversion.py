@@ -101,6 +101,5 @@ def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tens
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-        bn.running_mean.mul_(1 - momentum).add_(mean.detach().to(bn.running_mean.dtype), alpha=momentum)
-        unbiased = var.detach() * (n / (n - 1))
-        bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.dtype), alpha=momentum)
+        bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)   # (1 - m) r + m mean: one op
+        bn.running_var.lerp_((var * (n / (n - 1))).to(bn.running_var.dtype), momentum)

@@ -4,10 +4,11 @@
     sa = sigmoid(BN(conv([mean_c x1, max_c x1])));  y = x1 * sa
 
 ``fusedattn::cbam_forward`` / ``fusedattn::cbam_backward``: torch.library custom ops with fake
-impls and registered autograd. The passes over x run as Triton kernels on CUDA
-(fusedattn.kernels.cbam) and as the plain-PyTorch functions below on CPU; the spatial gate
-on the small maps is shared (ops/spatial_gate.py). Saved for backward: x and vectors of
-size B*C, B*H*W (no x-sized intermediate).
+impls and registered autograd. The passes over x and the spatial gate on the small maps run
+as Triton kernels on CUDA (fusedattn.kernels.cbam, fusedattn.kernels.spatial_gate) and as the
+plain-PyTorch functions below and in ops/spatial_gate.py on CPU. Saved for backward: x and
+vectors of size B*C, B*H*W and the BatchNorm statistics the forward used (no x-sized
+intermediate).
 """
 import types
 from functools import partial
@@ -20,7 +21,7 @@ from ..backend import op_implementation, uses_triton
 from ..kernels.layout import suggested_memory_format
 from .cpu_math import cbam_math
 from .dispatch import Block, EagerOp
-from .spatial_gate import SpatialParams, spatial_gate, spatial_gate_backward
+from .spatial_gate import SpatialParams, spatial_gate_backward, spatial_gate_forward
 from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
 
 
@@ -83,7 +84,8 @@ def cbam_channel_backward_torch(dy, x, w1, w2, has_bias, ca, pooled, hidden, map
 TORCH_PATH = types.SimpleNamespace(
     cbam_channel_forward=cbam_channel_forward_torch, cbam_apply=cbam_apply_torch,
     cbam_spatial_grad_inputs=cbam_spatial_grad_inputs_torch,
-    cbam_channel_backward=cbam_channel_backward_torch)
+    cbam_channel_backward=cbam_channel_backward_torch,
+    spatial_gate_forward=spatial_gate_forward, spatial_gate_backward=spatial_gate_backward)
 
 
 def _impl(x):
@@ -111,7 +113,7 @@ def cbam_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: 
 def cbam_forward_math(impl, x, w1, b1, w2, b2, p: SpatialParams):
     """The forward's four stages on ``impl`` (the Triton launchers or TORCH_PATH)."""
     ca, pooled, hidden, maps = impl.cbam_channel_forward(x, w1, b1, w2, b2)
-    sa, mean, var = spatial_gate(maps, p)
+    sa, mean, var = impl.spatial_gate_forward(maps, *p)
     return impl.cbam_apply(x, ca, sa), ca, pooled, hidden, maps, sa, mean, var
 
 
@@ -133,19 +135,17 @@ def _(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mea
 @op_implementation
 def cbam_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
                   conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
-                  bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
-                  use_bn: bool, bn_training: bool, eps: float, max_first: bool,
-                  ca: Tensor, pooled: Tensor, hidden: Tensor, maps: Tensor, sa: Tensor
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                  bn_bias: Tensor | None, use_bn: bool, bn_training: bool, eps: float, max_first: bool,
+                  ca: Tensor, pooled: Tensor, hidden: Tensor, maps: Tensor, sa: Tensor, bn_mean: Tensor,
+                  bn_var: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dx, dw1, db1, dw2, db2, dconv_weight, dconv_bias, dbn_weight, dbn_bias); gradients of
-    absent parameters are empty tensors."""
+    absent parameters are empty tensors. bn_mean / bn_var: what the forward's BatchNorm
+    normalised with."""
     impl = _impl(x)
-    C = x.shape[1]
-    p = SpatialParams(conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
-                      use_bn, bn_training, eps, max_first)
     dsa, ties = impl.cbam_spatial_grad_inputs(dy, x, ca, maps)
-    dmaps, dcw, dcb, dbw, dbb = spatial_gate_backward(dsa, maps, sa, p)
-    k_mean, k_max = dmaps[:, 0:1] / C, dmaps[:, 1:2] / ties
+    k_mean, k_max, dcw, dcb, dbw, dbb = impl.spatial_gate_backward(
+        dsa, ties, maps, sa, bn_mean, bn_var, x.shape[1], conv_weight, conv_bias, bn_weight, bn_bias, None, None,
+        use_bn, bn_training, eps, max_first)
     dx, dw1, db1, dw2, db2 = impl.cbam_channel_backward(dy, x, w1, w2, has_bias, ca, pooled, hidden,
                                                         maps, sa, k_mean, k_max)
     return (dx, dw1, _empty_or(db1, w1), dw2, _empty_or(db2, w2), dcw, _empty_or(dcb, conv_weight),
@@ -156,8 +156,8 @@ cbam_backward = torch.library.custom_op("fusedattn::cbam_backward", cbam_backwar
 
 
 @cbam_backward.register_fake
-def _(dy, x, w1, w2, has_bias, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
-      use_bn, bn_training, eps, max_first, ca, pooled, hidden, maps, sa):
+def _(dy, x, w1, w2, has_bias, conv_weight, conv_bias, bn_weight, bn_bias, use_bn, bn_training, eps, max_first,
+      ca, pooled, hidden, maps, sa, bn_mean, bn_var):
     def like(t):
         return torch.empty_like(t) if t is not None else conv_weight.new_empty((0,))
     return (torch.empty_like(x, memory_format=suggested_memory_format(x)), torch.empty_like(w1),
@@ -172,21 +172,16 @@ def _setup_context(ctx, inputs, output):
     _, ca, pooled, hidden, maps, sa, mean, var = output
     ctx.flags = (b1 is not None, use_bn, bn_training, eps, max_first)
     ctx.present = [t is not None for t in (conv_bias, bn_weight, bn_bias)]
-    stats = (running_mean, running_var) if use_bn and not bn_training else (None, None)
-    ctx.has_stats = stats[0] is not None
-    saved = [x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa]
-    saved += [t for t in (conv_bias, bn_weight, bn_bias) if t is not None]
-    saved += [t for t in stats if t is not None]
-    ctx.save_for_backward(*saved)
+    saved = [x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa, mean, var]
+    ctx.save_for_backward(*saved, *(t for t in (conv_bias, bn_weight, bn_bias) if t is not None))
 
 
 def _backward(ctx, dy, *_unused, cbam_backward=cbam_backward):
     has_bias, use_bn, bn_training, eps, max_first = ctx.flags
-    x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa, *rest = ctx.saved_tensors
+    x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa, mean, var, *rest = ctx.saved_tensors
     optional = [rest.pop(0) if present else None for present in ctx.present]
-    stats = (rest[0], rest[1]) if ctx.has_stats else (None, None)
-    grads = cbam_backward(dy, x, w1, w2, has_bias, conv_weight, *optional, *stats, use_bn,
-                          bn_training, eps, max_first, ca, pooled, hidden, maps, sa)
+    grads = cbam_backward(dy, x, w1, w2, has_bias, conv_weight, *optional, use_bn, bn_training, eps, max_first,
+                          ca, pooled, hidden, maps, sa, mean, var)
     dx, dw1, db1, dw2, db2, dcw, dcb, dbw, dbb = grads
     present = [has_bias, has_bias] + ctx.present
     db1, db2, dcb, dbw, dbb = (g if keep else None for g, keep in zip((db1, db2, dcb, dbw, dbb), present))
@@ -201,6 +196,13 @@ cbam_block = Block(cbam_forward, EagerOp("CBAMFunction", cbam_forward_impl, _set
 
 
 # ---- functional API ------------------------------------------------------------------
+
+def check_batch_statistics(x: Tensor, bn_training: bool) -> None:
+    """The spatial BatchNorm's batch statistics need more than one value (as nn.BatchNorm2d)."""
+    if bn_training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+        raise ValueError("Expected more than 1 value per channel when training the spatial "
+                         f"BatchNorm, got input of shape {tuple(x.shape)}")
+
 
 def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor,
          fc2_bias: Tensor | None, conv_weight: Tensor, conv_bias: Tensor | None = None,
@@ -229,9 +231,7 @@ def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Ten
             raise ValueError("bn_weight and bn_bias must both be given or both be None")
         if not bn_training and (running_mean is None or running_var is None):
             raise ValueError("BatchNorm without batch statistics needs running_mean and running_var")
-        if bn_training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
-            raise ValueError("Expected more than 1 value per channel when training the spatial "
-                             f"BatchNorm, got input of shape {tuple(x.shape)}")
+        check_batch_statistics(x, bn_training)
     args = (x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, conv_weight, conv_bias, bn_weight, bn_bias,
             running_mean, running_var, bool(use_bn), bool(bn_training), float(eps), bool(max_first))
     out = cbam_block(*args)

@@ -50,10 +50,15 @@ class EagerOp:
             setup_context(ctx, inputs, out)
             if len(out) > 1:
                 ctx.mark_non_differentiable(*out[1:])
+            # the saved vectors' gradients stay None instead of zero tensors made for nothing
+            ctx.set_materialize_grads(False)
+            ctx.n_flat = len(flat)
             return tuple(out)
 
         @once_differentiable  # the kernels' backward has no autograd formula: double backward raises
         def backward_flat(ctx, *grads):
+            if grads[0] is None:   # the block's output got no gradient: neither do its inputs
+                return (None,) * (1 + ctx.n_flat)
             grads = backward(ctx, *grads)
             if isinstance(grads[0], (list, tuple)):
                 grads = (*grads[0], *grads[1:])

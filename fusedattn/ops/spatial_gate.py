@@ -4,8 +4,9 @@
     u  = BatchNorm(z)   (optional; batch statistics in training)
     sa = sigmoid(u)
 
-Both backends run it (cuDNN / ATen on tensors C times smaller than x), forward and an
-explicit backward.
+The plain-PyTorch path of the CBAM op (CPU tensors, ONNX export) and the spec of the Triton
+kernels (fusedattn.kernels.spatial_gate, same signatures: tests/test_spatial_gate.py), forward
+and an explicit backward.
 """
 from typing import NamedTuple
 
@@ -58,20 +59,27 @@ def spatial_gate(maps: Tensor, p: SpatialParams) -> tuple[Tensor, Tensor, Tensor
     return torch.sigmoid(zhat * gamma + beta), mean.clone(), var.clone()  # never alias the buffers
 
 
-def spatial_gate_backward(dsa: Tensor, maps: Tensor, sa: Tensor, p: SpatialParams):
-    """(dmaps [B, 2, H, W], dconv_weight, dconv_bias, dbn_weight, dbn_bias), absent ones None.
+def spatial_gate_forward(maps: Tensor, *params) -> tuple[Tensor, Tensor, Tensor]:
+    """spatial_gate with SpatialParams' fields as arguments (the Triton launcher's signature)."""
+    return spatial_gate(maps, SpatialParams(*params))
+
+
+def spatial_gate_backward(dsa: Tensor, ties: Tensor, maps: Tensor, sa: Tensor, mean: Tensor, var: Tensor,
+                          C: int, *params):
+    """dsa = dL/dsa, ties = #channels at the max map ([B, 1, H, W] each) -> (k_mean = dL/dmean_map / C,
+    k_max = dL/dmax_map / ties, dconv_weight, dconv_bias, dbn_weight, dbn_bias), absent ones None,
+    for the forward that normalised with ``mean``, ``var`` (SpatialParams' fields follow C).
 
     Explicit chain rule (no autograd inside the op): sigmoid, BatchNorm (through the batch
     statistics in training, as nn.BatchNorm2d), then the conv's input and weight gradients.
     """
+    p = SpatialParams(*params)
     dt = maps.dtype
     du = dsa * sa * (1 - sa)
     dbn_weight = dbn_bias = None
     if p.use_bn:
-        z = _conv(maps, p)
-        mean, var = _norm_stats(z, p)
         rstd = torch.rsqrt(var.view(1, 1, 1, 1) + p.eps)
-        zhat = (z - mean.view(1, 1, 1, 1)) * rstd
+        zhat = (_conv(maps, p) - mean.view(1, 1, 1, 1)) * rstd
         gamma, _ = _affine(p, dt)
         if p.bn_weight is not None:
             dbn_weight = (du * zhat).sum().reshape(1).to(p.bn_weight.dtype)
@@ -89,4 +97,5 @@ def spatial_gate_backward(dsa: Tensor, maps: Tensor, sa: Tensor, p: SpatialParam
     dm = torch.nn.grad.conv2d_input(m.shape, w, dz, padding=pad)
     dconv_weight = torch.nn.grad.conv2d_weight(m, w.shape, dz, padding=pad).to(p.conv_weight.dtype)
     dconv_bias = None if p.conv_bias is None else dz.sum().reshape(1).to(p.conv_bias.dtype)
-    return (dm.flip(1) if p.max_first else dm), dconv_weight, dconv_bias, dbn_weight, dbn_bias
+    dm = dm.flip(1) if p.max_first else dm
+    return dm[:, 0:1] / C, dm[:, 1:2] / ties, dconv_weight, dconv_bias, dbn_weight, dbn_bias
