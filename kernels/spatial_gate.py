@@ -410,6 +410,13 @@ def one_program(B: int, H: int, W: int, k: int) -> bool:
     return B * H * W * k * k <= SMALL_MAP_TAPS
 
 
+def _block(N: int, small: bool) -> tuple[int, int]:
+    """(pixels per block, warps): at most the N pixels there are, up to SMALL_BLOCK_PIXELS (one
+    program, 8 warps) or BLOCK_PIXELS (many programs, 4 warps), 64 pixels per warp."""
+    block = min(SMALL_BLOCK_PIXELS if small else BLOCK_PIXELS, next_pow2(N))
+    return block, max(1, min(8 if small else 4, block // 64))
+
+
 def _norm_mode(use_bn: bool, bn_training: bool) -> int:
     return 0 if not use_bn else (2 if bn_training else 1)
 
@@ -430,7 +437,7 @@ def spatial_gate_forward(maps, conv_weight, conv_bias, bn_weight, bn_bias, runni
     N = B * H * W
     norm = _norm_mode(use_bn, bn_training)
     small = norm == 2 and one_program(B, H, W, k)
-    block = SMALL_BLOCK_PIXELS if small else BLOCK_PIXELS
+    block, warps = _block(N, small)
     P = cdiv(N, block)
     sa = config.new_buffer((B, 1, H, W), dt, dev)
     mean, var = config.new_buffer((1,), dt, dev), config.new_buffer((1,), dt, dev)
@@ -446,15 +453,15 @@ def spatial_gate_forward(maps, conv_weight, conv_bias, bn_weight, bn_bias, runni
         spatial_gate_forward_small_kernel[(1,)](
             maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, P, wm_off, wx_off, eps,
             NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r,
-            ACC=acc, num_warps=8)
+            ACC=acc, num_warps=warps)
         return sa, mean, var
     spatial_gate_forward_kernel[(P,)](
         maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, wm_off, wx_off, eps,
-        NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, ACC=acc, num_warps=4)
+        NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, ACC=acc, num_warps=warps)
     if norm == 2:
         spatial_norm_kernel[(P,)](
             sa, gamma, beta, part, mean, var, H * W, W, N, P, eps,
-            HAS_AFFINE=has_affine, BLOCK=block, BLOCK_R=block_r, ACC=acc, num_warps=4)
+            HAS_AFFINE=has_affine, BLOCK=block, BLOCK_R=block_r, ACC=acc, num_warps=warps)
     return sa, mean, var
 
 
@@ -471,7 +478,7 @@ def spatial_gate_backward(dsa, ties, maps, sa, mean, var, C: int, conv_weight, c
     N = B * H * W
     norm = _norm_mode(use_bn, bn_training)
     small = one_program(B, H, W, k)
-    block = SMALL_BLOCK_PIXELS if small else BLOCK_PIXELS
+    block, warps = _block(N, small)
     P = cdiv(N, block)
     ncol = 2 * k * k + 3
     part = torch.empty((P, ncol), dtype=dt, device=dev)
@@ -494,18 +501,18 @@ def spatial_gate_backward(dsa, ties, maps, sa, mean, var, C: int, conv_weight, c
             dsa, sa, ties, maps, conv_weight, bias, gamma, mean, var, du, zhat, k_mean, k_max, part, *grads,
             C, H, W, N, P, wm_off, wx_off, eps, ncol,
             NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r,
-            BLOCK_N=next_pow2(ncol), ACC=acc, num_warps=8)
+            BLOCK_N=next_pow2(ncol), ACC=acc, num_warps=warps)
         return k_mean, k_max, dw, db, dgamma, dbeta
     if norm == 2:
         spatial_backward_stats_kernel[(P,)](
             dsa, sa, maps, conv_weight, bias, mean, var, du, zhat, part,
             H, W, N, wm_off, wx_off, eps, ncol, 2 * k * k + 1,
-            HAS_BIAS=has_bias, K=k, BLOCK=block, ACC=acc, num_warps=4)
+            HAS_BIAS=has_bias, K=k, BLOCK=block, ACC=acc, num_warps=warps)
     spatial_backward_kernel[(P,)](
         dsa, sa, ties, maps, conv_weight, bias, gamma, mean, var, du, zhat, k_mean, k_max, part,
         C, H, W, N, P, wm_off, wx_off, eps, ncol,
         NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r, ACC=acc,
-        num_warps=4)
+        num_warps=warps)
     partial_sums_kernel[(1,)](
         part, P, ncol, *grads, 2 * k * k,
         HAS_BIAS=has_bias, HAS_AFFINE=has_affine, BLOCK_R=min(64, block_r), BLOCK_N=next_pow2(ncol), ACC=acc,

@@ -32,10 +32,10 @@ def plan(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype, extras", [(torch.float64, False), (torch.float64, True), (torch.float32, True)],
+                         ids=["f64-plain", "f64-bias-affine-maxfirst", "f32-bias-affine-maxfirst"])
 @pytest.mark.parametrize("mode", MODES, ids=["no-bn", "bn-eval", "bn-train"])
-@pytest.mark.parametrize("extras", [False, True], ids=["plain", "bias-affine-maxfirst"])
-@pytest.mark.parametrize("shape_k", [((3, 5, 7), 7), ((2, 1, 1), 3), ((1, 9, 4), 3)], ids=str)
+@pytest.mark.parametrize("shape_k", [((3, 5, 7), 5), ((2, 1, 1), 3), ((1, 9, 4), 3)], ids=str)
 def test_spatial_gate_matches_torch(plan, dtype, mode, extras, shape_k):
     (B, H, W), k = shape_k
     use_bn, training = mode
@@ -65,8 +65,8 @@ def test_spatial_gate_matches_torch(plan, dtype, mode, extras, shape_k):
 
 def test_spatial_gate_deterministic(plan):
     """The rows are summed in a fixed order: the same call twice gives the same bits."""
-    p = _params(7, torch.float32, True, True, True)
-    maps = torch.randn(4, 2, 9, 11)
+    p = _params(3, torch.float32, True, True, True)
+    maps = torch.randn(3, 2, 5, 6)
     runs = []
     for _ in range(2):
         sa, mean, var = kernel.spatial_gate_forward(maps, *p)
