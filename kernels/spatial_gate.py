@@ -79,6 +79,12 @@ def _affine(gamma_ptr, beta_ptr, HAS_AFFINE: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
+def _normalize(z, mean, var, eps, gamma, beta):
+    """BatchNorm of z with the given statistics and affine parameters."""
+    return (z - mean) * (1.0 / tl.sqrt(var + eps)) * gamma + beta
+
+
+@triton.jit
 def _row_sum(part_ptr, col, P, NCOL, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
     """Sum of column ``col`` over the P rows, in a fixed order."""
     acc = tl.zeros([BLOCK_R], dtype=ACC)
@@ -107,7 +113,7 @@ def _forward_block(pid, maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_pt
     else:
         if NORM == 1:
             gamma, beta = _affine(gamma_ptr, beta_ptr, HAS_AFFINE, ACC)
-            z = (z - tl.load(rmean_ptr).to(ACC)) * (1.0 / tl.sqrt(tl.load(rvar_ptr).to(ACC) + eps)) * gamma + beta
+            z = _normalize(z, tl.load(rmean_ptr).to(ACC), tl.load(rvar_ptr).to(ACC), eps, gamma, beta)
         tl.store(out_ptr + b * HW + p, _sigmoid(z), mask=pm)
 
 
@@ -151,7 +157,7 @@ def _norm_block(pid, z_ptr, gamma_ptr, beta_ptr, mean, var, eps, HW, W, N,
     b, p, h, w, pm = _pixels(pid, HW, W, N, BLOCK)
     gamma, beta = _affine(gamma_ptr, beta_ptr, HAS_AFFINE, ACC)
     z = tl.load(z_ptr + b * HW + p, mask=pm, other=mean)
-    u = (z - mean) * (1.0 / tl.sqrt(var + eps)) * gamma + beta
+    u = _normalize(z, mean, var, eps, gamma, beta)
     tl.store(z_ptr + b * HW + p, _sigmoid(u), mask=pm)
 
 
