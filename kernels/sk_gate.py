@@ -31,6 +31,8 @@ from .se_gate import w1_times, w1t_times, w2_times, w2t_times
 
 @triton.jit
 def _inv_std(var, eps):
+    """eps is a constexpr in the kernels: the JIT passes a float argument as fp32, and 1e-5 in fp32
+    is 1e-8 off in 1 / sqrt(var + eps) at var ~ 0, amplified by float64 networks to 1e-4."""
     return 1.0 / tl.sqrt(var + eps)
 
 
@@ -65,7 +67,7 @@ def _batch_stats(z_ptr, B, A, r, rmask, ACC: tl.constexpr):
 
 @triton.jit
 def sk_select_kernel(
-    z_ptr, B, C, A, ws_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr, eps,
+    z_ptr, B, C, A, ws_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr, eps: tl.constexpr,
     u_ptr, att_ptr, mean_ptr, var_ptr,
     P: tl.constexpr, TRAINING: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_A: tl.constexpr, ACC: tl.constexpr,
@@ -133,7 +135,7 @@ def sk_select_backward_kernel(
 
 @triton.jit
 def sk_bn_backward_kernel(
-    du_ptr, z_ptr, mean_ptr, var_ptr, gamma_ptr, eps, B, C, A, HW, wr_ptr,
+    du_ptr, z_ptr, mean_ptr, var_ptr, gamma_ptr, eps: tl.constexpr, B, C, A, HW, wr_ptr,
     dz_ptr, coef_ptr, dgamma_ptr, dbeta_ptr,
     TRAINING: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_A: tl.constexpr, ACC: tl.constexpr,
 ):

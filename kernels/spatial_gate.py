@@ -80,7 +80,8 @@ def _affine(gamma_ptr, beta_ptr, HAS_AFFINE: tl.constexpr, ACC: tl.constexpr):
 
 @triton.jit
 def _normalize(z, mean, var, eps, gamma, beta):
-    """BatchNorm of z with the given statistics and affine parameters."""
+    """BatchNorm of z with the given statistics and affine parameters. eps is a constexpr in the
+    kernels: an exact float64 constant (the JIT passes a float argument as fp32)."""
     return (z - mean) * (1.0 / tl.sqrt(var + eps)) * gamma + beta
 
 
@@ -165,7 +166,7 @@ def _norm_block(pid, z_ptr, gamma_ptr, beta_ptr, mean, var, eps, HW, W, N,
 def spatial_gate_forward_kernel(
     maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr,
     out_ptr, mean_ptr, var_ptr, part_ptr,
-    H, W, N, wm_off, wx_off, eps,
+    H, W, N, wm_off, wx_off, eps: tl.constexpr,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr,
     K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -182,7 +183,7 @@ def spatial_gate_forward_kernel(
 @triton.jit
 def spatial_norm_kernel(
     z_ptr, gamma_ptr, beta_ptr, part_ptr, mean_ptr, var_ptr,
-    HW, W, N, P, eps,
+    HW, W, N, P, eps: tl.constexpr,
     HAS_AFFINE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):
     """NORM 2, one block per program: sa = sigmoid(BN(z)) in place with the batch statistics."""
@@ -198,7 +199,7 @@ def spatial_norm_kernel(
 def spatial_gate_forward_small_kernel(
     maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr,
     out_ptr, mean_ptr, var_ptr, part_ptr,
-    H, W, N, P, wm_off, wx_off, eps,
+    H, W, N, P, wm_off, wx_off, eps: tl.constexpr,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr,
     K: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -331,7 +332,7 @@ def _sum_rows(part_ptr, P, NCOL, dw_ptr, db_ptr, dgamma_ptr, dbeta_ptr, KK2,
 @triton.jit
 def spatial_backward_stats_kernel(
     dsa_ptr, sa_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr, du_ptr, zhat_ptr, part_ptr,
-    H, W, N, wm_off, wx_off, eps, NCOL, COL_BN,
+    H, W, N, wm_off, wx_off, eps: tl.constexpr, NCOL, COL_BN,
     HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):
     """NORM 2, one block per program: du, zhat and their sums (before spatial_backward_kernel)."""
@@ -344,7 +345,7 @@ def spatial_backward_stats_kernel(
 def spatial_backward_kernel(
     dsa_ptr, sa_ptr, ties_ptr, maps_ptr, w_ptr, bias_ptr, gamma_ptr, mean_ptr, var_ptr,
     du_ptr, zhat_ptr, kmean_ptr, kmax_ptr, part_ptr,
-    C, H, W, N, P, wm_off, wx_off, eps, NCOL,
+    C, H, W, N, P, wm_off, wx_off, eps: tl.constexpr, NCOL,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr,
     K: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -371,7 +372,7 @@ def partial_sums_kernel(
 def spatial_gate_backward_small_kernel(
     dsa_ptr, sa_ptr, ties_ptr, maps_ptr, w_ptr, bias_ptr, gamma_ptr, mean_ptr, var_ptr,
     du_ptr, zhat_ptr, kmean_ptr, kmax_ptr, part_ptr, dw_ptr, db_ptr, dgamma_ptr, dbeta_ptr,
-    C, H, W, N, P, wm_off, wx_off, eps, NCOL,
+    C, H, W, N, P, wm_off, wx_off, eps: tl.constexpr, NCOL,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr, K: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
 ):

@@ -155,7 +155,7 @@ def main(argv=None) -> int:
             config.target_programs, config.profile = None, config.PROFILES["h100"]
             exercise_launchers(launches, contexts, failures, RESNET50_SHAPES, (torch.float32, torch.bfloat16),
                                rd_div=16, variants=False)
-    reports, narrow, total_spills = {}, [], 0
+    reports, narrow, total_spills, rounded = {}, [], 0, []
     bounds = [c[0] for c in contexts[1:]] + [len(launches)]
     for (start, dtype, layout, shape, benchmarked), end in zip(contexts, bounds):
         for launch in launches[start:end]:
@@ -167,6 +167,8 @@ def main(argv=None) -> int:
                       f"ld={'/'.join(map(str, rep.load_bits)):14s} st={'/'.join(map(str, rep.store_bits)):10s} "
                       f"{str(dtype)[6:]:8s} {layout:13s} {shape}")
             rep = reports[key]
+            if dtype == torch.float64 and rep.f32_scalars:
+                rounded.append(f"{launch.kernel} ({rep.f32_scalars})")
             if benchmarked and launch.kernel in STREAMING and not known_exception(launch.kernel, layout,
                                                                                   shape[2] * shape[3]):
                 wide = max(rep.load_bits, default=0) >= 128 and (
@@ -177,9 +179,12 @@ def main(argv=None) -> int:
         print(f"FAIL sm_{args.arch} {f}")
     for n in sorted(set(narrow)):
         print(f"NARROW {n}")
+    for n in sorted(set(rounded)):  # e.g. BatchNorm's eps: 1e-5 in fp32 is 1e-8 off in 1 / sqrt(var + eps)
+        print(f"FP32-SCALAR {n}: a float argument reaches a float64 variant as fp32 (make it a tl.constexpr)")
     print(f"{len(reports)} compiled, {len(failures)} failed (kernel variants for sm_{args.arch}); "
-          f"{total_spills} spill bytes in all; {len(set(narrow))} streaming variants without 128-bit accesses")
-    return 1 if failures or narrow else 0
+          f"{total_spills} spill bytes in all; {len(set(narrow))} streaming variants without 128-bit accesses; "
+          f"{len(set(rounded))} float64 variants with fp32 scalar arguments")
+    return 1 if failures or narrow or rounded else 0
 
 
 if __name__ == "__main__":

@@ -23,5 +23,5 @@ def test_all_kernel_variants_compile_for_sm90():
     for proc in procs:
         report = proc.communicate(timeout=1200)[0]
         assert proc.returncode == 0, report[-6000:]
-        assert " 0 failed" in report and "compiled" in report and " 0 streaming variants without" in report, \
-            report[-3000:]
+        assert " 0 failed" in report and "compiled" in report and " 0 streaming variants without" in report \
+            and " 0 float64 variants with fp32 scalar" in report, report[-3000:]

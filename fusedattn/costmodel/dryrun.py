@@ -144,6 +144,7 @@ class VariantReport(NamedTuple):
     spill_bytes: int
     load_bits: tuple[int, ...]    # widths of the global loads in the PTX, sorted, unique
     store_bits: tuple[int, ...]
+    f32_scalars: int              # kernel parameters passed as fp32 scalars (a Python float argument)
 
 
 def access_widths(ptx: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -176,4 +177,4 @@ def variant_report(launch: Launch, arch: int = 90) -> VariantReport:
     """Registers, spills and global access widths of the variant ``launch`` ran."""
     ptx = compiled_variant(launch).asm["ptx"]
     regs, spills = ptxas_usage(ptx, arch)
-    return VariantReport(regs, spills, *access_widths(ptx))
+    return VariantReport(regs, spills, *access_widths(ptx), len(re.findall(r"\.param \.f32 ", ptx)))
