@@ -5,12 +5,17 @@ imported, hence here, at the top of conftest.
 """
 import os
 import random
+import sys
+import types
 import zlib
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # torchvision's wheel from the index is a CUDA build: its fake-kernel registrations fail on a CPU
+    # torch, its models (what timm needs) do not. An empty module in their place lets it import.
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 
 import pytest  # noqa: E402
 
@@ -18,6 +23,10 @@ import fusedattn  # noqa: E402
 from fusedattn.kernels import config  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# the references' float32 convolutions and matmuls in float32, not TF32 (cuDNN's default on a GPU:
+# 1.6e-4 off in CBAM's reference, first compiled run, H200)
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 SEED = int(os.environ.get("FUSEDATTN_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
 

@@ -4,25 +4,27 @@ import pytest
 import torch
 
 import fusedattn
-from fusedattn.reference import CbamModule, EcaModule, SelectiveKernel, SEModule
+from fusedattn.reference import CbamModule, EcaModule, PSAModule, SelectiveKernel, SEModule
 from helpers import make_x, rel_err
 
 
-@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM", "SelectiveKernel"])
+@pytest.mark.parametrize("block", ["SE", "ECA", "CBAM", "SelectiveKernel", "PSA"])
 def test_autocast_matches_reference(backend, block, device):
     """Under autocast the fused block returns the reference's dtype and values (the reference
-    runs its tiny layers in bf16, the fused block in float32, hence the bf16 tolerance)."""
-    C = 32
+    runs its tiny layers in bf16, the fused block in float32, hence the bf16 tolerance). CUDA
+    autocast runs the softmax of SK and PSA in float32, and their output is float32 there."""
+    C = 64 if block == "PSA" else 32  # PSA: groups of 16 in C / 4 channels
     ref = {"SE": lambda: SEModule(C, rd_ratio=0.25), "ECA": lambda: EcaModule(kernel_size=3),
            "CBAM": lambda: CbamModule(C, rd_ratio=0.25).eval(),
-           "SelectiveKernel": lambda: SelectiveKernel(C, C).eval()}[block]().to(device)
+           "SelectiveKernel": lambda: SelectiveKernel(C, C).eval(), "PSA": lambda: PSAModule(C, C)}[block]().to(device)
     fused = getattr(fusedattn, block).from_module(ref)
     conv = torch.nn.Conv2d(8, C, 3, padding=1).to(device)
     x = torch.randn(2, 8, 6, 6, device=device, requires_grad=True)
     with torch.autocast(device.type, dtype=torch.bfloat16):
         h = conv(x)
         y_ref, y = ref(h), fused(h)
-    assert y.dtype == y_ref.dtype == torch.bfloat16
+    softmax_fp32 = device.type == "cuda" and block in ("SelectiveKernel", "PSA")
+    assert y.dtype == y_ref.dtype == (torch.float32 if softmax_fp32 else torch.bfloat16)
     assert rel_err(y, y_ref) < 2e-2
     (g_ref,) = torch.autograd.grad(y_ref.float().square().sum(), x, retain_graph=True)
     (g,) = torch.autograd.grad(y.float().square().sum(), x)
@@ -40,8 +42,10 @@ def test_train_and_eval_modes(backend, block, device):
 
 
 @pytest.mark.parametrize("block", ["SE", "ECA", "CBAM", "PSA", "SK"])
-def test_backward_is_deterministic(triton_backend, pipeline, block, device):
-    """Two backward passes on the same inputs give bitwise equal gradients (no atomics)."""
+def test_backward_is_deterministic(triton_backend, pipeline, block, device, monkeypatch):
+    """Two backward passes on the same inputs give bitwise equal gradients (no atomics; PSA's and
+    SK's branch convs with cuDNN's deterministic algorithms)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     C = 24
     fused = {"SE": lambda: fusedattn.SE(C, rd_ratio=0.25), "ECA": lambda: fusedattn.ECA(C),
              "CBAM": lambda: fusedattn.CBAM(C, rd_ratio=0.25).eval(),

@@ -16,7 +16,7 @@ from fusedattn.ops.se import se_block
 from fusedattn.ops.sk import sk_block
 from fusedattn.reference import CbamModule, EcaModule, SEModule
 
-from helpers import assert_close, make_x, randomize_batchnorm
+from helpers import SAME64, assert_close, make_x, randomize_batchnorm
 
 
 def _p(*shape):
@@ -65,15 +65,16 @@ def _grads(run, args, seed):
     args = _inputs_requiring_grad(args)
     y = run(*args)
     y = y[0] if isinstance(y, tuple) else y
-    dy = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(seed))
+    dy = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(seed)).to(y.device)
     grads = torch.autograd.grad(y, _leaves(args), dy, allow_unused=True)
     return y, grads
 
 
 @pytest.mark.parametrize("name", ["se", "se_residual", "eca", "cbam", "psa", "sk"])
-def test_eager_function_equals_custom_op(backend, name):
+def test_eager_function_equals_custom_op(backend, name, device):
     """Bitwise: the eager autograd.Function route and the custom op (what torch.compile sees)."""
-    _, block, args = next(c for c in _cases() if c[0] == name)
+    with torch.device(device):
+        _, block, args = next(c for c in _cases() if c[0] == name)
     y_eager, g_eager = _grads(lambda *a: block.result(block.eager(*a)), args, 1)
     y_op, g_op = _grads(lambda *a: block.result(block.op(*a)), args, 1)
     assert torch.equal(y_eager, y_op)
@@ -117,7 +118,7 @@ def test_module_on_cpu_route_matches_reference(make_ref, to_fused):
     for a, b in zip(g, g_ref):
         assert_close(a, b, torch.float64, "grad")
     for (n, a), b in zip(fused.named_buffers(), ref.buffers()):
-        assert torch.allclose(a.double(), b.double(), rtol=1e-12, atol=0), n
+        assert torch.allclose(a.double(), b.double(), rtol=SAME64, atol=0), n
 
 
 @pytest.mark.parametrize("make", [lambda: fusedattn.SE(32), lambda: fusedattn.ECA(32), lambda: fusedattn.CBAM(32)])
@@ -133,13 +134,13 @@ def test_cpu_route_keeps_precision_under_autocast(make):
     torch.testing.assert_close(y, expected, rtol=1e-6, atol=1e-7)
 
 
-def test_double_backward_raises_on_the_kernels_and_matches_on_the_cpu_route():
+def test_double_backward_raises_on_the_kernels_and_matches_on_the_cpu_route(device):
     """The Triton path's backward has no autograd formula: double backward raises instead of
     silently treating the kernels' outputs as constants. The CPU route (plain math under
     autograd) gives the reference's second derivatives."""
-    ref = SEModule(16).double()
+    ref = SEModule(16).double().to(device)
     fused = fusedattn.SE.from_module(ref)
-    x = torch.randn(2, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 16, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
     with fusedattn.use_backend("triton"):
         (g,) = torch.autograd.grad(fused(x).square().sum(), x, create_graph=True)
         with pytest.raises(RuntimeError, match="differentiate twice"):

@@ -4,7 +4,7 @@ import torch
 
 import fusedattn
 from fusedattn.reference import LinearSE, SEModule
-from helpers import DTYPES, LAYOUTS, ODD_SHAPES, check_against_reference, make_x
+from helpers import DTYPES, LAYOUTS, ODD_SHAPES, SAME64, check_against_reference, make_x
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -50,7 +50,7 @@ def test_linear_se_layout_matches(backend, device):
     src = LinearSE(32, reduction=8).to(device).double()
     fused = fusedattn.SE.from_module(src)
     x = make_x((2, 32, 4, 4), torch.float64, "nchw", device)
-    assert torch.allclose(fused(x), src(x), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(fused(x), src(x), rtol=SAME64, atol=SAME64)
 
 
 @pytest.mark.parametrize("add_maxpool", [False, True])

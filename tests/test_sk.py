@@ -5,7 +5,9 @@ from torch import nn
 
 import fusedattn
 from fusedattn.reference import SelectiveKernel, SelectiveKernelAttn, sk_attention_reference
-from helpers import DTYPES, LAYOUTS, assert_close, check_against_reference, make_x, randomize_batchnorm
+from helpers import (
+    DTYPES, LAYOUTS, SAME64, assert_close, check_against_reference, conv_memory_format, make_x,
+    randomize_batchnorm)
 
 
 def _check_buffers(fused, ref64, dtype, what):
@@ -48,7 +50,7 @@ def test_sk_matches_reference(backend, pipeline, dtype, layout, mode, device):
     x = _spread_samples(make_x((3, 16, 6, 5), dtype, layout, device))
     y, dx = check_against_reference(fused, ref, x, dtype, f"SK {dtype} {layout} {mode}",
                                     unfused_bound=dtype != torch.float64)
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    fmt = conv_memory_format(x)  # the layout of the block's convs, as in the reference
     assert y.shape == (3, 24, 6, 5) and y.is_contiguous(memory_format=fmt)
     _check_buffers(fused.attn, ref.attn, dtype, f"SK {mode} attention BN buffers")
 
@@ -146,12 +148,12 @@ def test_sk_attention_stacked_input_and_reference_tail(backend, device):
     y = fusedattn.sk_attention(stacked, **params)
     y_list = fusedattn.sk_attention(list(stacked.unbind(1)), **params)
     y_ref = sk_attention_reference(list(stacked.unbind(1)), attn)
-    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(y_list, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, y_ref, rtol=SAME64, atol=SAME64)
+    torch.testing.assert_close(y_list, y_ref, rtol=SAME64, atol=SAME64)
     dy = torch.randn_like(y)
     (g,) = torch.autograd.grad(y, stacked, dy)
     (g_ref,) = torch.autograd.grad(y_ref, stacked, dy)
-    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=SAME64)
 
 
 def test_sk_state_dict_matches_timm_layout():
@@ -177,7 +179,7 @@ def test_sk_from_module_keeps_paths(backend, mode, device):
     assert fused.training == ref.training and isinstance(fused.paths[0].act, nn.SiLU)
     assert fused.paths[2].conv.dilation == (3, 3) and fused.num_paths == 3
     x = make_x((3, 9, 5, 5), torch.float64, "nchw", device)
-    torch.testing.assert_close(fused(x), ref(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused(x), ref(x), rtol=SAME64, atol=SAME64)
     _check_buffers(fused, ref, torch.float64, "SK from_module buffers")
 
 

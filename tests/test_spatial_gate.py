@@ -14,6 +14,13 @@ from helpers import assert_close
 MODES = [(False, False), (True, False), (True, True)]
 
 
+@pytest.fixture(autouse=True)
+def _on_device(device):
+    """The kernels take tensors where they run: the GPU, or the CPU under the interpreter."""
+    with torch.device(device):
+        yield
+
+
 def _params(k, dtype, use_bn, training, extras):
     """SpatialParams' fields; extras: conv bias, BN affine, max_first."""
     one = lambda lo: (torch.rand(1, dtype=dtype) + lo)  # noqa: E731

@@ -95,6 +95,15 @@ def copy_into(new: nn.Module, source: nn.Module) -> nn.Module:
     return new.train(source.training)
 
 
+def autocast_softmax_output(y: torch.Tensor) -> torch.Tensor:
+    """y in the dtype the references return under autocast: they weight their branches with
+    torch.softmax, which CUDA autocast runs in float32, so there the half-precision branches times
+    the float32 weights give float32 (CPU autocast keeps softmax in the lower dtype)."""
+    if y.is_cuda and y.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled("cuda"):
+        return y.float()
+    return y
+
+
 def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
     """What nn.BatchNorm2d does to its buffers in training, from the batch ``mean`` and biased
     ``var`` over ``n`` values per channel: unbiased variance, momentum or cumulative average."""

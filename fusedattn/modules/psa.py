@@ -4,7 +4,7 @@ from torch import nn
 from ..ops.psa import psa_attention
 from ..ops.validation import check_activation
 from ..reference.psa import PSAModule
-from .conversion import copy_into, require
+from .conversion import autocast_softmax_output, copy_into, require
 
 
 class PSA(PSAModule):
@@ -23,8 +23,8 @@ class PSA(PSAModule):
 
     def forward(self, x):
         check_activation(x, "x", self.inplans)
-        return psa_attention(self.splits(x), self.se.fc1.weight, self.se.fc1.bias, self.se.fc2.weight,
-                             self.se.fc2.bias)
+        return autocast_softmax_output(psa_attention(self.splits(x), self.se.fc1.weight, self.se.fc1.bias,
+                                                     self.se.fc2.weight, self.se.fc2.bias))
 
     @classmethod
     def from_module(cls, m: nn.Module) -> "PSA":

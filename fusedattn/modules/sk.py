@@ -7,7 +7,7 @@ from ..ops.sk import sk_attention
 from ..ops.validation import check_activation
 from ..reference.sk import SelectiveKernel as SelectiveKernelReference
 from ..reference.sk import sk_paths_config
-from .conversion import copy_into, is_relu, require, update_running_stats
+from .conversion import autocast_softmax_output, copy_into, is_relu, require, update_running_stats
 
 
 def fused_sk_tail(attn: nn.Module, paths, training: bool):
@@ -19,7 +19,7 @@ def fused_sk_tail(attn: nn.Module, paths, training: bool):
                                 eps=bn.eps, return_bn_stats=True)
     if training and bn.track_running_stats:
         update_running_stats(bn, mean, var, y.shape[0])
-    return y
+    return autocast_softmax_output(y)
 
 
 class SelectiveKernel(SelectiveKernelReference):
