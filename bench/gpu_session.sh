@@ -8,6 +8,11 @@
 #   bash bench/gpu_session.sh models  install, the ResNet-50 sweep (16 torch.compile runs), the
 #                                     table and the plot
 #   bash bench/gpu_session.sh all     all four, for a machine without the 10-minute limit
+#   bash bench/gpu_session.sh lease   one call for a 15-minute lease (under 9.5 minutes): main without
+#                                     torch.compile, bench/host_profile.py (1 minute), the quick block
+#                                     sweep (interrupted at 3.3 minutes, what ran is written), then the
+#                                     kernel and model test files compiled on 12 workers (interrupted
+#                                     at 3.2 minutes; log and junit kept)
 # Logs and the result JSON land in $OUT; commit bench/results/*.json from there afterwards and
 # run `python bench/make_table.py --readme`.
 set -uo pipefail
@@ -20,6 +25,20 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw --format=csv
   python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())"; } \
   2>&1 | tee "$OUT/env.txt"
+if [ "$STAGE" = lease ]; then
+  timeout -k 5 70 python3 -m fusedattn --no-compile 2>&1 | tee "$OUT/main.log"
+  timeout -k 5 60 python3 bench/host_profile.py > "$OUT/host.log" 2>&1; grep -v USDT "$OUT/host.log" | head -12
+  # SIGINT: pytest still runs its session finish, so the rows measured so far are written
+  FUSEDATTN_BENCH_OUT="$OUT/blocks.json" timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \
+    --benchmark-only -q -p no:cacheprovider --benchmark-disable-gc > "$OUT/blocks.log" 2>&1; tail -4 "$OUT/blocks.log"
+  timeout -s INT -k 15 190 python3 -m pytest -n 12 -v --tb=short -rfE -p no:cacheprovider --timeout 150 \
+    --junitxml="$OUT/junit.xml" tests/test_se.py tests/test_eca.py tests/test_cbam.py \
+    tests/test_spatial_gate.py tests/test_sk.py tests/test_psa.py tests/test_mlp_gate.py \
+    tests/test_one_launch.py tests/test_residual_epilogue.py tests/test_cuda_graph.py \
+    tests/test_compile.py tests/test_errors.py tests/test_dispatch.py tests/test_timm_compat.py \
+    tests/test_models_convert.py tests/test_autocast_and_modes.py > "$OUT/tests.log" 2>&1
+  tail -30 "$OUT/tests.log"
+fi
 if [ "$STAGE" = tests ] || [ "$STAGE" = all ]; then
   timeout 540 python3 -m pytest -q -p no:cacheprovider --durations=15 tests 2>&1 | tee "$OUT/tests.log" | tail -40
 fi

@@ -37,10 +37,10 @@ def table(path: Path, dtype="bfloat16", layout="channels_last", models_path: Pat
         if r["dtype"] == dtype and r["layout"] == layout:
             cells[(r["block"], tuple(r["shape"]), r["pass_"])][r["provider"]] = r
     lines = [f"{doc['device']}, torch {doc['torch']}, triton {doc['triton']}, {dtype}, {layout}, "
-             f"{doc['timing']} (file `{path.relative_to(ROOT)}`)", "",
-             "| block | shape | pass | eager ms | compiled ms | fused ms | fused speed-up vs eager / compiled "
-             "| fused / copy | fused GB/s | saved for bwd beyond x, eager / fused |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{doc['timing']} (file `{path.relative_to(ROOT)}`)", *([doc["notes"], ""] if "notes" in doc else []), "",
+             "| block | shape | pass | eager ms | compiled ms | fused ms | fused in a CUDA graph ms "
+             "| fused speed-up vs eager / compiled | fused / copy | fused GB/s | saved for bwd beyond x, eager / fused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (block, shape, pass_), p in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1][0], kv[0][1][1], kv[0][2])):
         if block.startswith("resnet"):
             continue
@@ -48,8 +48,9 @@ def table(path: Path, dtype="bfloat16", layout="channels_last", models_path: Pat
             continue
         e, c, f = p["eager"], p["compiled"], p["fused"]
         saved = "" if f["saved_bytes"] is None else f"{e['saved_bytes'] / 2**20:.2f} / {f['saved_bytes'] / 2**20:.2f} MiB"
+        graphed = f"{p['cuda_graph']['ms']:.4f}" if "cuda_graph" in p else ""
         lines.append(f"| {block} | {'x'.join(map(str, shape))} | {pass_} | {e['ms']:.4f} | {c['ms']:.4f} | "
-                     f"{f['ms']:.4f} | {e['ms'] / f['ms']:.2f}x / {c['ms'] / f['ms']:.2f}x | "
+                     f"{f['ms']:.4f} | {graphed} | {e['ms'] / f['ms']:.2f}x / {c['ms'] / f['ms']:.2f}x | "
                      f"{f['copy_ratio']:.2f} | {f['bandwidth_gbs']:.0f} | {saved} |")
     return "\n".join(lines + [""] + model_table(doc))
 

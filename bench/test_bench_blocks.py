@@ -18,7 +18,8 @@ def copy_ms(shape, dtype, layout):
 
 @functools.lru_cache(maxsize=4)
 def modules(block, channels, dtype):
-    return measure.make_modules(block, channels, DEVICE, dtype)
+    providers = measure.GPU_PROVIDERS if DEVICE.type == "cuda" else measure.PROVIDERS
+    return measure.make_modules(block, channels, DEVICE, dtype, providers)
 
 
 @pytest.mark.parametrize("provider", measure.GPU_PROVIDERS)
