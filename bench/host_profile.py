@@ -9,13 +9,17 @@ Per block, pass (forward; forward+backward, with the backward alone beside it) a
   wall us    back-to-back calls ended by one synchronisation, per call (max of host and device)
   kernels    device kernels per call (torch.profiler), and their summed device time in us
 Then torch.profiler's top host ops (self CPU time) of the fused forward+backward, which name the
-Python and launch work between the kernels. On CPU tensors it runs too (the CPU route; host = wall).
+Python and launch work between the kernels, and the host cost of one Triton launch with 4 and with
+28 arguments (the cost model's per-launch constant). On CPU tensors it runs too (the CPU route;
+host = wall; the launch timing needs a GPU or Triton's interpreter and is skipped without either).
 """
 import argparse
 import statistics
 import time
 
 import torch
+import triton
+import triton.language as tl
 
 from fusedattn import benchmark as measure
 
@@ -53,6 +57,39 @@ def _kernels(fn, device, calls=5):
         _sync(device)
     gpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     return len(gpu) / calls, sum(e.device_time_total for e in gpu) / calls, prof
+
+
+@triton.jit
+def _touch_kernel(p0, p1, p2, p3, p4, p5, p6, p7, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12,
+                  a13, a14, a15, a16, a17, a18, a19, N: tl.constexpr):
+    """Writes one element: the host cost of launching a kernel with 28 arguments."""
+    tl.store(p0 + tl.arange(0, N), tl.full([N], a0 + a19, tl.float32))
+
+
+@triton.jit
+def _touch4_kernel(p0, a0, a1, N: tl.constexpr):
+    tl.store(p0 + tl.arange(0, N), tl.full([N], a0 + a1, tl.float32))
+
+
+def launch_cost_us(device, calls=200) -> tuple[float, float]:
+    """(host us per launch with 4 arguments, with 28), median of `calls` launches, no sync between."""
+    buf = torch.zeros(8, 16, device=device)
+    ptrs = [buf[i] for i in range(8)]
+    ints = list(range(3, 23))
+    four = lambda: _touch4_kernel[(1,)](ptrs[0], 3, 5, N=16)  # noqa: E731
+    many = lambda: _touch_kernel[(1,)](*ptrs, *ints, N=16)  # noqa: E731
+    out = []
+    for fn in (four, many):
+        fn()
+        _sync(device)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e6)
+        _sync(device)
+        out.append(statistics.median(times))
+    return out[0], out[1]
 
 
 def profile_block(block, shape, dtype, layout, device, calls):
@@ -121,6 +158,10 @@ def main(argv=None):
             print(f"  fused {block} fwd+bwd, top host ops by self CPU time (5 calls):")
             table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=60)
             print("\n".join("    " + line for line in table.splitlines()))
+    from fusedattn.backend import interpreter_enabled
+    if device.type == "cuda" or interpreter_enabled():
+        four, many = launch_cost_us(device)
+        print(f"one Triton launch, host us (median of 200, no sync): 4 arguments {four:.1f}, 28 arguments {many:.1f}")
 
 
 if __name__ == "__main__":

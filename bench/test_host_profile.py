@@ -15,3 +15,5 @@ def test_host_profile_prints_every_row(capsys):
             for pass_ in ("forward", "fwd+bwd", "bwd alone"):
                 assert f"{block:8s}{provider:10s}{pass_:11s}" in out, (block, provider, pass_, out[-2000:])
     assert "top host ops" in out
+    from fusedattn.backend import interpreter_enabled
+    assert ("one Triton launch, host us" in out) == interpreter_enabled()

@@ -33,15 +33,19 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor, floor: float = 0.0) ->
 
 def rounding_gap(run, module, x, here) -> float:
     """How far float64 rounding carries through ``module`` on this draw: the largest relative
-    error between ``here`` (run(module, x) on x's device, module as it was before) and run on CPU
-    copies (another summation order). 0.0 on the CPU. Whole networks of training-mode BatchNorm over
-    a batch of 2 amplify it: timm's skresnet18 in train mode on an H200 against the same model on
-    the CPU, 2026-11-25: 6e-7. run(module, x) -> (y, dx, {name: grad})."""
-    if x.device.type == "cpu":
-        return 0.0
-    y, dx, grads = run(copy.deepcopy(module).cpu(), x.detach().cpu())
-    return max([rel_err(here[0].cpu(), y), rel_err(here[1].cpu(), dx)]
-               + [rel_err(here[2][n].cpu(), g, 1.0) for n, g in grads.items()])
+    error between ``here`` (run(module, x), module as it was before) and run on copies given x
+    changed by one part in 1e15 (a rounding-size change) and, off the CPU, on CPU copies (another
+    summation order). Whole networks of training-mode BatchNorm over a batch of 2 can amplify a
+    rounding-size change a billionfold: the CPU draw of seed 1925625934 moved the bundled
+    SE-ResNet-50's dx by 1.7e-5 for 1e-15 of x; on an H200 timm's skresnet18 against the same model
+    on the CPU, 6e-7. run(module, x) -> (y, dx, {name: grad})."""
+    noise = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(0)).to(x.device)
+    others = [run(copy.deepcopy(module), (x * (1 + 1e-15 * noise)).detach())]
+    if x.device.type != "cpu":
+        others.append(run(copy.deepcopy(module).cpu(), x.detach().cpu()))
+    return max(max([rel_err(here[0].cpu(), y.cpu()), rel_err(here[1].cpu(), dx.cpu())]
+                   + [rel_err(here[2][n].cpu(), g.cpu(), 1.0) for n, g in grads.items()])
+               for y, dx, grads in others)
 
 
 def conv_memory_format(x: torch.Tensor) -> torch.memory_format:

@@ -31,8 +31,8 @@ def _fwd_bwd(model, x):
 
 def _same(a, b, what, tol=1e-7):
     """Whole float64 networks agree to ``tol``: each op is exact to ~1e-16, but 20-50 layers of
-    training-mode BatchNorm over a batch of 2-3 amplify the rounding differences (seen: 4e-9 on
-    the CPU; on a GPU the callers widen tol to 10x rounding_gap)."""
+    training-mode BatchNorm over a batch of 2-3 amplify the rounding differences (seen: 4e-9, and
+    for some draws far more: the callers widen tol to 10x rounding_gap)."""
     ya, dxa, ga = a
     yb, dxb, gb = b
     assert_close(ya, yb, torch.float64, f"{what} y", tol=tol)
@@ -53,7 +53,8 @@ def test_bundled_resnet_fused_matches_reference(triton_backend, arch, attn, devi
     x = make_x((2, 3, 32, 32), torch.float64, "channels_last", device)
     before = copy.deepcopy(ref)
     expected = _fwd_bwd(ref, x)
-    _same(_fwd_bwd(fused, x), expected, f"{arch} {attn}", tol=max(1e-7, 10 * rounding_gap(_fwd_bwd, before, x, expected)))
+    tol = max(1e-7, 10 * rounding_gap(_fwd_bwd, before, x, expected))
+    _same(_fwd_bwd(fused, x), expected, f"{arch} {attn}", tol=tol)
     if attn in ("se", "eca"):
         assert all(b.fused_epilogue for b in fused.modules() if isinstance(b, (models.BasicBlock, models.Bottleneck)))
     for (n, b), r in zip(fused.named_buffers(), ref.buffers()):

@@ -8,7 +8,7 @@ import torch
 from fusedattn.kernels import config, spatial_gate as kernel
 from fusedattn.ops.spatial_gate import spatial_gate_backward, spatial_gate_forward
 
-from helpers import assert_close
+from helpers import assert_close, rel_err
 
 #: (use_bn, bn_training): no BN, running statistics, batch statistics
 MODES = [(False, False), (True, False), (True, True)]
@@ -62,12 +62,16 @@ def test_spatial_gate_matches_torch(plan, dtype, mode, extras, shape_k):
     got = kernel.spatial_gate_backward(dsa, ties, maps, sa, mean, var, C, *p)
     ref = spatial_gate_backward(dsa.double(), ties.double(), maps.double(), sa.double(), mean.double(),
                                 var.double(), C, *[t.double() if isinstance(t, torch.Tensor) else t for t in p])
+    # BatchNorm over a few pixels amplifies rounding (2 pixels, float32: 5.7e-5 in dconv_weight for
+    # seed 391590987): below float64 the kernels may be off by twice the spec's own error in dtype
+    spec = spatial_gate_backward(dsa, ties, maps, sa, mean, var, C, *p) if dtype != torch.float64 else ref
     names = ("k_mean", "k_max", "dconv_weight", "dconv_bias", "dbn_weight", "dbn_bias")
-    for g, r, what in zip(got, ref, names):
+    for g, r, same, what in zip(got, ref, spec, names):
         assert (g is None) == (r is None), what
         if g is not None:
             assert g.dtype == dtype and g.shape == r.shape, what
-            assert_close(g, r, dtype, what, floor=1.0)  # dconv_bias is 0 up to rounding under batch statistics
+            # floor 1: dconv_bias is 0 up to rounding under batch statistics
+            assert_close(g, r, dtype, what, floor=1.0, tol=2 * rel_err(same, r, 1.0))
 
 
 def test_spatial_gate_deterministic(plan):

@@ -45,8 +45,8 @@ def timm_class(path: str) -> type:
 
 def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: float = 1e-10):
     """a and b (float64) agree in output, input gradient, every parameter gradient and, after
-    the step, every buffer (BatchNorm running statistics in train mode), to tol or, on a GPU, 10x
-    how far rounding carries through b on this draw (rounding_gap)."""
+    the step, every buffer (BatchNorm running statistics in train mode), to tol or 10x how far
+    rounding carries through b on this draw (rounding_gap)."""
     drawn = {}
 
     def dy(y):
@@ -56,7 +56,7 @@ def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: floa
     before = copy.deepcopy(b)
     ya, dxa, ga = grads_of(a, x, dy)
     yb, dxb, gb = grads_of(b, x, dy)
-    tol = max(tol, 10 * rounding_gap(lambda m, x: grads_of(m, x, lambda y: drawn["dy"].cpu()), before, x,
+    tol = max(tol, 10 * rounding_gap(lambda m, x: grads_of(m, x, lambda y: drawn["dy"].to(y.device)), before, x,
                                      (yb, dxb, gb)))
     assert_close(ya, yb, torch.float64, f"{what} y", tol=tol)
     assert_close(dxa, dxb, torch.float64, f"{what} dx", tol=tol)
