@@ -29,8 +29,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, calls, device):
-    """(median host us of one call, wall us per call of `calls` back-to-back calls)."""
+def _host_us(fn, calls, device, sync_each=True):
+    """Median host us of one call of fn (after one warm-up), synchronising after each or not."""
     fn()
     _sync(device)
     host = []
@@ -38,12 +38,20 @@ def _timed(fn, calls, device):
         start = time.perf_counter()
         fn()
         host.append((time.perf_counter() - start) * 1e6)
-        _sync(device)
+        if sync_each:
+            _sync(device)
+    _sync(device)
+    return statistics.median(host)
+
+
+def _timed(fn, calls, device):
+    """(median host us of one call, wall us per call of `calls` back-to-back calls)."""
+    host = _host_us(fn, calls, device)
     start = time.perf_counter()
     for _ in range(calls):
         fn()
     _sync(device)
-    return statistics.median(host), (time.perf_counter() - start) * 1e6 / calls
+    return host, (time.perf_counter() - start) * 1e6 / calls
 
 
 def _kernels(fn, device, calls=5):
@@ -78,18 +86,7 @@ def launch_cost_us(device, calls=200) -> tuple[float, float]:
     ints = list(range(3, 23))
     four = lambda: _touch4_kernel[(1,)](ptrs[0], 3, 5, N=16)  # noqa: E731
     many = lambda: _touch_kernel[(1,)](*ptrs, *ints, N=16)  # noqa: E731
-    out = []
-    for fn in (four, many):
-        fn()
-        _sync(device)
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e6)
-        _sync(device)
-        out.append(statistics.median(times))
-    return out[0], out[1]
+    return _host_us(four, calls, device, sync_each=False), _host_us(many, calls, device, sync_each=False)
 
 
 def profile_block(block, shape, dtype, layout, device, calls):
