@@ -74,11 +74,24 @@ def timing_table(device, dtype, shape, layout, compile_reference=True) -> None:
             print(f"  {block:13s}{name:10s}" + "".join(f"{t:12.4f}" for t in row))
 
 
+def case_shape(text: str) -> tuple[int, int, int, int]:
+    """argparse type of --shape: B,C,H,W, four positive integers, C a multiple of 64 (the table's
+    PSA splits C four ways into groups of up to 16)."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1 or shape[1] % 64:
+        raise argparse.ArgumentTypeError(
+            f"expected B,C,H,W: four positive integers, C a multiple of 64 (e.g. 8,64,28,28), got {text!r}")
+    return shape
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fusedattn", description=__doc__.splitlines()[0])
     parser.add_argument("--interpreter-check", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--shape", default=None, help="timing case B,C,H,W (default: 64,256,56,56 on a GPU, "
-                        "8,64,28,28 on CPU)")
+    parser.add_argument("--shape", type=case_shape, default=None,
+                        help="timing case B,C,H,W (default: 64,256,56,56 on a GPU, 8,64,28,28 on CPU)")
     parser.add_argument("--no-compile", action="store_true",
                         help="leave torch.compile out of the timing table (it compiles every block twice)")
     args = parser.parse_args(argv)
@@ -98,7 +111,7 @@ def main(argv=None) -> int:
         env = dict(os.environ, TRITON_INTERPRET="1")
         status = subprocess.call([sys.executable, "-m", "fusedattn", "--interpreter-check"], env=env)
     default = (64, 256, 56, 56) if device.type == "cuda" else (8, 64, 28, 28)
-    shape = tuple(int(v) for v in args.shape.split(",")) if args.shape else default
+    shape = args.shape or default
     timing_table(device, dtype, shape, "channels_last", compile_reference=not args.no_compile)
     return status
 

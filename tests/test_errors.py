@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import fusedattn
+from fusedattn.reference import CbamModule, EcaModule, SEModule
 
 
 @pytest.fixture(params=["SE", "ECA", "CBAM"])
@@ -35,6 +36,34 @@ def test_not_a_tensor(block):
 def test_empty_spatial(block):
     with pytest.raises(ValueError, match="C, H, W >= 1"):
         block(torch.randn(2, 16, 0, 4))
+
+
+@pytest.mark.parametrize("x_dtype, module_dtype", [(torch.float16, torch.float32), (torch.float32, torch.float64)])
+def test_dtype_mismatch_raises_like_the_reference(block, x_dtype, module_dtype):
+    """x in one dtype, the module in another: an error naming both, as PyTorch's layers give
+    (was: silently computed); under autocast it runs."""
+    block = block.to(module_dtype).eval()
+    x = torch.randn(2, 16, 4, 4, dtype=x_dtype)
+    with pytest.raises(RuntimeError, match=f"is {module_dtype} but the input is {x_dtype}"):
+        block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block(x.to(torch.bfloat16)).shape == x.shape
+
+
+@pytest.mark.parametrize("make_ref", [lambda: SEModule(16, rd_channels=4), lambda: EcaModule(16),
+                                      lambda: CbamModule(16, rd_channels=4)], ids=["se", "eca", "cbam"])
+def test_the_references_refuse_mixed_dtypes_too(make_ref):
+    """The behaviour the fused blocks copy."""
+    with pytest.raises(RuntimeError):
+        make_ref().double().eval()(torch.randn(2, 16, 4, 4))
+
+
+def test_functional_weights_in_another_dtype():
+    x = torch.randn(2, 16, 3, 3, dtype=torch.float64)
+    w1, w2 = torch.randn(4, 16), torch.randn(16, 4)
+    with pytest.raises(RuntimeError, match="fc1_weight is torch.float32 but the input is torch.float64"):
+        fusedattn.se(x, w1, None, w2, None)
+    assert fusedattn.se(x, w1.double(), None, w2.double(), None).dtype == torch.float64
 
 
 def test_parameters_on_other_device():

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fusedattn.benchmark import BLOCKS
 
 
@@ -16,3 +18,16 @@ def test_python_m_fusedattn_reports_every_block():
     assert "torch" in out and "triton" in out and "Timings, median ms" in out
     for block in BLOCKS:
         assert out.count(f"  {block} ") >= 2, (block, out[-3000:])  # error lines and timing rows
+
+
+@pytest.mark.parametrize("bad", ["abc", "1,64,4", "0,64,4,4", "2,48,4,4", "2,64,4,x"])
+def test_python_m_fusedattn_rejects_a_bad_shape_at_once(bad, capsys):
+    """argparse's usage message and exit status 2 before any check runs (was: a traceback after
+    about 20 s of checks)."""
+    from fusedattn.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--shape", bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage:") and "--shape" in err and repr(bad) in err

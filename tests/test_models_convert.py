@@ -1,5 +1,6 @@
 """Bundled ResNets (fused vs reference) and fusedattn.convert on models holding every layout."""
 import copy
+import pickle
 
 import pytest
 import torch
@@ -122,6 +123,27 @@ def test_converted_state_dict_loads_into_the_original_class_and_back():
     x = torch.randn(2, 3, 5, 5)
     torch.testing.assert_close(again(x), model(x))
     torch.testing.assert_close(fresh.eval()(x), model(x))
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "torch.save"])
+def test_converted_and_bundled_models_pickle(how, tmp_path):
+    """Every layout convert() handles (Linear SE and the CBAM layouts save their state_dict in the
+    source's keys through a hook) and a bundled model survive pickling with their results and keys
+    (was: Can't pickle local object '_save_in_layout.<locals>.hook')."""
+    def roundtrip(m):
+        if how == "pickle":
+            return pickle.loads(pickle.dumps(m))
+        if how == "deepcopy":
+            return copy.deepcopy(m)
+        torch.save(m, tmp_path / "m.pt")
+        return torch.load(tmp_path / "m.pt", weights_only=False)
+
+    x = torch.randn(2, 3, 5, 5)
+    for model in (fusedattn.convert(randomize_batchnorm(Zoo(), affine=False).eval())[0],
+                  models.resnet18(attn="cbam", width=8, num_classes=3).eval()):
+        again = roundtrip(model)
+        assert again.state_dict().keys() == model.state_dict().keys()
+        torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
 
 
 def test_convert_bundled_reference_model_uses_the_residual_epilogue(backend, device):

@@ -5,7 +5,7 @@ from torch import nn
 from ..ops.cbam import cbam_block, check_batch_statistics
 from ..ops.cpu_math import cbam_module_math
 from ..ops.dispatch import plain_eager
-from ..ops.validation import check_activation, check_same_device
+from ..ops.validation import check_activation, check_params_match
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require, update_running_stats
 
@@ -73,7 +73,7 @@ class CBAM(KeyAliases, nn.Module):
         check_activation(x, "x", self.channels)
         fc1, fc2 = self.channel.fc1, self.channel.fc2
         conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
-        check_same_device(x, fc1_weight=fc1.weight, conv_weight=conv.weight)
+        check_params_match(x, fc1_weight=fc1.weight, conv_weight=conv.weight)
         if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
             return cbam_module_math(x, fc1, fc2, conv, bn, self.max_first)
         if bn is None:

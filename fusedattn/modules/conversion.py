@@ -63,15 +63,19 @@ class KeyAliases:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _save_in_layout(mapping: dict):
-    """state_dict hook: this module's keys -> the source layout's keys (and Linear shapes)."""
-    def hook(module, state_dict, prefix, local_metadata):
-        for key, (source_key, dim) in mapping.items():
+class SaveInLayout:
+    """state_dict hook: this module's keys -> the source layout's keys (and Linear shapes). A
+    class at module level, not a closure, so a converted model pickles (torch.save, deepcopy)."""
+
+    def __init__(self, mapping: dict):
+        self.mapping = dict(mapping)
+
+    def __call__(self, module, state_dict, prefix, local_metadata):
+        for key, (source_key, dim) in self.mapping.items():
             value = state_dict.pop(prefix + key)
             # state_dict(keep_vars=True) (tracers, optimizers' bookkeeping) keeps the Parameter itself
             reshape = dim == 2 and not isinstance(value, nn.Parameter)
             state_dict[prefix + source_key] = value.reshape(value.shape[:2]) if reshape else value
-    return hook
 
 
 def copy_into(new: nn.Module, source: nn.Module) -> nn.Module:
@@ -91,7 +95,7 @@ def copy_into(new: nn.Module, source: nn.Module) -> nn.Module:
                 break
     new.load_state_dict(source_state)
     if mapping:
-        new._register_state_dict_hook(_save_in_layout(mapping))
+        new._register_state_dict_hook(SaveInLayout(mapping))
     return new.train(source.training)
 
 

@@ -2,7 +2,7 @@
 from torch import nn
 
 from ..ops.eca import eca, eca_block
-from ..ops.validation import check_activation, check_same_device
+from ..ops.validation import check_activation, check_params_match
 from ..reference.channels import eca_kernel_size
 from .conversion import copy_into, is_sigmoid, require
 
@@ -37,7 +37,7 @@ class ECA(nn.Module):
         conv = self.conv
         if shortcut is not None or act is not None:
             return eca(x, conv.weight, conv.bias, circular=self.circular, shortcut=shortcut, act=act)
-        check_same_device(x, weight=conv.weight)
+        check_params_match(x, weight=conv.weight)
         return eca_block(x, conv.weight, conv.bias, self.circular, None, 0)
 
     def extra_repr(self):

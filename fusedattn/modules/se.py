@@ -2,7 +2,7 @@
 from torch import nn
 
 from ..ops.se import se, se_block
-from ..ops.validation import check_activation, check_same_device
+from ..ops.validation import check_activation, check_params_match
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require
 
@@ -38,7 +38,7 @@ class SE(KeyAliases, nn.Module):
         fc1, fc2 = self.fc1, self.fc2
         if shortcut is not None or act is not None:
             return se(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, shortcut=shortcut, act=act)
-        check_same_device(x, fc1_weight=fc1.weight, fc2_weight=fc2.weight)
+        check_params_match(x, fc1_weight=fc1.weight, fc2_weight=fc2.weight)
         return se_block(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.add_maxpool, None, 0)
 
     def extra_repr(self):

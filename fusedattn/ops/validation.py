@@ -28,7 +28,7 @@ def check_param(p, name: str, x: torch.Tensor, shape: tuple | None = None) -> No
         raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
     if p.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a floating tensor, got {p.dtype}")
-    check_same_device(x, **{name: p})
+    check_params_match(x, **{name: p})
     if shape is not None and tuple(p.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(p.shape)}")
 
@@ -68,13 +68,19 @@ def check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> None:
     check_param(fc2_bias, "fc2_bias", x, (C,))
 
 
-def check_same_device(x: torch.Tensor, **params: torch.Tensor | None) -> None:
-    """A module's parameters (shapes fixed at construction) on x's device: the one check a
-    fused module's call repeats besides x's own."""
+def check_params_match(x: torch.Tensor, **params: torch.Tensor | None) -> None:
+    """A module's parameters (shapes fixed at construction) on x's device and, outside autocast,
+    in x's dtype (PyTorch's own layers refuse mixed dtypes too): the one check a fused module's
+    call repeats besides x's own."""
     for name, p in params.items():
-        if p is not None and p.device != x.device:
+        if p is None:
+            continue
+        if p.device != x.device:
             raise ValueError(f"{name} is on {p.device} but the input is on {x.device}; "
                              "move the module to the input's device")
+        if p.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise RuntimeError(f"{name} is {p.dtype} but the input is {x.dtype}: cast one to the other "
+                               "(module.to(dtype) or x.to(dtype)), or run under torch.autocast")
 
 
 def check_branches(tensors, name: str) -> list:
