@@ -37,7 +37,7 @@ def table(path: Path, dtype="bfloat16", layout="channels_last", models_path: Pat
         if r["dtype"] == dtype and r["layout"] == layout:
             cells[(r["block"], tuple(r["shape"]), r["pass_"])][r["provider"]] = r
     lines = [f"{doc['device']}, torch {doc['torch']}, triton {doc['triton']}, {dtype}, {layout}, "
-             f"{doc['timing']} (file `{path.relative_to(ROOT)}`)", *([doc["notes"], ""] if "notes" in doc else []), "",
+             f"{doc['timing']} (file `{path.relative_to(ROOT)}`)", "", *([doc["notes"], ""] if "notes" in doc else []),
              "| block | shape | pass | eager ms | compiled ms | fused ms | fused in a CUDA graph ms "
              "| fused speed-up vs eager / compiled | fused / copy | fused GB/s | saved for bwd beyond x, eager / fused |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
