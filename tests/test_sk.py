@@ -59,7 +59,7 @@ def test_sk_matches_reference(backend, pipeline, dtype, layout, mode, device):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_sk_attention_matches_reference_tail(backend, pipeline, dtype, layout, mode, device):
-    """The fused tail on paths in each dtype (parameters float32 but for float64, as under autocast)
+    """The fused tail on paths in each dtype (half precision: parameters float32, under autocast)
     vs timm's tail in float64 on the same values: output, path and parameter gradients."""
     B, P, C, A = 3, 3, 20, 6
     paths = [make_x((B, C, 5, 7), dtype, layout, device) for _ in range(P)]
@@ -72,8 +72,9 @@ def test_sk_attention_matches_reference_tail(backend, pipeline, dtype, layout, m
     def run(module, xs):
         xs = [x.detach().requires_grad_(True) for x in xs]
         bn = module.bn
-        y = fusedattn.sk_attention(xs, module.fc_reduce.weight, bn.weight, bn.bias, module.fc_select.weight,
-                                   bn.running_mean, bn.running_var, bn_training=mode == "train", eps=bn.eps)
+        with torch.autocast(device.type, dtype=dtype, enabled=pdt != dtype):
+            y = fusedattn.sk_attention(xs, module.fc_reduce.weight, bn.weight, bn.bias, module.fc_select.weight,
+                                       bn.running_mean, bn.running_var, bn_training=mode == "train", eps=bn.eps)
         params = [module.fc_reduce.weight, bn.weight, bn.bias, module.fc_select.weight]
         return y, torch.autograd.grad(y, xs + params, dy.to(y.dtype))
 

@@ -25,9 +25,9 @@ def act_code(act) -> int:
 def check_shortcut(x: Tensor, shortcut: Tensor | None) -> None:
     if shortcut is None:
         return
-    check_param(shortcut, "shortcut", x, tuple(x.shape))
-    if shortcut.dtype != x.dtype:
+    if isinstance(shortcut, Tensor) and shortcut.dtype != x.dtype:  # an activation: x's dtype, autocast or not
         raise TypeError(f"shortcut must have x's dtype {x.dtype}, got {shortcut.dtype}")
+    check_param(shortcut, "shortcut", x, tuple(x.shape))
 
 
 def epilogue_torch(z: Tensor, shortcut: Tensor | None, act: int) -> Tensor:
