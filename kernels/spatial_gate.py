@@ -27,6 +27,7 @@ import triton.language as tl
 from . import config
 from .layout import acc_dtype, cdiv, next_pow2
 from .se_gate import _sigmoid
+from .sk_gate import _inv_std
 
 #: rows of partials added per step when a program reduces them.
 BLOCK_ROWS = 256
@@ -82,7 +83,7 @@ def _affine(gamma_ptr, beta_ptr, HAS_AFFINE: tl.constexpr, ACC: tl.constexpr):
 def _normalize(z, mean, var, eps, gamma, beta):
     """BatchNorm of z with the given statistics and affine parameters. eps is a constexpr in the
     kernels: an exact float64 constant (the JIT passes a float argument as fp32)."""
-    return (z - mean) * (1.0 / tl.sqrt(var + eps)) * gamma + beta
+    return (z - mean) * _inv_std(var, eps) * gamma + beta
 
 
 @triton.jit
@@ -231,7 +232,7 @@ def _backward_stats_block(pid, dsa_ptr, sa_ptr, maps_ptr, w_ptr, bias_ptr, mean_
     sa = tl.load(sa_ptr + b * HW + p, mask=pm, other=0.0)
     du = tl.load(dsa_ptr + b * HW + p, mask=pm, other=0.0) * sa * (1.0 - sa)
     z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, ACC)
-    zhat = (z - tl.load(mean_ptr)) * (1.0 / tl.sqrt(tl.load(var_ptr) + eps))
+    zhat = (z - tl.load(mean_ptr)) * _inv_std(tl.load(var_ptr), eps)
     tl.store(du_ptr + b * HW + p, du, mask=pm)
     tl.store(zhat_ptr + b * HW + p, zhat, mask=pm)
     tl.store(part_ptr + pid * NCOL + COL_BN, tl.sum(tl.where(pm, du * zhat, 0.0), axis=0))
@@ -286,7 +287,7 @@ def _backward_block(pid, dsa_ptr, sa_ptr, ties_ptr, maps_ptr, w_ptr, bias_ptr, m
         sa = tl.load(sa_ptr + base + p, mask=pm, other=0.0)
         du = tl.load(dsa_ptr + base + p, mask=pm, other=0.0) * sa * (1.0 - sa)
         z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, ACC)
-        zhat = (z - tl.load(mean_ptr).to(ACC)) * (1.0 / tl.sqrt(tl.load(var_ptr).to(ACC) + eps))
+        zhat = (z - tl.load(mean_ptr).to(ACC)) * _inv_std(tl.load(var_ptr).to(ACC), eps)
         tl.store(part_ptr + pid * NCOL + 2 * KK + 1, tl.sum(tl.where(pm, du * zhat, 0.0), axis=0))
         tl.store(part_ptr + pid * NCOL + 2 * KK + 2, tl.sum(du, axis=0))
     maps_b = maps_ptr + b * 2 * HW
