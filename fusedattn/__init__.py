@@ -11,7 +11,7 @@ Layers: ``fusedattn.kernels`` (Triton kernels and launchers) -> ``fusedattn.ops`
 """
 from . import models, ops, reference
 from .backend import get_backend, set_backend, use_backend
-from .convert import ConversionReport, convert
+from .convert import ConversionReport, convert, convert_sync_batchnorm
 from .modules import CBAM, CECA, ECA, PSA, SE, SelectiveKernel
 from .ops import cbam, eca, psa_attention, se, sk_attention
 
@@ -22,4 +22,4 @@ __version__ = "0.1.0"
 __all__ = ["SE", "ECA", "CECA", "CBAM", "PSA", "SEModule", "EcaModule", "CecaModule", "CbamModule",
            "PSAModule", "SelectiveKernel", "se", "eca", "cbam", "psa_attention", "sk_attention",
            "get_backend", "set_backend", "use_backend", "ops", "reference", "models", "convert",
-           "ConversionReport"]
+           "convert_sync_batchnorm", "ConversionReport"]

@@ -51,8 +51,10 @@ def interpreter_enabled() -> bool:
 
 
 def uses_triton(t: torch.Tensor) -> bool:
-    """True if an op on tensor ``t`` runs the Triton kernels under the current backend."""
-    if _backend == "torch":
+    """True if an op on activation ``t`` [B, ...] runs the Triton kernels under the current
+    backend. Never for an empty batch (B = 0): no kernel has work there, and the plain-PyTorch
+    math returns the empty outputs and zero weight gradients on any device."""
+    if _backend == "torch" or t.shape[0] == 0:
         return False
     if t.device.type == "cuda":
         return True

@@ -108,13 +108,33 @@ def _walk(m: nn.Module, report: ConversionReport, path: str) -> nn.Module:
     return m
 
 
-def convert(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, ConversionReport]:
+def convert(model: nn.Module, inplace: bool = False, sync_batchnorm: bool = False,
+            process_group=None) -> tuple[nn.Module, ConversionReport]:
     """(model with every recognised attention block fused, report). The model's state_dict keys,
     outputs (within dtype tolerance), device, dtype and train/eval mode stay as they were.
-    ``inplace=False`` converts a deep copy and leaves ``model`` untouched."""
+    ``inplace=False`` converts a deep copy and leaves ``model`` untouched. ``sync_batchnorm``:
+    the fused blocks with a BatchNorm inside synchronize it over ``process_group``, as
+    ``convert_sync_batchnorm`` does."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
     report = ConversionReport()
-    return _walk(model, report, ""), report
+    model = _walk(model, report, "")
+    if sync_batchnorm:
+        convert_sync_batchnorm(model, process_group)
+    return model, report
+
+
+def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
+    """Switch every fused block with a BatchNorm inside (CBAM with its spatial BatchNorm,
+    SelectiveKernel) to the synchronized mode: in train(), while torch.distributed runs more than
+    one process in ``process_group`` (None: the default group), the BatchNorm normalises with the
+    statistics of all processes' batches and all-reduces their gradients, like
+    torch.nn.SyncBatchNorm, on CPU (gloo) and GPU alike; that mode runs the block in plain
+    PyTorch, not fused. The network's own nn.BatchNorm2d layers are left to
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm. Changes ``model`` in place and returns it."""
+    for m in model.modules():
+        if isinstance(m, (CBAM, SelectiveKernel)):
+            m.sync_batchnorm, m.process_group = True, process_group
+    return model

@@ -15,6 +15,7 @@ import triton.language as tl
 from .layout import cdiv, next_pow2
 
 from . import config
+from .nan_math import relu
 
 
 @triton.jit
@@ -34,7 +35,7 @@ def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, B, M, N, tile, RELU_V: tl.conste
         a = tl.load(a_ptr + b * M + m, mask=mm, other=0.0).to(ACC)
         v = tl.load(v_ptr + b * N + n, mask=nm, other=0.0).to(ACC)
         if RELU_V:
-            v = tl.maximum(v, 0.0)
+            v = relu(v)
         acc += a[:, None] * v[None, :]
         asum += a
     tl.store(out_ptr + m[:, None] * N + n[None, :], acc.to(out_ptr.dtype.element_ty),

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from . import config
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, acc_torch_dtype, cdiv, tile_shape
+from .nan_math import max_along, maximum
 
 
 @triton.jit
@@ -63,14 +64,14 @@ def channel_pool_kernel(
         else:
             acc += v
         if WITH_MAX:
-            mx = tl.maximum(mx, tl.where(m, v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+            mx = maximum(mx, tl.where(m, v, float("-inf")))
         if COUNT_TIES:
             cnt += tl.where(m & (v == ref[:, None]), 1.0, 0.0)
 
     out = (split * ROWS + row) * C + c64
     tl.store(sum_ptr + out, tl.sum(acc, axis=1), mask=cmask)
     if WITH_MAX:
-        tl.store(max_ptr + out, tl.max(mx, axis=1), mask=cmask)
+        tl.store(max_ptr + out, max_along(mx, 1), mask=cmask)
     if COUNT_TIES:
         tl.store(cnt_ptr + out, tl.sum(cnt, axis=1), mask=cmask)
 
@@ -144,7 +145,7 @@ def reduce_partials(ptr, S, B, C, b, c, cmask, IS_MAX: tl.constexpr, ACC: tl.con
     for s in range(0, S):
         v = tl.load(ptr + (s * B + b) * C + c, mask=cmask, other=0.0).to(ACC)
         if IS_MAX:
-            r = tl.maximum(r, v, propagate_nan=tl.PropagateNan.ALL)
+            r = maximum(r, v)
         else:
             r += v
     return r

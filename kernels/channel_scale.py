@@ -15,6 +15,7 @@ import triton.language as tl
 
 from .channel_pool import PoolPlan
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv
+from .nan_math import relu
 
 #: activation name -> the ACT code of the scale pass's epilogue (kernels/epilogue.py)
 ACTIVATIONS = {"none": 0, "relu": 1, "silu": 2}
@@ -23,7 +24,7 @@ ACTIVATIONS = {"none": 0, "relu": 1, "silu": 2}
 @triton.jit
 def apply_act(z, ACT: tl.constexpr):
     if ACT == 1:
-        z = tl.maximum(z, 0.0)
+        z = relu(z)
     if ACT == 2:
         z = z / (1.0 + tl.exp(-z))
     return z

@@ -17,6 +17,7 @@ import triton.language as tl
 from .channel_pool import PoolPlan
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
+from .nan_math import relu_grad
 
 @triton.jit
 def epilogue_grad_kernel(
@@ -34,7 +35,7 @@ def epilogue_grad_kernel(
     d = tl.load(dout_ptr + b * sdb + cc * sdc + hh * sdhw, mask=mask, other=0.0).to(ACC)
     if ACT == 1:
         y = tl.load(out_ptr + b * sob + cc * soc + hh * sohw, mask=mask, other=0.0).to(ACC)
-        d = tl.where(y > 0.0, d, 0.0)
+        d = relu_grad(d, y)
     if ACT == 2:
         g = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
         z = tl.load(x_ptr + b * sxb + cc * sxc + hh * sxhw, mask=mask, other=0.0).to(ACC) * g[:, None]

@@ -24,6 +24,7 @@ import triton.language as tl
 from . import config
 from .layout import cdiv, next_pow2
 from .se_gate import _sigmoid
+from .nan_math import maximum, relu, relu_grad
 
 #: Elements of a program's [BLOCK_N, BLOCK_R, BLOCK_C] FMA product (4 warps: 32 per thread).
 PRODUCT_ELEMS = 4096
@@ -41,7 +42,7 @@ def row_partials(ptr, S, N, C, n, c, mask, IS_MAX: tl.constexpr, ACC: tl.constex
     for s in range(0, S):
         v = tl.load(ptr + s * N * C + idx, mask=mask, other=0.0).to(ACC)
         if IS_MAX:
-            r = tl.maximum(r, v, propagate_nan=tl.PropagateNan.ALL)
+            r = maximum(r, v)
         else:
             r += v
     return r
@@ -121,10 +122,10 @@ def mlp_gate_kernel(
     for r0 in range(0, RD, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
         h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & (r < RD)[None, :], other=0.0).to(ACC)  # [N, R]
-        h = tl.where(h > 0.0, h, 0.0)
+        h = relu(h)
         if PAIRED:
             hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & (r < RD)[None, :], other=0.0).to(ACC)
-            h += tl.where(hm > 0.0, hm, 0.0)
+            h += relu(hm)
         w = tl.load(w2_ptr + c[None, :] * RD + r[:, None], mask=cmask[None, :] & (r < RD)[:, None],
                     other=0.0).to(ACC)                                                                 # [R, C]
         acc += times(h, w, USE_DOT)
@@ -157,10 +158,10 @@ def mlp_hidden_backward_kernel(
         w = tl.load(w2_ptr + c * RD + r[:, None], mask=rmask[:, None] & (c < C), other=0.0).to(ACC)  # [R, C]
         t += times_t(dz, w, USE_DOT)
     h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
-    tl.store(dh_ptr + n * RD + r[None, :], tl.where(h > 0.0, t, 0.0), mask=nmask & rmask[None, :])
+    tl.store(dh_ptr + n * RD + r[None, :], relu_grad(t, h), mask=nmask & rmask[None, :])
     if PAIRED:
         hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
-        tl.store(dh_ptr + (N + n) * RD + r[None, :], tl.where(hm > 0.0, t, 0.0), mask=nmask & rmask[None, :])
+        tl.store(dh_ptr + (N + n) * RD + r[None, :], relu_grad(t, hm), mask=nmask & rmask[None, :])
 
 
 @triton.jit

@@ -28,6 +28,7 @@ from .eca_gate import _tap, eca_block_c
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2
 from .se_gate import _sigmoid, gate_of, store_hidden, store_pooled, w1_times, w1t_times, w2t_times
 from .channel_scale import apply_act
+from .nan_math import max_along, maximum, relu, relu_grad
 
 #: Elements of one [BLOCK_C, BLOCK_HW] tile a one-launch program streams (8 warps: 16 each).
 TILE_ELEMS = 4096
@@ -57,10 +58,10 @@ def reduce_rows(x_rows, sxc, sxhw, dy_rows, sdc, sdhw, ref, c, cmask, HW, PRODUC
         else:
             acc += v
         if WITH_MAX:
-            mx = tl.maximum(mx, tl.where(m, v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+            mx = maximum(mx, tl.where(m, v, float("-inf")))
         if COUNT_TIES:
             cnt += tl.where(m & (v == ref[:, None]), 1.0, 0.0)
-    return tl.sum(acc, axis=1), tl.max(mx, axis=1), tl.sum(cnt, axis=1)
+    return tl.sum(acc, axis=1), max_along(mx, 1), tl.sum(cnt, axis=1)
 
 
 @triton.jit
@@ -222,11 +223,11 @@ def se_one_launch_backward_kernel(
         t += w2t_times(w2_ptr, dz, r, c, C, RD, ACC)
         if WEIGHT_GRADS:
             wmask = rmask[:, None] & cmask[None, :]
-            dw2 = dz[None, :] * tl.maximum(h, 0.0)[:, None]
+            dw2 = dz[None, :] * relu(h)[:, None]
             tl.store(dw2_ptr + c[None, :] * RD + r[:, None], dw2.to(dw2_ptr.dtype.element_ty), mask=wmask)
             if HAS_BIAS:
                 tl.store(db2_ptr + c, dz.to(db2_ptr.dtype.element_ty), mask=cmask)
-    dh = tl.where(rmask & (h > 0.0), t, 0.0)
+    dh = tl.where(rmask, relu_grad(t, h), 0.0)
     tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
     if WEIGHT_GRADS and HAS_BIAS:
         tl.store(db1_ptr + r, dh.to(db1_ptr.dtype.element_ty), mask=rmask)

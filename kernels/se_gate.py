@@ -19,6 +19,7 @@ import triton.language as tl
 from .layout import next_pow2
 
 from .channel_pool import reduce_partials
+from .nan_math import relu, relu_grad
 
 
 @triton.jit
@@ -95,7 +96,7 @@ def store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS: tl.constexpr, ACC: t
     if HAS_BIAS:
         h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
     tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
-    return tl.where(rmask, tl.maximum(h, 0.0), 0.0)
+    return tl.where(rmask, relu(h), 0.0)
 
 
 @triton.jit
@@ -146,7 +147,7 @@ def se_gate_backward_kernel(
     rmask = r < RD
     dh = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr, BLOCK_C, BLOCK_RD, ACC)
     h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
-    dh = tl.where(rmask & (h > 0.0), dh, 0.0)
+    dh = tl.where(rmask, relu_grad(dh, h), 0.0)
     tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)

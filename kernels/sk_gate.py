@@ -27,6 +27,7 @@ import triton.language as tl
 
 from .channel_pool import reduce_partials
 from .se_gate import w1_times, w1t_times, w2_times, w2t_times
+from .nan_math import maximum, relu, relu_grad
 
 
 @triton.jit
@@ -88,7 +89,7 @@ def sk_select_kernel(
     z = tl.load(z_ptr + b * A + r, mask=rmask, other=0.0).to(ACC)
     u = (z - mean) * _inv_std(var, eps) * gamma + beta
     tl.store(u_ptr + b * A + r, u, mask=rmask)
-    h = tl.where(rmask, tl.maximum(u, 0.0), 0.0)
+    h = tl.where(rmask, relu(u), 0.0)
     att_row = att_ptr + b * P * C
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
@@ -97,7 +98,7 @@ def sk_select_kernel(
         total = tl.zeros([BLOCK_C], dtype=ACC)
         for p in tl.static_range(P):  # online softmax over the paths
             logit = w2_times(ws_ptr + p * C * A, h, r, c, C, A, ACC)
-            m_new = tl.maximum(m, logit)
+            m_new = maximum(m, logit)
             total = total * tl.exp(m - m_new) + tl.exp(logit - m_new)
             m = m_new
         for p in tl.static_range(P):
@@ -130,7 +131,7 @@ def sk_select_backward_kernel(
             tl.store(dlogit_ptr + b * P * C + p * C + c, dl, mask=cmask)
             du += w2t_times(ws_ptr + p * C * A, dl, r, c, C, A, ACC)
     u = tl.load(u_ptr + b * A + r, mask=rmask, other=0.0).to(ACC)
-    tl.store(du_ptr + b * A + r, tl.where(u > 0.0, du, 0.0), mask=rmask)
+    tl.store(du_ptr + b * A + r, relu_grad(du, u), mask=rmask)
 
 
 @triton.jit

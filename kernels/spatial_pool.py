@@ -14,6 +14,7 @@ import triton.language as tl
 
 from . import config
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2, tile_shape
+from .nan_math import max_along, maximum
 
 
 @triton.jit
@@ -48,7 +49,7 @@ def spatial_pool_kernel(
         else:
             acc += v
         if WITH_MAX:
-            mx = tl.maximum(mx, tl.where(m, v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+            mx = maximum(mx, tl.where(m, v, float("-inf")))
         if COUNT_TIES:
             cnt += tl.where(m & (v == ref[None, :]), 1.0, 0.0)
     total = tl.sum(acc, axis=0)
@@ -56,7 +57,7 @@ def spatial_pool_kernel(
         total = total / C
     tl.store(sum_ptr + b * out_sb + hw, total, mask=hwmask)
     if WITH_MAX:
-        tl.store(max_ptr + b * out_sb + hw, tl.max(mx, axis=0), mask=hwmask)
+        tl.store(max_ptr + b * out_sb + hw, max_along(mx, 0), mask=hwmask)
     if COUNT_TIES:
         tl.store(cnt_ptr + b * out_sb + hw, tl.sum(cnt, axis=0), mask=hwmask)
 

@@ -12,6 +12,7 @@ import triton.language as tl
 from .layout import next_pow2
 
 from .channel_pool import reduce_partials
+from .nan_math import maximum
 
 
 @triton.jit
@@ -21,7 +22,7 @@ def split_softmax_kernel(s_ptr, att_ptr, B, C, P: tl.constexpr, BLOCK_C: tl.cons
     cmask = c < C
     m = tl.full([BLOCK_C], float("-inf"), dtype=ACC)
     for p in tl.static_range(P):
-        m = tl.maximum(m, tl.load(s_ptr + (p * B + b) * C + c, mask=cmask, other=0.0).to(ACC))
+        m = maximum(m, tl.load(s_ptr + (p * B + b) * C + c, mask=cmask, other=0.0).to(ACC))
     total = tl.zeros([BLOCK_C], dtype=ACC)
     for p in tl.static_range(P):
         total += tl.exp(tl.load(s_ptr + (p * B + b) * C + c, mask=cmask, other=0.0).to(ACC) - m)

@@ -4,6 +4,9 @@ ONNX operators only (no custom domains), and onnxruntime matches PyTorch.
 While torch.onnx.export traces, the functional ops run their plain-PyTorch math inline instead
 of the opaque custom op (fusedattn.backend.exporting), for both exporters."""
 import io
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -82,3 +85,27 @@ def test_onnx_export_standard_ops_and_onnxruntime(name, kw):
         want = model(x).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+EXPORT_SCRIPT = """
+import io, sys, torch
+sys.path.insert(0, "tests")
+import test_onnx
+for name, (make, c) in test_onnx.MODELS.items():
+    model, x = make().eval(), torch.randn(2, c, 12, 12)
+    torch.onnx.export(model, (x,), io.BytesIO(), dynamo=False, opset_version=17)
+    torch.jit.trace(model, x)
+print("exported", len(test_onnx.MODELS))
+"""
+
+
+def test_legacy_export_and_trace_print_no_fusedattn_warnings():
+    """A user's process (Python's default warning filters, not pytest's): the legacy exporter and
+    jit.trace of every model above print no warning from fusedattn's code (they printed
+    TracerWarnings from the argument checks in ops/validation.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0 and f"exported {len(MODELS)}" in proc.stdout, proc.stderr[-4000:]
+    ours = [line for line in proc.stderr.splitlines() if "Warning" in line and "fusedattn" in line]
+    assert not ours, "\n".join(ours)

@@ -6,6 +6,8 @@ from ..ops.cbam import cbam_block, check_batch_statistics
 from ..ops.cpu_math import cbam_module_math
 from ..ops.dispatch import plain_eager
 from ..ops.validation import check_activation, check_params_match
+from ..ops.sync_batchnorm import cbam_synchronized, synchronizing
+from ..ops.unsupported import NotScriptable
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require, update_running_stats
 
@@ -39,7 +41,7 @@ class _Spatial(nn.Module):
         self.conv = _ConvNorm(*args)
 
 
-class CBAM(KeyAliases, nn.Module):
+class CBAM(NotScriptable, KeyAliases, nn.Module):
     """Fused CBAM: channel attention (shared MLP on avg- and max-pooled vectors), then spatial
     attention (k x k conv [+ BatchNorm] on per-pixel channel mean and max), in four passes
     over x forward and no x-sized intermediate saved for backward.
@@ -54,6 +56,10 @@ class CBAM(KeyAliases, nn.Module):
     """
 
     KEY_ALIASES = _KEY_PREFIXES
+    #: synchronized mode (fusedattn.convert_sync_batchnorm): the spatial BatchNorm's batch statistics
+    #: over every process of ``process_group`` (None: the default group) in train()
+    sync_batchnorm = False
+    process_group = None
 
     def __init__(self, channels, rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=1,
                  spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
@@ -74,6 +80,13 @@ class CBAM(KeyAliases, nn.Module):
         fc1, fc2 = self.channel.fc1, self.channel.fc2
         conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
         check_params_match(x, fc1_weight=fc1.weight, conv_weight=conv.weight)
+        if bn is not None and self.sync_batchnorm and self.training and synchronizing(self.process_group):
+            y, mean, var, count = cbam_synchronized(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight,
+                                                    conv.bias, bn.weight, bn.bias, bn.eps, self.max_first,
+                                                    self.process_group)
+            if bn.track_running_stats:
+                update_running_stats(bn, mean, var, count)
+            return y
         if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
             return cbam_module_math(x, fc1, fc2, conv, bn, self.max_first)
         if bn is None:

@@ -110,9 +110,12 @@ def autocast_softmax_output(y: torch.Tensor) -> torch.Tensor:
 
 def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
     """What nn.BatchNorm2d does to its buffers in training, from the batch ``mean`` and biased
-    ``var`` over ``n`` values per channel: unbiased variance, momentum or cumulative average."""
+    ``var`` over ``n`` values per channel: unbiased variance, momentum or cumulative average.
+    An empty batch (n = 0) counts as a batch and leaves the statistics as they were."""
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
+        if n == 0:
+            return
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)   # (1 - m) r + m mean: one op
         bn.running_var.lerp_((var * (n / (n - 1))).to(bn.running_var.dtype), momentum)

@@ -3,11 +3,12 @@ from torch import nn
 
 from ..ops.eca import eca, eca_block
 from ..ops.validation import check_activation, check_params_match
+from ..ops.unsupported import NotScriptable
 from ..reference.channels import eca_kernel_size
 from .conversion import copy_into, is_sigmoid, require
 
 
-class ECA(nn.Module):
+class ECA(NotScriptable, nn.Module):
     """Fused Efficient Channel Attention: y = x * sigmoid(conv1d_k(mean_hw(x))) across channels,
     zero padded. Arguments and state_dict (conv.weight [1, 1, k]) as timm's ``EcaModule``;
     the MLP variant (use_mlp=True) and gates other than sigmoid raise ValueError."""

@@ -3,11 +3,12 @@ from torch import nn
 
 from ..ops.psa import psa_attention
 from ..ops.validation import check_activation
+from ..ops.unsupported import NotScriptable
 from ..reference.psa import PSAModule
 from .conversion import autocast_softmax_output, copy_into, require
 
 
-class PSA(PSAModule):
+class PSA(NotScriptable, PSAModule):
     """Fused Pyramid Split Attention. The four branch convs stay cuDNN/PyTorch convs; the
     attention tail (four pools, shared SE, softmax across splits, weighting and the reversed
     concatenation: split 4 first, as EPSANet's published code) is one fused op.

@@ -3,10 +3,11 @@ from torch import nn
 
 from ..ops.se import se, se_block
 from ..ops.validation import check_activation, check_params_match
+from ..ops.unsupported import NotScriptable
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require
 
-class SE(KeyAliases, nn.Module):
+class SE(NotScriptable, KeyAliases, nn.Module):
     """Fused Squeeze-and-Excitation: y = x * sigmoid(fc2(relu(fc1(mean_hw(x))))).
 
     Arguments and state_dict as timm's ``SEModule`` (fc1.weight [rd, C, 1, 1], fc1.bias [rd],

@@ -1,19 +1,31 @@
 """fusedattn.SelectiveKernel: drop-in for timm's SelectiveKernel (same arguments, same state_dict)."""
 import copy
 
+import torch
 from torch import nn
 
 from ..ops.sk import sk_attention
 from ..ops.validation import check_activation
+from ..ops.sync_batchnorm import sk_synchronized, synchronizing
+from ..ops.unsupported import NotScriptable
 from ..reference.sk import SelectiveKernel as SelectiveKernelReference
 from ..reference.sk import sk_paths_config
 from .conversion import autocast_softmax_output, copy_into, is_relu, require, update_running_stats
 
 
-def fused_sk_tail(attn: nn.Module, paths, training: bool):
+def fused_sk_tail(attn: nn.Module, paths, training: bool, sync_group=False):
     """SK's fused tail with the weights of ``attn`` (timm's SelectiveKernelAttn layout): batch
-    statistics and a running-stat update like nn.BatchNorm2d in training, running ones otherwise."""
+    statistics and a running-stat update like nn.BatchNorm2d in training, running ones otherwise.
+    ``sync_group`` (a process group, None for the default one; False: off): in training, the
+    statistics of the whole group's batch (plain PyTorch, ops/sync_batchnorm.py)."""
     bn = attn.bn
+    if training and sync_group is not False and synchronizing(sync_group):
+        paths = list(paths.unbind(1)) if isinstance(paths, torch.Tensor) else list(paths)
+        y, mean, var, count = sk_synchronized(paths, attn.fc_reduce.weight, bn.weight, bn.bias,
+                                              attn.fc_select.weight, bn.eps, sync_group)
+        if bn.track_running_stats:
+            update_running_stats(bn, mean, var, count)
+        return autocast_softmax_output(y)
     y, mean, var = sk_attention(paths, attn.fc_reduce.weight, bn.weight, bn.bias, attn.fc_select.weight,
                                 bn.running_mean, bn.running_var, bn_training=training or bn.running_mean is None,
                                 eps=bn.eps, return_bn_stats=True)
@@ -22,7 +34,7 @@ def fused_sk_tail(attn: nn.Module, paths, training: bool):
     return autocast_softmax_output(y)
 
 
-class SelectiveKernel(SelectiveKernelReference):
+class SelectiveKernel(NotScriptable, SelectiveKernelReference):
     """Fused Selective Kernel conv. The P branch convs (ConvNormAct: conv, BatchNorm, act) stay
     cuDNN/PyTorch; the attention tail (pool of the path sum, fc_reduce, BatchNorm, ReLU,
     fc_select, softmax across paths, weighted sum of the paths) is one fused op that reads the
@@ -34,6 +46,11 @@ class SelectiveKernel(SelectiveKernelReference):
     unfused, as timm's). In train() the attention BatchNorm normalises with batch statistics and
     updates its running statistics like nn.BatchNorm2d.
     """
+
+    #: synchronized mode (fusedattn.convert_sync_batchnorm): the attention BatchNorm's batch
+    #: statistics over every process of ``process_group`` (None: the default group) in train()
+    sync_batchnorm = False
+    process_group = None
 
     def __init__(self, in_channels, out_channels=None, kernel_size=None, stride=1, dilation=1, groups=1,
                  rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=8, keep_3x3=True, split_input=True,
@@ -52,7 +69,8 @@ class SelectiveKernel(SelectiveKernelReference):
 
     def attention(self, paths):
         """The fused tail on the P path outputs (a list, or stacked [B, P, C, H, W])."""
-        return fused_sk_tail(self.attn, paths, self.training)
+        return fused_sk_tail(self.attn, paths, self.training,
+                             self.process_group if self.sync_batchnorm else False)
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, num_paths={self.num_paths}, "

@@ -18,12 +18,21 @@ chosen by ``fusedattn.backend``), one ``setup_context`` and one ``backward``. Th
 The Function and the custom op run the same functions, so their results and gradients are
 identical; the CPU routes agree to rounding (tests/test_dispatch.py).
 """
+import warnings
 from typing import Callable
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..backend import exporting, op_implementation, uses_triton
+from .unsupported import FUNCTORCH, once_differentiable, unsupported
+
+
+# While torch.jit.trace (or the legacy ONNX exporter) traces, sizes are tensors, and each of
+# fusedattn's argument checks on them would warn that the trace takes the comparison as a constant.
+# It is one: the checks only raise, and the traced math (the blocks' plain-PyTorch math, below)
+# does not branch on them. PyTorch quiets its own library code the same way
+# (torch.jit.TracerWarning.ignore_lib_warnings).
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"(.*[/\\])?fusedattn[./\\]")
 
 
 def _flatten(args: tuple) -> tuple[int, tuple]:
@@ -39,10 +48,13 @@ def _unflatten(n: int, flat: tuple) -> tuple:
 
 
 class EagerOp:
-    """An op's impl + setup_context + backward as a ``torch.autograd.Function`` (eager mode)."""
+    """An op's impl + setup_context + backward as a ``torch.autograd.Function`` (eager mode).
+    Its backward is a fixed computation (Triton kernels, or SK's and PSA's mirrored math), so double
+    backward and torch.func's transforms raise fusedattn's UnsupportedTransformError."""
 
     def __init__(self, name: str, impl: Callable, setup_context: Callable, backward: Callable):
         self.impl = impl
+        self.block = name.removesuffix("Function")
 
         def forward(ctx, n_list, *flat):
             inputs = _unflatten(n_list, flat)
@@ -55,7 +67,6 @@ class EagerOp:
             ctx.n_flat = len(flat)
             return tuple(out)
 
-        @once_differentiable  # the kernels' backward has no autograd formula: double backward raises
         def backward_flat(ctx, *grads):
             if grads[0] is None:   # the block's output got no gradient: neither do its inputs
                 return (None,) * (1 + ctx.n_flat)
@@ -65,9 +76,13 @@ class EagerOp:
             return (None, *grads)
 
         self.function = type(name, (torch.autograd.Function,), {
-            "forward": staticmethod(forward), "backward": staticmethod(backward_flat)})
+            "forward": staticmethod(forward),
+            "backward": staticmethod(once_differentiable(self.block, backward_flat))})
 
     def __call__(self, *args) -> tuple:
+        if torch._C._functorch.maybe_current_level() is not None:  # inside vmap, grad, jacrev, jvp, ...
+            raise unsupported("torch.func transforms (grad, vjp, vmap, jacrev, jacfwd, jvp, hessian)",
+                              self.block, FUNCTORCH)
         n, flat = _flatten(args)
         if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in flat):
             return self.function.apply(n, *flat)
@@ -99,7 +114,7 @@ class Block:
             if torch.onnx.is_in_onnx_export():
                 return self.result(self.torch_math(*args))
             return self.result(self.op(*args))
-        if exporting():
+        if exporting() or torch._C._is_tracing():  # torch.onnx.export, torch.jit.trace: standard ops
             return self.result(self.torch_math(*args))
         x = args[0][0] if isinstance(args[0], (list, tuple)) else args[0]
         if self.cpu_math is None or uses_triton(x):
