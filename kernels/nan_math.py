@@ -30,5 +30,9 @@ def maximum(a, b):
 
 @triton.jit
 def max_along(x, axis: tl.constexpr):
-    """x's maximum along axis; NaN where any element is NaN (tl.max would skip it)."""
-    return tl.reduce(x, axis, maximum)
+    """x's maximum along axis; NaN where any element is NaN (tl.max would skip it). A second,
+    integer reduction rather than tl.reduce with ``maximum`` as the combine function: the same on
+    a GPU, but Triton's interpreter runs a custom combine element by element in Python (233 ms
+    against 2.5 ms for a [64, 128] tile)."""
+    has_nan = tl.max((x != x).to(tl.int32), axis=axis) > 0
+    return tl.where(has_nan, float("nan"), tl.max(x, axis=axis))
