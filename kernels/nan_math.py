@@ -13,7 +13,7 @@ import triton.language as tl
 @triton.jit
 def relu(x):
     """max(x, 0), NaN kept."""
-    return tl.where(x <= 0.0, 0.0, x)
+    return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
