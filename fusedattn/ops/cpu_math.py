@@ -28,7 +28,7 @@ def _mean_hw(x, dt):
     return x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)
 
 
-def channel_attention(x, w1, b1, w2, b2, dt):
+def _channel_attention(x, w1, b1, w2, b2, dt):
     """CBAM's first half: x * sigmoid(mlp(mean_hw x) + mlp(max_hw x)), in dtype dt."""
     B, C = x.shape[:2]
     logits = _mlp(_mean_hw(x, dt), w1, b1, w2, b2, dt) + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
@@ -70,17 +70,19 @@ def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
     """CBAM's output from its own submodules (fc1, fc2 1x1 convs; the spatial conv and its
     BatchNorm, which updates its running statistics itself, as in the eager block). For float32
     and float64 x (the accumulation dtype)."""
-    x1 = channel_attention(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype)
+    x1 = _channel_attention(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype)
     maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
     s = conv(torch.cat(maps[::-1] if max_first else maps, 1))
     return in_layout_of(x, x1 * (bn(s) if bn is not None else s).sigmoid())
 
 
 def cbam_math(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
-              use_bn, bn_training, eps, max_first):
-    """(y, bn mean, bn var): the statistics the spatial BatchNorm normalised with."""
-    x1 = channel_attention(x, w1, b1, w2, b2, acc_dtype(x))
+              use_bn, bn_training, eps, max_first, batch_stats=None):
+    """(y, bn mean, bn var): the statistics the spatial BatchNorm normalised with (batch_stats:
+    see spatial_gate)."""
+    x1 = _channel_attention(x, w1, b1, w2, b2, acc_dtype(x))
     maps = torch.cat([x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)], 1)
     sa, mean, var = spatial_gate(maps, SpatialParams(conv_weight, conv_bias, bn_weight, bn_bias, running_mean,
-                                                     running_var, use_bn, bn_training, eps, max_first))
+                                                     running_var, use_bn, bn_training, eps, max_first),
+                                 batch_stats)
     return in_layout_of(x, x1 * sa), mean.detach(), var.detach()

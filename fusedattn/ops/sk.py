@@ -22,7 +22,10 @@ from .validation import acc_dtype, check_branches, check_param
 
 # ---- plain-PyTorch path (CPU) -------------------------------------------------------
 
-def sk_forward_torch(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, training, eps):
+def sk_forward_torch(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, training, eps,
+                     batch_stats=None):
+    """batch_stats(z [B, A]) -> (mean, biased var): where the training statistics come from
+    (default: this batch; ops/sync_batchnorm.py: every process's)."""
     P = len(xs)
     B, C = xs[0].shape[:2]
     A = w_reduce.shape[0]
@@ -30,7 +33,7 @@ def sk_forward_torch(xs, w_reduce, w_select, gamma, beta, running_mean, running_
     s = sum(x.mean((2, 3), dtype=dt) for x in xs)
     z = s @ w_reduce.reshape(A, C).to(dt).t()
     if training:
-        mean, var = z.mean(0), z.var(0, unbiased=False)
+        mean, var = batch_stats(z) if batch_stats else (z.mean(0), z.var(0, unbiased=False))
     else:
         mean, var = running_mean.to(dt).clone(), running_var.to(dt).clone()
     u = (z - mean) * torch.rsqrt(var + eps) * gamma.to(dt) + beta.to(dt)

@@ -35,8 +35,10 @@ def _conv(maps: Tensor, p: SpatialParams) -> Tensor:
     return F.conv2d(maps.flip(1) if p.max_first else maps, p.conv_weight.to(dt), bias, padding=k // 2)
 
 
-def _norm_stats(z: Tensor, p: SpatialParams) -> tuple[Tensor, Tensor]:
+def _norm_stats(z: Tensor, p: SpatialParams, batch_stats=None) -> tuple[Tensor, Tensor]:
     if p.bn_training:
+        if batch_stats is not None:
+            return batch_stats(z.reshape(-1, 1))
         return z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False)
     return p.running_mean.to(z.dtype), p.running_var.to(z.dtype)
 
@@ -47,13 +49,14 @@ def _affine(p: SpatialParams, dt) -> tuple[Tensor | float, Tensor | float]:
     return p.bn_weight.to(dt).view(1, 1, 1, 1), p.bn_bias.to(dt).view(1, 1, 1, 1)
 
 
-def spatial_gate(maps: Tensor, p: SpatialParams) -> tuple[Tensor, Tensor, Tensor]:
+def spatial_gate(maps: Tensor, p: SpatialParams, batch_stats=None) -> tuple[Tensor, Tensor, Tensor]:
     """maps [B, 2, H, W] = (mean_c, max_c) -> (sa [B, 1, H, W], mean [1], var [1]): the
-    statistics BatchNorm normalised with (biased batch variance in training; zeros without BN)."""
+    statistics BatchNorm normalised with (biased batch variance in training; zeros without BN).
+    batch_stats(z rows [N, 1]) -> (mean, var): where training statistics come from (default: this batch)."""
     z = _conv(maps, p)
     if not p.use_bn:
         return torch.sigmoid(z), z.new_zeros(1), z.new_zeros(1)
-    mean, var = _norm_stats(z, p)
+    mean, var = _norm_stats(z, p, batch_stats)
     gamma, beta = _affine(p, z.dtype)
     zhat = (z - mean.view(1, 1, 1, 1)) * torch.rsqrt(var.view(1, 1, 1, 1) + p.eps)
     return torch.sigmoid(zhat * gamma + beta), mean.clone(), var.clone()  # never alias the buffers

@@ -10,11 +10,10 @@ synchronized mode is not fused (the kernels compute the statistics of one proces
 """
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
-from .cpu_math import channel_attention
-from .validation import acc_dtype, in_layout_of
+from .cpu_math import cbam_math
+from .sk import sk_forward_torch
 
 
 def synchronizing(group) -> bool:
@@ -51,39 +50,31 @@ def global_batch_stats(z: Tensor, group=None) -> tuple[Tensor, Tensor, int]:
     return mean, var, int(count.item())
 
 
-def synchronized_norm(z: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, group=None):
-    """BatchNorm's training forward on the rows of z [N, A] with the group's statistics:
-    (u [N, A], mean [A], biased var [A], N over the group) - the caller updates running statistics."""
-    mean, var, count = global_batch_stats(z, group)
-    u = (z - mean) * torch.rsqrt(var + eps)
-    if weight is not None:
-        u = u * weight.to(z.dtype) + bias.to(z.dtype)
-    return u, mean.detach(), var.detach(), count
+class GroupStats:
+    """batch_stats hook for the plain math (sk_forward_torch, cbam_math): the group's statistics
+    of z's rows; keeps the group's row count for the running-variance update."""
+
+    def __init__(self, group=None):
+        self.group, self.count = group, 0
+
+    def __call__(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        mean, var, self.count = global_batch_stats(z, self.group)
+        return mean, var
 
 
 def cbam_synchronized(x: Tensor, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, eps: float,
                       max_first: bool, group=None):
-    """CBAM in plain PyTorch with its spatial BatchNorm on the group's statistics:
+    """CBAM's plain math with its spatial BatchNorm on the group's statistics:
     (y, mean [1], var [1], count)."""
-    dt = acc_dtype(x)
-    x1 = channel_attention(x, w1, b1, w2, b2, dt)
-    maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
-    k = conv_weight.shape[-1]
-    s = F.conv2d(torch.cat(maps[::-1] if max_first else maps, 1), conv_weight.to(dt),
-                 None if conv_bias is None else conv_bias.to(dt), padding=k // 2)
-    u, mean, var, count = synchronized_norm(s.reshape(-1, 1), bn_weight, bn_bias, eps, group)
-    return in_layout_of(x, x1 * u.view_as(s).sigmoid()), mean, var, count
+    stats = GroupStats(group)
+    y, mean, var = cbam_math(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, None, None,
+                             True, True, eps, max_first, batch_stats=stats)
+    return y, mean, var, stats.count
 
 
 def sk_synchronized(paths: list[Tensor], w_reduce, bn_weight, bn_bias, w_select, eps: float, group=None):
-    """SK's attention tail in plain PyTorch with its BatchNorm on the group's statistics:
+    """SK's attention tail in plain math with its BatchNorm on the group's statistics:
     (y, mean [A], var [A], count)."""
-    P = len(paths)
-    B, C = paths[0].shape[:2]
-    A = w_reduce.shape[0]
-    dt = acc_dtype(paths[0])
-    s = sum(p.mean((2, 3), dtype=dt) for p in paths)
-    u, mean, var, count = synchronized_norm(s @ w_reduce.reshape(A, C).to(dt).t(), bn_weight, bn_bias, eps, group)
-    att = torch.softmax((u.relu() @ w_select.reshape(P * C, A).to(dt).t()).view(B, P, C), dim=1)
-    y = sum(p.to(dt) * att[:, i, :, None, None] for i, p in enumerate(paths))
-    return in_layout_of(paths[0], y), mean, var, count
+    stats = GroupStats(group)
+    out = sk_forward_torch(paths, w_reduce, w_select, bn_weight, bn_bias, None, None, True, eps, batch_stats=stats)
+    return out[0], out[5].detach(), out[6].detach(), stats.count
