@@ -17,6 +17,7 @@ import triton.language as tl
 from .channel_pool import PoolPartials, PoolPlan, pool_slab
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
+from .nan_math import max_grad
 
 
 @triton.jit
@@ -27,7 +28,7 @@ def _dx1(dy, v, b, hw, HW, sa_ptr, kmean_ptr, maps_ptr, kmax_ptr, ACC: tl.conste
     km = tl.load(kmean_ptr + b * HW + hw, mask=hm, other=0.0).to(ACC)
     mx = tl.load(maps_ptr + (2 * b + 1) * HW + hw, mask=hm, other=0.0).to(ACC)
     kx = tl.load(kmax_ptr + b * HW + hw, mask=hm, other=0.0).to(ACC)
-    return dy * sa[None, :] + km[None, :] + tl.where(v == mx[None, :], kx[None, :], 0.0)
+    return dy * sa[None, :] + km[None, :] + max_grad(kx[None, :], v == mx[None, :])
 
 
 @triton.jit
@@ -78,7 +79,7 @@ def cbam_input_grad_kernel(
     x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(ACC)
     dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0).to(ACC)
     dx1 = _dx1(dy, x * g[:, None], b, hw, HW, sa_ptr, kmean_ptr, maps_ptr, kmax_ptr, ACC)
-    dx = dx1 * g[:, None] + k[:, None] + tl.where(x == pm[:, None], kx[:, None], 0.0)
+    dx = dx1 * g[:, None] + k[:, None] + max_grad(kx[:, None], x == pm[:, None])
     tl.store(dx_ptr + b * sgb + c[:, None] * sgc + hw[None, :] * sghw, dx.to(dx_ptr.dtype.element_ty),
              mask=mask)
 

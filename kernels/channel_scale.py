@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .channel_pool import PoolPlan
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv
-from .nan_math import relu
+from .nan_math import max_grad, relu
 
 #: activation name -> the ACT code of the scale pass's epilogue (kernels/epilogue.py)
 ACTIVATIONS = {"none": 0, "relu": 1, "silu": 2}
@@ -85,7 +85,7 @@ def channel_scale_backward_kernel(
         mx = tl.load(max_ptr + vec, mask=cm, other=0.0).to(ACC)
         mk = tl.load(max_coef_ptr + vec, mask=cm, other=0.0).to(ACC)
         x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0)
-        dx += tl.where(x.to(ACC) == mx[:, None], mk[:, None], 0.0)
+        dx += max_grad(mk[:, None], x.to(ACC) == mx[:, None])
     tl.store(dx_ptr + b * sgb + c[:, None] * sgc + hw[None, :] * sghw,
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 

@@ -36,3 +36,11 @@ def max_along(x, axis: tl.constexpr):
     against 2.5 ms for a [64, 128] tile)."""
     has_nan = tl.max((x != x).to(tl.int32), axis=axis) > 0
     return tl.where(has_nan, float("nan"), tl.max(x, axis=axis))
+
+
+@triton.jit
+def max_grad(coef, at_max):
+    """A max pool's gradient coef (already divided by the ties) where x is at the maximum, else 0,
+    as a product (PyTorch's amax backward is grad / count * mask): a NaN or infinite coef gives NaN
+    everywhere, not only at the maximum."""
+    return coef * at_max.to(coef.dtype)

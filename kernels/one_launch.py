@@ -28,7 +28,7 @@ from .eca_gate import _tap, eca_block_c
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2
 from .se_gate import _sigmoid, gate_of, store_hidden, store_pooled, w1_times, w1t_times, w2t_times
 from .channel_scale import apply_act
-from .nan_math import max_along, maximum, relu, relu_grad
+from .nan_math import max_along, max_grad, maximum, relu, relu_grad
 
 #: Elements of one [BLOCK_C, BLOCK_HW] tile a one-launch program streams (8 warps: 16 each).
 TILE_ELEMS = 4096
@@ -93,7 +93,7 @@ def input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g
         dx = d * g[:, None] + k[:, None]
         if WITH_MAX:
             v = tl.load(x_rows + c64 * sxc + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-            dx += tl.where(v == mx[:, None], mk[:, None], 0.0)
+            dx += max_grad(mk[:, None], v == mx[:, None])
         tl.store(dx_rows + c64 * sgc + hw * sghw, dx.to(dx_rows.dtype.element_ty), mask=m,
                  eviction_policy="evict_first")
 
