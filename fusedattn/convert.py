@@ -8,7 +8,11 @@ Blocks are recognised by structure (the submodules and their kinds), not by clas
     CBAM   channel.fc1 + spatial.conv.conv (timm); channelattention + spatialattention;
            fc1 + conv_after_concat; ChannelGate + SpatialGate (the CBAM authors')
     ECA    conv = Conv1d(1, 1, k)                                             timm EcaModule / CecaModule
-    SE     fc1 / fc2 1x1 convs + act (timm SEModule); fc = Sequential(Linear, act, Linear, gate)
+    SE     fc1 / fc2 1x1 convs + act (timm SEModule); fc = Sequential(Linear, act, Linear, gate);
+           conv_reduce / conv_expand + act1 + gate (timm SqueezeExcite of EfficientNet / MobileNet);
+           fc1 / fc2 + activation + scale_activation (torchvision.ops.SqueezeExcitation);
+           one C -> C 1x1 conv fc + gate (timm EffectiveSEModule); fc + act + pool = AdaptiveAvgPool2d(1)
+           (Ultralytics ChannelAttention)
 
 A recognised block the fused module cannot express (another activation, a norm layer, an MLP
 variant, ...) is left in place and reported with the reason; nothing inside a recognised block
@@ -20,7 +24,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .modules import CBAM, ECA, PSA, SE, SelectiveKernel
+from .modules import (CBAM, ECA, PSA, SE, ChannelAttention, EffectiveSE, SelectiveKernel, SqueezeExcitation,
+                      SqueezeExcite)
 
 
 def _has(m: nn.Module, path: str, kind=nn.Module) -> bool:
@@ -50,6 +55,29 @@ def _is_eca(m):
     return isinstance(conv, nn.Conv1d) and conv.in_channels == 1 and conv.out_channels == 1
 
 
+def _is_squeeze_excite(m):
+    return _has(m, "conv_reduce", nn.Conv2d) and _has(m, "conv_expand", nn.Conv2d) and hasattr(m, "gate")
+
+
+def _is_squeeze_excitation(m):
+    return _has(m, "fc1", nn.Conv2d) and _has(m, "fc2", nn.Conv2d) and hasattr(m, "scale_activation")
+
+
+def _one_layer_fc(m):
+    fc = getattr(m, "fc", None)
+    return isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.in_channels == fc.out_channels
+
+
+def _is_effective_se(m):
+    return _one_layer_fc(m) and hasattr(m, "gate")
+
+
+def _is_channel_attention(m):
+    pool = getattr(m, "pool", None)
+    return _one_layer_fc(m) and hasattr(m, "act") and isinstance(pool, nn.AdaptiveAvgPool2d) \
+        and pool.output_size in (1, (1, 1))
+
+
 def _is_se(m):
     fc1, fc2 = getattr(m, "fc1", None), getattr(m, "fc2", None)
     if isinstance(fc1, nn.Conv2d) and isinstance(fc2, nn.Conv2d):
@@ -62,7 +90,9 @@ def _is_se(m):
 
 #: (block kind, structural test, fused class), tried in this order (outer layouts first)
 KINDS = [("SK", _is_sk, SelectiveKernel), ("PSA", _is_psa, PSA), ("CBAM", _is_cbam, CBAM),
-         ("ECA", _is_eca, ECA), ("SE", _is_se, SE)]
+         ("ECA", _is_eca, ECA), ("SE", _is_squeeze_excite, SqueezeExcite),
+         ("SE", _is_squeeze_excitation, SqueezeExcitation), ("SE", _is_effective_se, EffectiveSE),
+         ("SE", _is_channel_attention, ChannelAttention), ("SE", _is_se, SE)]
 FUSED = tuple(cls for _, _, cls in KINDS)  # CECA is an ECA
 
 

@@ -1,6 +1,6 @@
 """Weight gradients as sums over the batch, in a fixed order (deterministic):
 
-    out[m, n] = sum_b a[b, m] * f(v[b, n])        f = identity or relu
+    out[m, n] = sum_b a[b, m] * f(v[b, n])        f: an activation-table function
     a_sum[m]  = sum_b a[b, m]                     (bias gradients)
 
 a is [B, M], v is [B, N], both contiguous in the accumulation dtype; out is [M, N] and a_sum
@@ -15,11 +15,11 @@ import triton.language as tl
 from .layout import cdiv, next_pow2
 
 from . import config
-from .nan_math import relu
+from .activations import RELU, activation
 
 
 @triton.jit
-def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, B, M, N, tile, RELU_V: tl.constexpr, WITH_SUM: tl.constexpr,
+def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, B, M, N, tile, V_ACT: tl.constexpr, WITH_SUM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
     """Tile ``tile`` (row-major over [cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)]) of out = a^T @ f(v),
     summed over b = 0 .. B-1 in order; the tiles of the first column also write a_sum."""
@@ -34,8 +34,7 @@ def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, B, M, N, tile, RELU_V: tl.conste
     for b in range(0, B):
         a = tl.load(a_ptr + b * M + m, mask=mm, other=0.0).to(ACC)
         v = tl.load(v_ptr + b * N + n, mask=nm, other=0.0).to(ACC)
-        if RELU_V:
-            v = relu(v)
+        v = activation(v, V_ACT)
         acc += a[:, None] * v[None, :]
         asum += a
     tl.store(out_ptr + m[:, None] * N + n[None, :], acc.to(out_ptr.dtype.element_ty),
@@ -49,41 +48,43 @@ def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, B, M, N, tile, RELU_V: tl.conste
 def batch_outer_pair_kernel(
     a1_ptr, v1_ptr, out1_ptr, asum1_ptr, M1, N1, tiles1,
     a2_ptr, v2_ptr, out2_ptr, asum2_ptr, M2, N2, B,
-    RELU_V1: tl.constexpr, RELU_V2: tl.constexpr, WITH_SUM: tl.constexpr,
+    V_ACT1: tl.constexpr, V_ACT2: tl.constexpr, WITH_SUM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
 ):
     """Programs [0, tiles1): tiles of the first product; the rest: tiles of the second."""
     pid = tl.program_id(0)
     if pid < tiles1:
-        outer_tile(a1_ptr, v1_ptr, out1_ptr, asum1_ptr, B, M1, N1, pid, RELU_V1, WITH_SUM, BLOCK_M, BLOCK_N, ACC)
+        outer_tile(a1_ptr, v1_ptr, out1_ptr, asum1_ptr, B, M1, N1, pid, V_ACT1, WITH_SUM, BLOCK_M, BLOCK_N, ACC)
     else:
-        outer_tile(a2_ptr, v2_ptr, out2_ptr, asum2_ptr, B, M2, N2, pid - tiles1, RELU_V2, WITH_SUM,
+        outer_tile(a2_ptr, v2_ptr, out2_ptr, asum2_ptr, B, M2, N2, pid - tiles1, V_ACT2, WITH_SUM,
                    BLOCK_M, BLOCK_N, ACC)
 
 
 class Outer(NamedTuple):
-    """out [M, N] = a^T @ f(v) for a [B, M], v [B, N] (f = ReLU if relu_v), and a_sum [M] = sum_b a
-    when given."""
+    """out [M, N] = a^T @ f(v) for a [B, M], v [B, N] (f: the activation table's ``v_act``, 0 =
+    identity), and a_sum [M] = sum_b a when given."""
     a: torch.Tensor
     v: torch.Tensor
     out: torch.Tensor
     a_sum: torch.Tensor | None = None
-    relu_v: bool = False
+    v_act: int = 0
 
 
-def batch_outer_pair(first: Outer, second: Outer) -> None:
-    """Both products in one launch (a_sum for both or for neither)."""
+def batch_outer_pair(first: Outer, second: Outer | None) -> None:
+    """Both products in one launch (a_sum for both or for neither); second None: the first alone."""
     B = first.a.shape[0]
-    dims = [(o.a.shape[1], o.v.shape[1]) for o in (first, second)]
+    dims = [(o.a.shape[1], o.v.shape[1]) for o in (first, second or first)]
     block_m = min(next_pow2(max(m for m, _ in dims)), 64)
     block_n = min(next_pow2(max(n for _, n in dims)), 64)
     tiles = [cdiv(m, block_m) * cdiv(n, block_n) for m, n in dims]
+    if second is None:
+        second, tiles[1] = first, 0
     acc = tl.float64 if first.a.dtype == torch.float64 else tl.float32
     with_sum = first.a_sum is not None
     batch_outer_pair_kernel[(tiles[0] + tiles[1],)](
         first.a, first.v, first.out, first.a_sum if with_sum else first.out, *dims[0], tiles[0],
         second.a, second.v, second.out, second.a_sum if with_sum else second.out, *dims[1], B,
-        RELU_V1=first.relu_v, RELU_V2=second.relu_v, WITH_SUM=with_sum,
+        V_ACT1=first.v_act, V_ACT2=second.v_act, WITH_SUM=with_sum,
         BLOCK_M=block_m, BLOCK_N=block_n, ACC=acc, num_warps=4,
     )
 
@@ -99,12 +100,18 @@ def new_weight_grads(w1, w2, has_bias: bool):
             config.new_buffer((C,), w2.dtype, w2.device) if has_bias else None)
 
 
-def mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias: bool):
-    """Gradients of the channel MLP  z = W2 relu(W1 p + b1) + b2  summed over rows:
-    dz [N, C] (at z), hidden [N, RD] (pre-ReLU), dh [N, RD] (at W1 p + b1), pooled [N, C] (p).
+def mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias: bool, mlp_act: int = RELU):
+    """Gradients of the channel MLP  z = W2 act(W1 p + b1) + b2  summed over rows:
+    dz [N, C] (at z), hidden [N, RD] (pre-activation), dh [N, RD] (at W1 p + b1), pooled [N, C] (p).
 
-    Returns (dw1, db1 | None, dw2, db2 | None) in the weights' shapes and dtypes.
+    Returns (dw1, db1 | None, dw2, db2 | None) in the weights' shapes and dtypes. w2 None: the
+    one-layer gate z = W1 p + b1 (dh at z; dz and hidden unused; dw2, db2 None).
     """
+    if w2 is None:
+        dw1 = config.new_buffer(w1.shape, w1.dtype, w1.device)
+        db1 = config.new_buffer((w1.shape[0],), w1.dtype, w1.device) if has_bias else None
+        batch_outer_pair(Outer(dh, pooled, dw1, db1), None)
+        return dw1, db1, None, None
     dw1, db1, dw2, db2 = new_weight_grads(w1, w2, has_bias)
-    batch_outer_pair(Outer(dz, hidden, dw2, db2, relu_v=True), Outer(dh, pooled, dw1, db1))
+    batch_outer_pair(Outer(dz, hidden, dw2, db2, v_act=mlp_act), Outer(dh, pooled, dw1, db1))
     return dw1, db1, dw2, db2

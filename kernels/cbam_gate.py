@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 
 from .channel_pool import reduce_partials
-from .se_gate import _sigmoid, gate_logit_grad, w1_times, w1t_times, w2_times
+from .activations import SIGMOID_CODE, sigmoid
+from .se_gate import gate_logit_grad, w1_times, w1t_times, w2_times
 from .nan_math import relu, relu_grad
 
 
@@ -56,7 +57,7 @@ def cbam_channel_gate_forward_kernel(
         z = w2_times(w2_ptr, hsum, r, c, C, RD, ACC)
         if HAS_BIAS:
             z += 2.0 * tl.load(b2_ptr + c, mask=cmask, other=0.0).to(ACC)
-        tl.store(gate_ptr + b * C + c, _sigmoid(z), mask=cmask)
+        tl.store(gate_ptr + b * C + c, sigmoid(z), mask=cmask)
 
 
 @triton.jit
@@ -69,7 +70,7 @@ def cbam_channel_gate_backward_kernel(
     b = (b0 + tl.program_id(0)).to(tl.int64)
     r = tl.arange(0, BLOCK_RD)
     rmask = r < RD
-    t = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dv_ptr, w2_ptr, BLOCK_C, BLOCK_RD, ACC)
+    t = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dv_ptr, w2_ptr, SIGMOID_CODE, BLOCK_C, BLOCK_RD, ACC)
     ha = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
     hm = tl.load(hidden_ptr + (B + b) * RD + r, mask=rmask, other=0.0).to(ACC)
     dha = tl.where(rmask, relu_grad(t, ha), 0.0)

@@ -45,7 +45,7 @@ def chunk_size(x: torch.Tensor) -> int:
 
 class Epilogue(NamedTuple):
     """The residual epilogue  out = act(x * gate + shortcut)  (kernels/epilogue.py)."""
-    act: int = 0                             # channel_scale.ACTIVATIONS code
+    act: int = 0                             # activation-table code (kernels/activations.py)
     shortcut: torch.Tensor | None = None     # [B, C, H, W] added before the activation
     out: torch.Tensor | None = None          # the forward's output (backward, ReLU)
 

@@ -15,20 +15,8 @@ import triton.language as tl
 
 from .channel_pool import PoolPlan
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv
-from .nan_math import max_grad, relu
-
-#: activation name -> the ACT code of the scale pass's epilogue (kernels/epilogue.py)
-ACTIVATIONS = {"none": 0, "relu": 1, "silu": 2}
-
-
-@triton.jit
-def apply_act(z, ACT: tl.constexpr):
-    if ACT == 1:
-        z = relu(z)
-    if ACT == 2:
-        z = z / (1.0 + tl.exp(-z))
-    return z
-
+from .activations import activation
+from .nan_math import max_grad
 
 @triton.jit
 def scale_tile(pid, b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
@@ -59,7 +47,7 @@ def channel_scale_kernel(
         y *= tl.load(spatial_ptr + b * HW + hw, mask=hw < HW, other=0.0).to(ACC)[None, :]
     if HAS_RES:
         y += tl.load(res_ptr + b * srb + c[:, None] * src + hw[None, :] * srhw, mask=mask, other=0.0).to(ACC)
-    y = apply_act(y, ACT)
+    y = activation(y, ACT)
     tl.store(y_ptr + b * syb + c[:, None] * syc + hw[None, :] * syhw,
              y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -98,7 +86,7 @@ def scale_grid(plan: PoolPlan, nb: int, HW: int) -> tuple[tuple[int], int]:
 def channel_scale(x: ChannelView, y: ChannelView, gate, plan: PoolPlan, b0: int, nb: int,
                   spatial=None, shortcut: ChannelView | None = None, act: int = 0) -> None:
     """y = act(x * gate[:, :, None, None] (* spatial[:, None]) (+ shortcut)) for samples
-    [b0, b0 + nb); gate is [B, C], spatial (optional) [B, H*W], act an ACTIVATIONS code."""
+    [b0, b0 + nb); gate is [B, C], spatial (optional) [B, H*W], act an activation-table code."""
     _, C, H, W = x.tensor.shape
     grid, n_hw = scale_grid(plan, nb, H * W)
     r = shortcut if shortcut is not None else x

@@ -9,7 +9,7 @@ from .one_launch import eca_fits_one_launch, eca_one_launch, eca_one_launch_back
 
 def eca_forward(x, weight, bias, circular: bool, shortcut=None, act: int = 0):
     """x [B, C, H, W]; weight [1, 1, K] (K odd); bias [1] | None; circular padding or zeros;
-    optional epilogue: y = act(x * gate + shortcut) (act: channel_scale.ACTIVATIONS code).
+    optional epilogue: y = act(x * gate + shortcut) (act: an activation-table code).
 
     Returns (y [B, C, H, W] in x's dtype and memory format, pooled [B, C], gate [B, C]).
     """

@@ -19,7 +19,7 @@ import triton.language as tl
 from .layout import next_pow2
 
 from .channel_pool import reduce_partials
-from .se_gate import _sigmoid
+from .activations import sigmoid
 
 
 @triton.jit
@@ -53,7 +53,7 @@ def eca_gate_forward_kernel(
         z += tl.load(w_ptr + j).to(ACC) * pj
     if HAS_BIAS:
         z += tl.load(bias_ptr).to(ACC)
-    tl.store(gate_ptr + b * C + c, _sigmoid(z), mask=cmask)
+    tl.store(gate_ptr + b * C + c, sigmoid(z), mask=cmask)
 
 
 @triton.jit

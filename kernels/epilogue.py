@@ -1,12 +1,12 @@
 """Residual epilogue of the channel-gate blocks (SE, ECA) in ResNet-style blocks:
 
-    out = act(x * gate[b, c] + shortcut)          act: none, ReLU or SiLU
+    out = act(x * gate[b, c] + shortcut)          act: an activation-table code
 
 fused into the gate's scale pass (channel_scale with a shortcut and an activation), so the
 block output is written once instead of y = x * gate, y + shortcut and act(.) each reading
 and writing an activation-sized tensor. Backward starts with the activation's gradient
 
-    dz = dout * act'(z)        (ReLU: from the saved output, out > 0; SiLU: z recomputed
+    dz = dout * act'(z)        (ReLU: from the saved output, out > 0; others: z recomputed
                                 from x, gate and the shortcut)
 
 which is also the shortcut's gradient; the gate's backward then runs on dz instead of dout.
@@ -17,6 +17,7 @@ import triton.language as tl
 from .channel_pool import PoolPlan
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
+from .activations import RELU_CODE, activation_grad
 from .nan_math import relu_grad
 
 @triton.jit
@@ -33,23 +34,22 @@ def epilogue_grad_kernel(
     b, c, hw, mask = scale_tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
     cc, hh = c[:, None], hw[None, :]
     d = tl.load(dout_ptr + b * sdb + cc * sdc + hh * sdhw, mask=mask, other=0.0).to(ACC)
-    if ACT == 1:
+    if ACT == RELU_CODE:
         y = tl.load(out_ptr + b * sob + cc * soc + hh * sohw, mask=mask, other=0.0).to(ACC)
         d = relu_grad(d, y)
-    if ACT == 2:
+    elif ACT != 0:
         g = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
         z = tl.load(x_ptr + b * sxb + cc * sxc + hh * sxhw, mask=mask, other=0.0).to(ACC) * g[:, None]
         if HAS_RES:
             z += tl.load(res_ptr + b * srb + cc * src + hh * srhw, mask=mask, other=0.0).to(ACC)
-        s = 1.0 / (1.0 + tl.exp(-z))
-        d = d * s * (1.0 + z * (1.0 - s))
+        d = activation_grad(d, z, ACT)
     tl.store(dz_ptr + b * szb + cc * szc + hh * szhw, d.to(dz_ptr.dtype.element_ty), mask=mask)
 
 
 def epilogue_grad(dout: ChannelView, out: ChannelView | None, x: ChannelView, shortcut: ChannelView | None,
                   dz: ChannelView, gate, act: int, plan: PoolPlan, b0: int, nb: int) -> None:
     """dz = dout * act'(x * gate + shortcut) for samples [b0, b0 + nb); ``out`` (the forward's
-    output) is read for ReLU, x and the shortcut for SiLU."""
+    output) is read for ReLU, x and the shortcut for the others."""
     _, C, H, W = x.tensor.shape
     grid, n_hw = scale_grid(plan, nb, H * W)
     o = out if out is not None else dout

@@ -4,11 +4,15 @@ reading all of W1 and W2 would be the slowest kernel of the block):
     forward, from the pooling partials [S, N, C]:
       mlp_hidden_kernel  grid (row tiles, RD tiles):  p = pool (stored by RD tile 0),
                                                       h = W1 @ p + b1            [N, RD]
-      mlp_gate_kernel    grid (row tiles, C tiles):   g = sigmoid(W2 relu(h) + b2)  [N, C]
+      mlp_gate_kernel    grid (row tiles, C tiles):   g = gate(W2 act(h) + b2)   [N, C]
     backward, from the partials of sum_hw(dy * x) (and the max ties):
-      mlp_hidden_backward_kernel  grid (row tiles, RD tiles): dz = dgate g (1 - g) (stored by RD
-                                  tile 0), dh = (W2^T dz) * (h > 0)              [N, RD]
+      mlp_hidden_backward_kernel  grid (row tiles, RD tiles): dz = dgate gate' (stored by RD
+                                  tile 0), dh = (W2^T dz) * act'(h)              [N, RD]
       mlp_gate_backward_kernel    grid (row tiles, C tiles): dp = W1^T dh -> mean_coef, max_coef
+
+A one-layer gate (timm's EffectiveSEModule, Ultralytics' ChannelAttention: g = gate(W1 p + b1),
+W1 [C, C]; ONE_LAYER) is the hidden kernel writing the gate itself (no mlp_gate_kernel), and in
+backward the hidden kernel's dh = dgate gate' with no W2 product.
 
 Each program reads its rows' partials and one slice of a weight matrix: W1 once per row tile,
 not once per sample. Products go through tl.dot (fp32 inputs at full precision) when every
@@ -23,8 +27,8 @@ import triton.language as tl
 
 from . import config
 from .layout import cdiv, next_pow2
-from .se_gate import _sigmoid
-from .nan_math import maximum, relu, relu_grad
+from .activations import RELU, SIGMOID, activation, activation_grad, gate_grad
+from .nan_math import maximum
 
 #: Elements of a program's [BLOCK_N, BLOCK_R, BLOCK_C] FMA product (4 warps: 32 per thread).
 PRODUCT_ELEMS = 4096
@@ -76,11 +80,13 @@ def times_t(a, b, USE_DOT: tl.constexpr):
 @triton.jit
 def mlp_hidden_kernel(
     sum_ptr, max_ptr, S, N, C, RD, HW, w1_ptr, b1_ptr, pooled_ptr, pool_max_ptr, hidden_ptr, n0, n_end,
-    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, USE_DOT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, ONE_LAYER: tl.constexpr,
+    GATE: tl.constexpr, USE_DOT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
 ):
     """PAIRED (CBAM): grid axis 2 is the branch, 0 the mean rows, 1 the max rows of pooled and
-    hidden ([2N, .]); else SE's pool, 0.5 (mean + max) WITH_MAX."""
+    hidden ([2N, .]); else SE's pool, 0.5 (mean + max) WITH_MAX. ONE_LAYER: hidden_ptr is the gate
+    [N, C], written as gate(W1 p + b1)."""
     pr = tl.program_id(1)
     branch = tl.program_id(2)
     n, r, nmask, rmask = program_tile(n0, n_end, RD, BLOCK_N, BLOCK_R)
@@ -107,25 +113,27 @@ def mlp_hidden_kernel(
         acc += times_t(p, w, USE_DOT)
     if HAS_BIAS:
         acc += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)[None, :]
+    if ONE_LAYER:
+        acc = activation(acc, GATE)
     tl.store(hidden_ptr + (branch * N + n) * RD + r[None, :], acc, mask=nmask & rmask[None, :])
 
 
 @triton.jit
 def mlp_gate_kernel(
     hidden_ptr, N, C, RD, w2_ptr, b2_ptr, gate_ptr, n0, n_end,
-    HAS_BIAS: tl.constexpr, PAIRED: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+    HAS_BIAS: tl.constexpr, PAIRED: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
+    USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
 ):
-    """PAIRED (CBAM): g = sigmoid(W2 (relu(h[n]) + relu(h[N + n])) + 2 b2)."""
+    """PAIRED (CBAM): g = gate(W2 (act(h[n]) + act(h[N + n])) + 2 b2)."""
     n, c, nmask, cmask = program_tile(n0, n_end, C, BLOCK_N, BLOCK_C)
     acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
     for r0 in range(0, RD, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
         h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & (r < RD)[None, :], other=0.0).to(ACC)  # [N, R]
-        h = relu(h)
+        h = activation(h, MLP_ACT)
         if PAIRED:
             hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & (r < RD)[None, :], other=0.0).to(ACC)
-            h += relu(hm)
+            h += activation(hm, MLP_ACT)
         w = tl.load(w2_ptr + c[None, :] * RD + r[:, None], mask=cmask[None, :] & (r < RD)[:, None],
                     other=0.0).to(ACC)                                                                 # [R, C]
         acc += times(h, w, USE_DOT)
@@ -134,34 +142,41 @@ def mlp_gate_kernel(
         if PAIRED:
             b2 = 2.0 * b2
         acc += b2
-    tl.store(gate_ptr + n * C + c[None, :], _sigmoid(acc), mask=nmask & cmask[None, :])
+    tl.store(gate_ptr + n * C + c[None, :], activation(acc, GATE), mask=nmask & cmask[None, :])
 
 
 @triton.jit
 def mlp_hidden_backward_kernel(
     dsum_ptr, S, N, C, RD, w2_ptr, hidden_ptr, gate_ptr, dz_ptr, dh_ptr, n0, n_end,
-    PAIRED: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+    PAIRED: tl.constexpr, ONE_LAYER: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
+    USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
 ):
-    """PAIRED (CBAM): dh rows n (mean branch) and N + n (max branch) from one W2^T dz."""
+    """PAIRED (CBAM): dh rows n (mean branch) and N + n (max branch) from one W2^T dz. ONE_LAYER
+    (RD = C): dh = dgate gate' at this program's channels, nothing else."""
     pr = tl.program_id(1)
     n, r, nmask, rmask = program_tile(n0, n_end, RD, BLOCK_N, BLOCK_R)
-    t = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
-    for c0 in range(0, C, BLOCK_C):
-        c = (c0 + tl.arange(0, BLOCK_C))[None, :]
-        m = nmask & (c < C)
-        dg = row_partials(dsum_ptr, S, N, C, n, c, m, False, ACC)
-        g = tl.load(gate_ptr + n * C + c, mask=m, other=0.0).to(ACC)
-        dz = tl.where(m, dg * g * (1.0 - g), 0.0)
-        if pr == 0:
-            tl.store(dz_ptr + n * C + c, dz, mask=m)
-        w = tl.load(w2_ptr + c * RD + r[:, None], mask=rmask[:, None] & (c < C), other=0.0).to(ACC)  # [R, C]
-        t += times_t(dz, w, USE_DOT)
-    h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
-    tl.store(dh_ptr + n * RD + r[None, :], relu_grad(t, h), mask=nmask & rmask[None, :])
-    if PAIRED:
-        hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
-        tl.store(dh_ptr + (N + n) * RD + r[None, :], relu_grad(t, hm), mask=nmask & rmask[None, :])
+    if ONE_LAYER:
+        m = nmask & rmask[None, :]
+        dg = row_partials(dsum_ptr, S, N, C, n, r[None, :], m, False, ACC)
+        g = tl.load(gate_ptr + n * C + r[None, :], mask=m, other=0.0).to(ACC)
+        tl.store(dh_ptr + n * RD + r[None, :], gate_grad(dg, g, GATE), mask=m)
+    else:
+        t = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
+        for c0 in range(0, C, BLOCK_C):
+            c = (c0 + tl.arange(0, BLOCK_C))[None, :]
+            m = nmask & (c < C)
+            dg = row_partials(dsum_ptr, S, N, C, n, c, m, False, ACC)
+            g = tl.load(gate_ptr + n * C + c, mask=m, other=0.0).to(ACC)
+            dz = tl.where(m, gate_grad(dg, g, GATE), 0.0)
+            if pr == 0:
+                tl.store(dz_ptr + n * C + c, dz, mask=m)
+            w = tl.load(w2_ptr + c * RD + r[:, None], mask=rmask[:, None] & (c < C), other=0.0).to(ACC)  # [R, C]
+            t += times_t(dz, w, USE_DOT)
+        h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
+        tl.store(dh_ptr + n * RD + r[None, :], activation_grad(t, h, MLP_ACT), mask=nmask & rmask[None, :])
+        if PAIRED:
+            hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
+            tl.store(dh_ptr + (N + n) * RD + r[None, :], activation_grad(t, hm, MLP_ACT), mask=nmask & rmask[None, :])
 
 
 @triton.jit
@@ -240,36 +255,44 @@ def mlp_tiles(nb: int, C: int, RD: int, dtype: torch.dtype) -> MLPTiles:
 
 
 def mlp_gate_forward(parts, B, C, RD, HW, w1, b1, w2, b2, pooled, pool_max, hidden, gate, b0, nb, acc,
-                     paired: bool = False) -> None:
+                     paired: bool = False, mlp_act: int = RELU, gate_fn: int = SIGMOID) -> None:
     """pooled, pool_max (when partials of the maximum are given), hidden, gate of samples
     [b0, b0 + nb) from their pooling partials; w1 [RD, C], w2 [C, RD] contiguous. ``paired``:
-    CBAM's gate (pooled and hidden [2B, .]: mean rows, then max rows; pool_max unused)."""
-    with_max, has_bias = parts.maxs is not None, b1 is not None
+    CBAM's gate (pooled and hidden [2B, .]: mean rows, then max rows; pool_max unused).
+    mlp_act, gate_fn: activation-table codes of the hidden activation and the gate. w2 None: the
+    one-layer gate, gate = gate_fn(W1 p + b1) (hidden not written)."""
+    with_max, has_bias, one_layer = parts.maxs is not None, b1 is not None, w2 is None
     t = mlp_tiles(nb, C, RD, pooled.dtype)
     (hr, hc), (gr, gc) = t.hidden, t.gate
     mlp_hidden_kernel[(cdiv(nb, t.block_n), cdiv(RD, hr), 1 + paired)](
         parts.sums, parts.maxs if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW,
-        w1, b1 if has_bias else w1, pooled, pool_max if with_max and not paired else pooled, hidden, b0, b0 + nb,
-        HAS_BIAS=has_bias, WITH_MAX=with_max, PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n,
-        BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
+        w1, b1 if has_bias else w1, pooled, pool_max if with_max and not paired else pooled,
+        gate if one_layer else hidden, b0, b0 + nb,
+        HAS_BIAS=has_bias, WITH_MAX=with_max, PAIRED=paired, ONE_LAYER=one_layer, GATE=gate_fn, USE_DOT=t.use_dot,
+        BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
+    if one_layer:
+        return
     mlp_gate_kernel[(cdiv(nb, t.block_n), cdiv(C, gc))](
         hidden, B, C, RD, w2, b2 if has_bias else w2, gate, b0, b0 + nb,
-        HAS_BIAS=has_bias, PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=gr, BLOCK_C=gc,
-        ACC=acc, num_warps=4,
+        HAS_BIAS=has_bias, PAIRED=paired, MLP_ACT=mlp_act, GATE=gate_fn, USE_DOT=t.use_dot, BLOCK_N=t.block_n,
+        BLOCK_R=gr, BLOCK_C=gc, ACC=acc, num_warps=4,
     )
 
 
 def mlp_gate_backward(parts, B, C, RD, HW, w1, w2, hidden, gate, dz, dh, mean_coef, max_coef, b0, nb, acc,
-                      paired: bool = False) -> None:
+                      paired: bool = False, mlp_act: int = RELU, gate_fn: int = SIGMOID) -> None:
     """dz, dh, mean_coef (and max_coef, from the ties partials) of samples [b0, b0 + nb) from the
-    partials of sum_hw(dy * x). ``paired``: CBAM's gate (dh [2B, RD]; max_coef = dp_max / ties)."""
-    with_max = parts.counts is not None
-    t = mlp_tiles(nb, C, RD, dz.dtype)
+    partials of sum_hw(dy * x). ``paired``: CBAM's gate (dh [2B, RD]; max_coef = dp_max / ties).
+    w2 None: the one-layer gate (dh = dgate gate', dz not written)."""
+    with_max, one_layer = parts.counts is not None, w2 is None
+    t = mlp_tiles(nb, C, RD, dh.dtype)
     (hr, hc), (gr, gc) = t.hidden, t.gate
     mlp_hidden_backward_kernel[(cdiv(nb, t.block_n), cdiv(RD, hr))](
-        parts.sums, parts.sums.shape[0], B, C, RD, w2, hidden, gate, dz, dh, b0, b0 + nb,
-        PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
+        parts.sums, parts.sums.shape[0], B, C, RD, w1 if one_layer else w2, gate if one_layer else hidden, gate,
+        dh if one_layer else dz, dh, b0, b0 + nb,
+        PAIRED=paired, ONE_LAYER=one_layer, MLP_ACT=mlp_act, GATE=gate_fn, USE_DOT=t.use_dot, BLOCK_N=t.block_n,
+        BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
     mlp_gate_backward_kernel[(cdiv(nb, t.block_n), cdiv(C, gc))](
         parts.counts if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW, w1, dh, mean_coef,

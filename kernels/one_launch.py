@@ -26,9 +26,9 @@ import triton.language as tl
 from . import config
 from .eca_gate import _tap, eca_block_c
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2
-from .se_gate import _sigmoid, gate_of, store_hidden, store_pooled, w1_times, w1t_times, w2t_times
-from .channel_scale import apply_act
-from .nan_math import max_along, max_grad, maximum, relu, relu_grad
+from .activations import RELU, SIGMOID, activation, activation_grad, gate_grad, sigmoid
+from .se_gate import gate_of, store_hidden, store_pooled, w1_times, w1t_times, w2t_times
+from .nan_math import max_along, max_grad, maximum
 
 #: Elements of one [BLOCK_C, BLOCK_HW] tile a one-launch program streams (8 warps: 16 each).
 TILE_ELEMS = 4096
@@ -76,7 +76,7 @@ def scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cm
         y = v * g[:, None]
         if HAS_RES:
             y += tl.load(r_rows + c64 * src + hw * srhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-        y = apply_act(y, ACT)
+        y = activation(y, ACT)
         tl.store(y_rows + c64 * syc + hw * syhw, y.to(y_rows.dtype.element_ty), mask=m,
                  eviction_policy="evict_first")
 
@@ -124,9 +124,10 @@ def se_one_launch_kernel(
     w1_ptr, b1_ptr, w2_ptr, b2_ptr, pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr,
     C, RD, HW,
     HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    MLP_ACT: tl.constexpr, GATE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
 ):
-    """Program b: SE of sample b (pooled, pool_max, hidden (pre-ReLU), gate: as se_gate)."""
+    """Program b: SE of sample b (pooled, pool_max, hidden (pre-activation), gate: as se_gate)."""
     b = tl.program_id(0).to(tl.int64)
     x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
     r = tl.arange(0, BLOCK_RD)
@@ -138,11 +139,11 @@ def se_one_launch_kernel(
                                BLOCK_C, BLOCK_HW, ACC)
         p = store_pooled(s, mx, HW, b, c, cmask, C, pooled_ptr, pool_max_ptr, WITH_MAX)
         h += w1_times(w1_ptr, p, r, c, C, RD, ACC)
-    h = store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, ACC)
+    h = store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, MLP_ACT, ACC)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
-        g = gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS, ACC)
+        g = gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS, GATE, ACC)
         tl.store(gate_ptr + b * C + c, g, mask=cmask)
         scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
                    HAS_RES, ACT, BLOCK_HW, ACC)
@@ -182,7 +183,7 @@ def eca_one_launch_kernel(
         z += tl.load(w_ptr + j).to(ACC) * tl.load(row + i + j, mask=cmask, other=0.0)
     if HAS_BIAS:
         z += tl.load(bias_ptr).to(ACC)
-    g = _sigmoid(z)
+    g = sigmoid(z)
     tl.store(gate_ptr + b * C + c, g, mask=cmask)
     scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
                HAS_RES, ACT, BLOCK_HW, ACC)
@@ -194,12 +195,12 @@ def se_one_launch_backward_kernel(
     w1_ptr, w2_ptr, hidden_ptr, gate_ptr, pool_max_ptr, dz_ptr, dh_ptr, ties_ptr,
     pooled_ptr, dw1_ptr, db1_ptr, dw2_ptr, db2_ptr,
     C, RD, HW,
-    WITH_MAX: tl.constexpr, WEIGHT_GRADS: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
+    WITH_MAX: tl.constexpr, WEIGHT_GRADS: tl.constexpr, HAS_BIAS: tl.constexpr, MLP_ACT: tl.constexpr,
+    GATE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
 ):
     """Program b: se_gate's backward for sample b and dx, from dy and x (dz [B, C] and dh [B, RD]
     stored for the weight gradients; ties [B, C] a scratch of the max-pool ties). With
-    WEIGHT_GRADS (a batch of one: nothing to sum over samples) it also writes dW2 = dz relu(h)^T,
+    WEIGHT_GRADS (a batch of one: nothing to sum over samples) it also writes dW2 = dz act(h)^T,
     dW1 = dh p^T (and db2 = dz, db1 = dh) in the weights' dtype."""
     b = tl.program_id(0).to(tl.int64)
     dy_rows, x_rows, dx_rows = dy_ptr + b * sdb, x_ptr + b * sxb, dx_ptr + b * sgb
@@ -216,18 +217,18 @@ def se_one_launch_backward_kernel(
         s, _, ties = reduce_rows(x_rows, sxc, sxhw, dy_rows, sdc, sdhw, mx, c, cmask, HW, True, False, WITH_MAX,
                                  BLOCK_C, BLOCK_HW, ACC)
         g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-        dz = tl.where(cmask, s * g * (1.0 - g), 0.0)
+        dz = tl.where(cmask, gate_grad(s, g, GATE), 0.0)
         tl.store(dz_ptr + b * C + c, dz, mask=cmask)
         if WITH_MAX:
             tl.store(ties_ptr + b * C + c, ties, mask=cmask)
         t += w2t_times(w2_ptr, dz, r, c, C, RD, ACC)
         if WEIGHT_GRADS:
             wmask = rmask[:, None] & cmask[None, :]
-            dw2 = dz[None, :] * relu(h)[:, None]
+            dw2 = dz[None, :] * activation(h, MLP_ACT)[:, None]
             tl.store(dw2_ptr + c[None, :] * RD + r[:, None], dw2.to(dw2_ptr.dtype.element_ty), mask=wmask)
             if HAS_BIAS:
                 tl.store(db2_ptr + c, dz.to(db2_ptr.dtype.element_ty), mask=cmask)
-    dh = tl.where(rmask, relu_grad(t, h), 0.0)
+    dh = tl.where(rmask, activation_grad(t, h, MLP_ACT), 0.0)
     tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
     if WEIGHT_GRADS and HAS_BIAS:
         tl.store(db1_ptr + r, dh.to(db1_ptr.dtype.element_ty), mask=rmask)
@@ -361,8 +362,9 @@ def eca_fits_one_launch(x: torch.Tensor) -> bool:
 
 
 def se_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None, act: int,
-                  w1, b1, w2, b2, pooled, pool_max, hidden, gate) -> None:
-    """SE forward of every sample, one program each (w1 [RD, C], w2 [C, RD] contiguous)."""
+                  w1, b1, w2, b2, pooled, pool_max, hidden, gate, mlp_act: int = RELU, gate_fn: int = SIGMOID) -> None:
+    """SE forward of every sample, one program each (w1 [RD, C], w2 [C, RD] contiguous; mlp_act,
+    gate_fn: activation-table codes)."""
     B, C, H, W = x.tensor.shape
     RD = w1.shape[0]
     block_c, block_hw, block_rd = se_tiles(x, C, RD, H * W)
@@ -373,7 +375,7 @@ def se_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None, 
         w1, b1 if b1 is not None else w1, w2, b2 if b2 is not None else w2,
         pooled, pool_max if with_max else pooled, hidden, gate, C, RD, H * W,
         HAS_BIAS=b1 is not None, WITH_MAX=with_max, HAS_RES=shortcut is not None, ACT=act,
-        BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_RD=block_rd, ACC=acc_dtype(x.tensor.dtype),
+        MLP_ACT=mlp_act, GATE=gate_fn, BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_RD=block_rd, ACC=acc_dtype(x.tensor.dtype),
         num_warps=STREAM_WARPS,
     )
 
@@ -415,7 +417,8 @@ def eca_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None,
 
 
 def se_one_launch_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w1, w2, hidden, gate, pool_max,
-                           dz, dh, pooled=None, weight_grads=None) -> None:
+                           dz, dh, pooled=None, weight_grads=None, mlp_act: int = RELU,
+                           gate_fn: int = SIGMOID) -> None:
     """SE backward of every sample, one program each: dx, and dz [B, C] / dh [B, RD] for the
     weight gradients (w1 [RD, C], w2 [C, RD] contiguous). For B = 1, ``weight_grads`` (dw1 [RD, C],
     db1 [RD] | None, dw2 [C, RD], db2 [C] | None) are written too (from ``pooled``)."""
@@ -431,7 +434,7 @@ def se_one_launch_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w1,
         w1, w2, hidden, gate, pool_max if with_max else gate, dz, dh, ties,
         pooled if pooled is not None else gate, dw1, db1 if has_bias else dw1, dw2, db2 if has_bias else dw2,
         C, RD, H * W, WITH_MAX=with_max, WEIGHT_GRADS=weight_grads is not None, HAS_BIAS=has_bias,
-        BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_RD=block_rd, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
+        MLP_ACT=mlp_act, GATE=gate_fn, BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_RD=block_rd, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )
 
 

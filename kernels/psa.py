@@ -11,6 +11,7 @@ all splits at once. Unlike SE/ECA there is no L2 chunking here yet (one pass ove
 samples per stage).
 """
 
+from .activations import RELU, SIGMOID
 from . import config
 from .batch_outer import mlp_weight_grads
 from .channel_pool import channel_pool, new_partials
@@ -47,7 +48,7 @@ def psa_forward(xs, w1, b1, w2, b2):
         parts.sums, parts.sums, plan.n_splits, P * B, C, RD, H * W,
         w1, b1.contiguous() if has_bias else w1, w2, b2.contiguous() if has_bias else w2,
         pooled, pooled, hidden, se, 0,
-        HAS_BIAS=has_bias, WITH_MAX=False, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc, num_warps=4)
+        HAS_BIAS=has_bias, WITH_MAX=False, MLP_ACT=RELU, GATE=SIGMOID, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc, num_warps=4)
     sb = softmax_block_c(C)
     split_softmax_kernel[(B, cdiv(C, sb))](se, att, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
     out = config.new_buffer((B, P * C, H, W), x0.dtype, dev, suggested_memory_format(x0))
@@ -75,7 +76,7 @@ def psa_backward(dout, xs, w1, w2, has_bias: bool, pooled, hidden, se, att):
     block_c, block_rd = gate_tiles(C, RD)
     se_gate_backward_kernel[(P * B,)](
         ds, ds, 1, P * B, C, RD, H * W, w1f, w2f, hidden, se, dz, dh, mean_coef, mean_coef, 0,
-        WITH_MAX=False, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc, num_warps=4)
+        WITH_MAX=False, MLP_ACT=RELU, GATE=SIGMOID, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc, num_warps=4)
     dxs = []
     for p in range(P):
         dx = config.new_like(views[p].tensor)

@@ -1,6 +1,8 @@
-"""SE launchers: fused forward and backward of  y = x * sigmoid(W2 relu(W1 pool(x) + b1) + b2)."""
+"""SE launchers: fused forward and backward of  y = x * gate(W2 act(W1 pool(x) + b1) + b2)
+(act and gate: activation-table codes, kernels/activations.py)."""
 
 from . import config
+from .activations import RELU, SIGMOID
 from .batch_outer import mlp_weight_grads, new_weight_grads
 from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
 from .layout import acc_dtype, acc_torch_dtype, channel_view
@@ -9,44 +11,49 @@ from .one_launch import se_fits_one_launch, se_one_launch, se_one_launch_backwar
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
 
 
-def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0):
+def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0, mlp_act: int = RELU,
+               gate_fn: int = SIGMOID):
     """x [B, C, H, W]; w1 [RD, C(,1,1)], b1 [RD] | None; w2 [C, RD(,1,1)], b2 [C] | None;
-    optional epilogue: y = act(x * gate + shortcut) (act: channel_scale.ACTIVATIONS code).
+    mlp_act, gate_fn: the hidden activation and the gate (activation-table codes). w2 None: the
+    one-layer gate gate_fn(W1 p + b1), W1 [C, C] (timm's EffectiveSEModule, Ultralytics'
+    ChannelAttention; always the parallel gate kernels, hidden [B, 0]);
+    optional epilogue: y = act(x * gate + shortcut) (act: an activation-table code).
 
     Returns (y [B, C, H, W] in x's dtype and memory format, pooled [B, C] (fc1's input),
-    pool_max [B, C] (or [0] without add_maxpool), hidden [B, RD] (pre-ReLU), gate [B, C]);
+    pool_max [B, C] (or [0] without add_maxpool), hidden [B, RD] (pre-activation), gate [B, C]);
     the vectors are float32 (float64 for float64 x).
     """
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w1, w2 = w1.contiguous(), w2.contiguous()   # read as [RD, C] and [C, RD] by pointer arithmetic
+    one_layer = w2 is None
+    w1, w2 = w1.contiguous(), _contiguous(w2)   # read as [RD, C] and [C, RD] by pointer arithmetic
     has_bias = b1 is not None
-    b1, b2 = (b1.contiguous(), b2.contiguous()) if has_bias else (None, None)
+    b1, b2 = _contiguous(b1), _contiguous(b2)
     pooled = config.new_buffer((B, C), dt, dev)
     pool_max = config.new_buffer((B, C) if add_maxpool else (0,), dt, dev)
-    hidden = config.new_buffer((B, RD), dt, dev)
+    hidden = config.new_buffer((B, 0 if one_layer else RD), dt, dev)
     gate = config.new_buffer((B, C), dt, dev)
-    if se_fits_one_launch(x, w1):
+    if not one_layer and se_fits_one_launch(x, w1):
         xv = channel_view(x)
         y = config.new_like(xv.tensor)
         se_one_launch(xv, channel_view(y), channel_view(shortcut) if shortcut is not None else None, act,
-                      w1, b1, w2, b2, pooled, pool_max, hidden, gate)
+                      w1, b1, w2, b2, pooled, pool_max, hidden, gate, mlp_act, gate_fn)
         return y, pooled, pool_max, hidden, gate
     block_c, block_rd = gate_tiles(C, RD)
-    parallel = use_mlp_gate(x, w1)
+    parallel = one_layer or use_mlp_gate(x, w1)
 
     def launch_gate(parts, b0, nb):
         if parallel:
             mlp_gate_forward(parts, B, C, RD, H * W, w1, b1, w2, b2, pooled, pool_max, hidden, gate, b0, nb,
-                             acc_dtype(x.dtype))
+                             acc_dtype(x.dtype), mlp_act=mlp_act, gate_fn=gate_fn)
             return
         se_gate_forward_kernel[(nb,)](
             parts.sums, parts.maxs if add_maxpool else parts.sums, parts.sums.shape[0],
             B, C, RD, H * W,
             w1, b1 if has_bias else w1, w2, b2 if has_bias else w2,
             pooled, pool_max if add_maxpool else pooled, hidden, gate, b0,
-            HAS_BIAS=has_bias, WITH_MAX=add_maxpool,
+            HAS_BIAS=has_bias, WITH_MAX=add_maxpool, MLP_ACT=mlp_act, GATE=gate_fn,
             BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
         )
 
@@ -55,50 +62,57 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
 
 
 def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
-                act: int = 0, out=None, shortcut=None):
+                act: int = 0, out=None, shortcut=None, mlp_act: int = RELU, gate_fn: int = SIGMOID):
     """Gradients of se_forward from dy [B, C, H, W] and its saved vectors (with an epilogue:
     its act, the forward's output ``out`` for ReLU, the shortcut for SiLU).
 
     Returns (dx, dw1, db1, dw2, db2, dshortcut); weight gradients have the weights' shapes and
-    dtypes; db1/db2 are None without bias, dshortcut None without an epilogue. Deterministic.
+    dtypes; db1/db2 are None without bias, dshortcut None without an epilogue; w2 None (the
+    one-layer gate): dw2, db2 None. Deterministic.
     """
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w1f, w2f = w1.contiguous(), w2.contiguous()   # read as [RD, C] and [C, RD]
+    one_layer = w2 is None
+    w1f, w2f = w1.contiguous(), _contiguous(w2)   # read as [RD, C] and [C, RD]
     with_max = pool_max.numel() > 0
-    dz = config.new_buffer((B, C), dt, dev)
+    dz = None if one_layer else config.new_buffer((B, C), dt, dev)
     dh = config.new_buffer((B, RD), dt, dev)
     epilogue = Epilogue(act, shortcut, out)
-    if not epilogue.active and se_fits_one_launch(x, w1, passes=4):
+    if not one_layer and not epilogue.active and se_fits_one_launch(x, w1, passes=4):
         xv = channel_view(x)
         dx = config.new_like(xv.tensor)
         if B > 1:
-            se_one_launch_backward(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh)
-            return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias), None)
+            se_one_launch_backward(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh,
+                                   mlp_act=mlp_act, gate_fn=gate_fn)
+            return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias, mlp_act), None)
         grads = new_weight_grads(w1, w2, has_bias)   # a batch of one: written by the same launch
         se_one_launch_backward(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh,
-                               pooled, grads)
+                               pooled, grads, mlp_act=mlp_act, gate_fn=gate_fn)
         dw1, db1, dw2, db2 = grads
         return dx, dw1, db1, dw2, db2, None
     mean_coef = config.new_buffer((B, C), dt, dev)
     max_coef = config.new_buffer((B, C), dt, dev) if with_max else None
     block_c, block_rd = gate_tiles(C, RD)
-    parallel = use_mlp_gate(x, w1)
+    parallel = one_layer or use_mlp_gate(x, w1)
 
     def launch_gate_backward(parts, b0, nb):
         if parallel:
             mlp_gate_backward(parts, B, C, RD, H * W, w1f, w2f, hidden, gate, dz, dh, mean_coef, max_coef, b0, nb,
-                              acc_dtype(x.dtype))
+                              acc_dtype(x.dtype), mlp_act=mlp_act, gate_fn=gate_fn)
             return
         se_gate_backward_kernel[(nb,)](
             parts.sums, parts.counts if with_max else parts.sums, parts.sums.shape[0],
             B, C, RD, H * W, w1f, w2f, hidden, gate,
             dz, dh, mean_coef, max_coef if with_max else mean_coef, b0,
-            WITH_MAX=with_max,
+            WITH_MAX=with_max, MLP_ACT=mlp_act, GATE=gate_fn,
             BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
         )
 
     dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
                                      pool_max if with_max else None, max_coef, epilogue)
-    return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias), dres)
+    return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias, mlp_act), dres)
+
+
+def _contiguous(t):
+    return t.contiguous() if t is not None else None

@@ -2,12 +2,13 @@
 
     p = mean_hw(x)                [or 0.5 * mean + 0.5 * max]        [C]
     h = W1 @ p + b1               (saved pre-activation)             [RD]
-    g = sigmoid(W2 @ relu(h) + b2)                                   [C]
+    g = gate(W2 @ act(h) + b2)                                       [C]
 
-and its backward, given dgate[c] = sum_hw(dy * x) (as pooling partials):
+(act and gate from the activation table: MLP_ACT, GATE codes) and its backward, given
+dgate[c] = sum_hw(dy * x) (as pooling partials):
 
-    dz = dgate * g * (1 - g)                                         [C]  -> dW2, db2
-    dh = (W2^T @ dz) * (h > 0)                                       [RD] -> dW1, db1
+    dz = dgate * gate'                                               [C]  -> dW2, db2
+    dh = (W2^T @ dz) * act'(h)                                       [RD] -> dW1, db1
     dp = W1^T @ dh,  mean_coef = dp / HW  [halves and max_coef = dp / (2 * ties) with max]
 
 The hidden vector stays in registers ([BLOCK_RD]); W1 and W2 are walked in
@@ -18,13 +19,8 @@ import triton
 import triton.language as tl
 from .layout import next_pow2
 
+from .activations import activation, activation_grad, gate_grad
 from .channel_pool import reduce_partials
-from .nan_math import relu, relu_grad
-
-
-@triton.jit
-def _sigmoid(z):
-    return 1.0 / (1.0 + tl.exp(-z))
 
 
 @triton.jit
@@ -60,9 +56,9 @@ def w2t_times(w2_ptr, dz, r, c, C, RD, ACC: tl.constexpr):
 
 
 @triton.jit
-def gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr,
+def gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr, GATE: tl.constexpr,
                     BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr):
-    """Sample b's sigmoid backward, dz = dgate * g * (1 - g) (stored [B, C]), and W2^T @ dz
+    """Sample b's gate backward, dz = dgate * gate' (stored [B, C]), and W2^T @ dz
     [BLOCK_RD]; dgate comes as [S, B, C] pooling partials. Shared by SE's and CBAM's gates."""
     t = tl.zeros([BLOCK_RD], dtype=ACC)
     for c0 in range(0, C, BLOCK_C):
@@ -70,7 +66,7 @@ def gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr,
         cmask = c < C
         dg = reduce_partials(dsum_ptr, S, B, C, b, c, cmask, False, ACC)
         g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-        dz = tl.where(cmask, dg * g * (1.0 - g), 0.0)
+        dz = tl.where(cmask, gate_grad(dg, g, GATE), 0.0)
         tl.store(dz_ptr + b * C + c, dz, mask=cmask)
         t += w2t_times(w2_ptr, dz, r, c, C, RD, ACC)
     return t
@@ -90,22 +86,23 @@ def store_pooled(s, mx, HW, b, c, cmask, C, pooled_ptr, pool_max_ptr, WITH_MAX: 
 
 
 @triton.jit
-def store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
-    """h (+ b1) stored as sample b's hidden pre-activation; returns relu of it (0 off-range)."""
+def store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS: tl.constexpr, MLP_ACT: tl.constexpr,
+                 ACC: tl.constexpr):
+    """h (+ b1) stored as sample b's hidden pre-activation; returns act(h) (0 off-range)."""
     rmask = r < RD
     if HAS_BIAS:
         h += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)
     tl.store(hidden_ptr + b * RD + r, h, mask=rmask)
-    return tl.where(rmask, relu(h), 0.0)
+    return tl.where(rmask, activation(h, MLP_ACT), 0.0)
 
 
 @triton.jit
-def gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
-    """sigmoid(W2[c, :] @ h (+ b2[c])) for one channel tile."""
+def gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS: tl.constexpr, GATE: tl.constexpr, ACC: tl.constexpr):
+    """gate(W2[c, :] @ h (+ b2[c])) for one channel tile."""
     z = w2_times(w2_ptr, h, r, c, C, RD, ACC)
     if HAS_BIAS:
         z += tl.load(b2_ptr + c, mask=c < C, other=0.0).to(ACC)
-    return _sigmoid(z)
+    return activation(z, GATE)
 
 
 @triton.jit
@@ -113,7 +110,7 @@ def se_gate_forward_kernel(
     sum_ptr, max_ptr, S, B, C, RD, HW,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr,
     pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr, b0,
-    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr,
+    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
 ):
     b = (b0 + tl.program_id(0)).to(tl.int64)
@@ -128,10 +125,10 @@ def se_gate_forward_kernel(
             mx = reduce_partials(max_ptr, S, B, C, b, c, cmask, True, ACC)
         p = store_pooled(s, mx, HW, b, c, cmask, C, pooled_ptr, pool_max_ptr, WITH_MAX)
         h += w1_times(w1_ptr, p, r, c, C, RD, ACC)
-    h = store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, ACC)
+    h = store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, MLP_ACT, ACC)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
-        tl.store(gate_ptr + b * C + c, gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS, ACC), mask=c < C)
+        tl.store(gate_ptr + b * C + c, gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS, GATE, ACC), mask=c < C)
 
 
 @triton.jit
@@ -139,15 +136,15 @@ def se_gate_backward_kernel(
     dsum_ptr, cnt_ptr, S, B, C, RD, HW,
     w1_ptr, w2_ptr, hidden_ptr, gate_ptr,
     dz_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, b0,
-    WITH_MAX: tl.constexpr,
+    WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
 ):
     b = (b0 + tl.program_id(0)).to(tl.int64)
     r = tl.arange(0, BLOCK_RD)
     rmask = r < RD
-    dh = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr, BLOCK_C, BLOCK_RD, ACC)
+    dh = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr, GATE, BLOCK_C, BLOCK_RD, ACC)
     h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
-    dh = tl.where(rmask, relu_grad(dh, h), 0.0)
+    dh = tl.where(rmask, activation_grad(dh, h, MLP_ACT), 0.0)
     tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)

@@ -13,6 +13,7 @@ backward gives coef = dmean / HW, path_combine_backward reads dy once more and w
 dx_p = dy * att_p + coef; then the weight gradients as fixed-order sums over the batch.
 """
 from . import config
+from .activations import RELU
 from .batch_outer import Outer, batch_outer_pair
 from .layout import channel_view
 from .path_sum import branches, path_combine, path_combine_backward, path_groups, path_pool
@@ -76,6 +77,6 @@ def sk_backward(dy, xs, w_reduce, w_select, gamma, eps: float, training: bool, s
     path_combine_backward(dyv, [channel_view(d) for d in dxs], att, coef, plan)
     dws = config.new_buffer((P * C, A), w_select.dtype, dev)
     dwr = config.new_buffer((A, C), w_reduce.dtype, dev)
-    batch_outer_pair(Outer(dlogit, u, dws, relu_v=True), Outer(dz, s, dwr))
+    batch_outer_pair(Outer(dlogit, u, dws, v_act=RELU), Outer(dz, s, dwr))
     return (dxs, dwr.reshape(w_reduce.shape), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype),
             dws.reshape(w_select.shape))

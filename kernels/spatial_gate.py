@@ -26,7 +26,7 @@ import triton.language as tl
 
 from . import config
 from .layout import acc_dtype, cdiv, next_pow2
-from .se_gate import _sigmoid
+from .activations import sigmoid
 from .sk_gate import _inv_std
 
 #: rows of partials added per step when a program reduces them.
@@ -116,7 +116,7 @@ def _forward_block(pid, maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_pt
         if NORM == 1:
             gamma, beta = _affine(gamma_ptr, beta_ptr, HAS_AFFINE, ACC)
             z = _normalize(z, tl.load(rmean_ptr).to(ACC), tl.load(rvar_ptr).to(ACC), eps, gamma, beta)
-        tl.store(out_ptr + b * HW + p, _sigmoid(z), mask=pm)
+        tl.store(out_ptr + b * HW + p, sigmoid(z), mask=pm)
 
 
 @triton.jit
@@ -160,7 +160,7 @@ def _norm_block(pid, z_ptr, gamma_ptr, beta_ptr, mean, var, eps, HW, W, N,
     gamma, beta = _affine(gamma_ptr, beta_ptr, HAS_AFFINE, ACC)
     z = tl.load(z_ptr + b * HW + p, mask=pm, other=mean)
     u = _normalize(z, mean, var, eps, gamma, beta)
-    tl.store(z_ptr + b * HW + p, _sigmoid(u), mask=pm)
+    tl.store(z_ptr + b * HW + p, sigmoid(u), mask=pm)
 
 
 @triton.jit

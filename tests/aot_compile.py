@@ -63,13 +63,28 @@ def exercise_launchers(launches: list, contexts: list, failures: list, shapes=SM
             for shape in shapes:
                 contexts.append((len(launches), dtype, layout, shape, shapes is RESNET50_SHAPES))
                 try:
-                    _exercise(dtype, layout, shape, rd_div, variants)
+                    # the activation table once per accumulation dtype (fp16 / bf16 x accumulate in fp32 too)
+                    activations = variants and shape == shapes[0] and layout == "nchw" and \
+                        dtype in (torch.float32, torch.float64)
+                    _exercise(dtype, layout, shape, rd_div, variants, activations)
                 except Exception as e:  # noqa: BLE001 - report every failing group
                     failures.append(f"{dtype} {layout} {shape}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
 
 
-def _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants):
-    """SE and ECA (with their options and the residual epilogue), forward and backward."""
+def _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants, activations=False):
+    """SE and ECA (with their options and the residual epilogue), forward and backward;
+    ``activations``: SE with every hidden activation of the table, each gate."""
+    from fusedattn.kernels.activations import ACTIVATIONS, GATES
+
+    for mlp_act in ACTIVATIONS.values() if activations else ():
+        gate_fn = GATES[mlp_act % 2]
+        out = kernels.se_forward(x, w1, b1, w2, b2, False, mlp_act=mlp_act, gate_fn=gate_fn)
+        kernels.se_backward(dy, x, w1, w2, True, *out[1:], mlp_act=mlp_act, gate_fn=gate_fn)
+    C = x.shape[1]
+    for gate_fn in GATES if variants else GATES[1:]:   # the one-layer gate (ESE, ChannelAttention)
+        w, b = torch.randn(C, C, 1, 1), torch.randn(C)
+        out = kernels.se_forward(x, w, b, None, None, gate_fn == GATES[0], gate_fn=gate_fn)
+        kernels.se_backward(dy, x, w, None, True, *out[1:], gate_fn=gate_fn)
     for maxpool in (False, True) if variants else (False,):
         for bias in (False, True) if variants else (True,):
             out = kernels.se_forward(x, w1, b1 if bias else None, w2, b2 if bias else None, maxpool)
@@ -86,7 +101,7 @@ def _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants):
             kernels.eca_backward(dy, x, w, bias is not None, circular, pooled, gate)
 
 
-def _exercise(dtype, layout, shape, rd_div, variants):
+def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
     from fusedattn import kernels
 
     B, C, H, W = shape
@@ -101,7 +116,9 @@ def _exercise(dtype, layout, shape, rd_div, variants):
     for one_launch, parallel_gate in ((None, None), (False, False), (False, True)):
         config.one_launch, config.parallel_gate = one_launch, parallel_gate
         try:
-            _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants)
+            # the table's functions are inlined the same way in every gate kernel: the one-launch and
+            # the parallel kernels take them all; the one-program-per-sample gate takes the default pair
+            _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants, activations and parallel_gate is not False)
         finally:
             config.one_launch = config.parallel_gate = None
     for bias in (False, True) if variants else (True,):

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusedattn
-from fusedattn.reference import CbamModule, CecaModule, EcaModule, PSAModule, SelectiveKernel, SEModule
+from fusedattn.reference import (CbamModule, CecaModule, ChannelAttention, EcaModule, EffectiveSEModule, PSAModule,
+                                 SelectiveKernel, SEModule, SqueezeExcite)
 
 
 class ResidualTail(nn.Module):
@@ -27,7 +28,8 @@ def fused_copy(ref):
     ref = copy.deepcopy(ref)
     if isinstance(ref, ResidualTail):
         return ResidualTail(fused_copy(ref.attn))
-    kind = {SEModule: fusedattn.SE, EcaModule: fusedattn.ECA, CecaModule: fusedattn.ECA,
+    kind = {SEModule: fusedattn.SE, SqueezeExcite: fusedattn.SqueezeExcite, EffectiveSEModule: fusedattn.EffectiveSE,
+            ChannelAttention: fusedattn.ChannelAttention, EcaModule: fusedattn.ECA, CecaModule: fusedattn.ECA,
             CbamModule: fusedattn.CBAM, SelectiveKernel: fusedattn.SelectiveKernel, PSAModule: fusedattn.PSA}
     return kind[type(ref)].from_module(ref)
 
@@ -36,6 +38,10 @@ C = 16
 BLOCKS = {
     "se": lambda: SEModule(C, rd_channels=4),
     "se-maxpool": lambda: SEModule(C, rd_channels=4, add_maxpool=True),
+    "se-silu-hardsigmoid": lambda: SEModule(C, rd_channels=4, act_layer="silu", gate_layer="hard_sigmoid"),
+    "squeeze-excite-gelu-tanh": lambda: SqueezeExcite(C, rd_channels=4, act_layer="gelu_tanh"),
+    "ese-maxpool": lambda: EffectiveSEModule(C, add_maxpool=True),
+    "channel-attention": lambda: ChannelAttention(C),
     "se-residual": lambda: ResidualTail(SEModule(C, rd_channels=4)),
     "eca": lambda: EcaModule(C),
     "eca-residual": lambda: ResidualTail(EcaModule(C)),

@@ -28,6 +28,12 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 SEED = int(os.environ.get("FUSEDATTN_TEST_SEED", random.SystemRandom().randrange(2**31)))
+# pytest-xdist's workers inherit the controller's environment: one seed for the whole run
+os.environ.setdefault("FUSEDATTN_TEST_SEED", str(SEED))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest-xdist worker per core: a worker's intra-op threads would only fight the others'
+    # (OpenMP threads spinning on a busy core made a float64 MobileNetV3 step 20x slower)
+    torch.set_num_threads(1)
 
 
 def interpreter_problem() -> str | None:

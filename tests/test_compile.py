@@ -70,14 +70,19 @@ def test_compile_graph_has_one_node_per_block(device):
     assert sum("fusedattn.sk_forward" in t for t in targets) == 1
 
 
-@pytest.mark.parametrize("op", ["se", "eca", "cbam", "psa", "sk-train", "sk-eval", "se-res-relu", "eca-res-silu"])
+@pytest.mark.parametrize("op", ["se", "se-one-layer", "eca", "cbam", "psa", "sk-train", "sk-eval", "se-res-relu",
+                                "eca-res-silu"])
 def test_opcheck(triton_backend, op, device):
     x = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
     if op == "se":
         args = (x, torch.randn(3, 6, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
                 torch.randn(3, dtype=torch.float64, device=device, requires_grad=True),
                 torch.randn(6, 3, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
-                torch.randn(6, dtype=torch.float64, device=device, requires_grad=True), True, None, 0)
+                torch.randn(6, dtype=torch.float64, device=device, requires_grad=True), True, None, 0, 2, 9)
+        torch.library.opcheck(torch.ops.fusedattn.se_forward.default, args)  # SiLU, hard sigmoid
+    elif op == "se-one-layer":   # EffectiveSE / ChannelAttention: no fc2
+        args = (x, torch.randn(6, 6, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
+                torch.randn(6, dtype=torch.float64, device=device, requires_grad=True), None, None, True, None, 0, 0, 9)
         torch.library.opcheck(torch.ops.fusedattn.se_forward.default, args)
     elif op == "eca":
         args = (x, torch.randn(1, 1, 3, dtype=torch.float64, device=device, requires_grad=True), None, True, None, 0)
@@ -87,7 +92,7 @@ def test_opcheck(triton_backend, op, device):
         res = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
         if op == "se-res-relu":
             torch.library.opcheck(torch.ops.fusedattn.se_forward.default,
-                                  (x, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6), False, res, 1))
+                                  (x, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6), False, res, 1, 1, 8))
         else:
             torch.library.opcheck(torch.ops.fusedattn.eca_forward.default, (x, p(1, 1, 3), None, False, res, 2))
     elif op.startswith("sk"):

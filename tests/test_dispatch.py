@@ -29,9 +29,10 @@ def _cases(B=2, C=16, H=5, W=3):
     splits = [torch.randn(B, C, H, W, dtype=torch.float64) for _ in range(3)]
     A = 8
     return [
-        ("se", se_block, (x, _p(4, C, 1, 1), _p(4), _p(C, 4, 1, 1), _p(C), True, None, 0)),
+        ("se", se_block, (x, _p(4, C, 1, 1), _p(4), _p(C, 4, 1, 1), _p(C), True, None, 0, 1, 8)),
+        ("se_hardswish", se_block, (x, _p(4, C, 1, 1), _p(4), _p(C, 4, 1, 1), _p(C), False, None, 0, 7, 9)),
         ("se_residual", se_block, (x, _p(4, C, 1, 1), _p(4), _p(C, 4, 1, 1), _p(C), False,
-                                   torch.randn_like(x), 2)),
+                                   torch.randn_like(x), 2, 1, 8)),
         ("eca", eca_block, (x, _p(1, 1, 3), _p(1), True, None, 0)),
         ("cbam", cbam_block, (x, _p(4, C, 1, 1), None, _p(C, 4, 1, 1), None, _p(1, 2, 3, 3), _p(1),
                               _p(1), _p(1), None, None, True, True, 1e-5, False)),

@@ -15,6 +15,9 @@ from torch.nn.parallel import DistributedDataParallel
 import fusedattn
 from blocks import BLOCKS, C, fused_copy
 
+#: one pytest-xdist worker runs this module, so its process groups are spawned once per backend
+pytestmark = pytest.mark.xdist_group("distributed")
+
 WORLD = 2
 BATCH = 4  # samples per step, split in halves between the processes
 STEPS = 3

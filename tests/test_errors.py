@@ -100,8 +100,8 @@ def test_eca_weight_shape():
 
 
 def test_unsupported_variants_are_refused():
-    with pytest.raises(ValueError, match="act_layer=nn.ReLU only"):
-        fusedattn.SE(16, act_layer=nn.SiLU)
+    with pytest.raises(ValueError, match="act_layer=.*Tanh.* is not a fused activation"):
+        fusedattn.SE(16, act_layer=nn.Tanh)
     with pytest.raises(ValueError, match="norm_layer=None"):
         fusedattn.SE(16, norm_layer=nn.BatchNorm2d)
     with pytest.raises(ValueError, match="gate_layer='sigmoid'"):

@@ -77,9 +77,9 @@ class Zoo(nn.Module):
     def __init__(self, C=16):
         super().__init__()
         silu_se = SEModule(C, rd_channels=4)
-        silu_se.act = nn.SiLU()  # an SE whose activation the fused SE does not have
+        silu_se.act = nn.Mish()  # an SE whose activation the fused SE does not have (not in the table)
         linear_silu = LinearSE(C, reduction=4)
-        linear_silu.fc[1] = nn.SiLU()
+        linear_silu.fc[1] = nn.Mish()
         self.stem = nn.Conv2d(3, C, 3, padding=1)
         self.blocks = nn.Sequential(
             SEModule(C, rd_channels=4), LinearSE(C, reduction=4), EcaModule(kernel_size=3), CecaModule(kernel_size=5),
@@ -101,7 +101,7 @@ def test_convert_replaces_every_layout_and_keeps_results(backend, mode, device):
     assert kinds == ["SE", "SE", "ECA", "CECA", "CBAM", "CBAM", "CBAM", "CBAM", "SelectiveKernel",
                      "SEModule", "LinearSE", "PSA"], "unsupported variants (9, 10) stay in place"
     assert len(report.replaced) == 10 and [p for p, _, _ in report.left] == ["blocks.9", "blocks.10"]
-    assert all("is not ReLU" in why for _, _, why in report.left), report.left
+    assert all("is not a fused activation" in why for _, _, why in report.left), report.left
     assert "blocks.9: SEModule" in str(report)
     assert converted.training == original.training and next(converted.parameters()).dtype == torch.float64
     for name, p in model.named_parameters():  # inplace=False left the model as it was
@@ -171,11 +171,13 @@ def test_activations_are_recognised_by_what_they_compute():
 
 def test_convert_leaves_blocks_with_another_gate_in_place():
     se, eca, cbam = SEModule(16, rd_channels=4), EcaModule(kernel_size=3), CbamModule(16, rd_channels=4)
-    for gate_of in (se, eca, cbam.spatial):
+    se.gate = nn.Tanh()   # SE's gate: sigmoid or hard sigmoid; ECA's and CBAM's: sigmoid
+    for gate_of in (eca, cbam.spatial):
         gate_of.gate = nn.Hardsigmoid()
     model = nn.Sequential(se, eca, cbam, SEModule(16, rd_channels=4))
     converted, report = fusedattn.convert(model)
     assert [p for p, _, _ in report.left] == ["0", "1", "2"] and [p for p, _, _ in report.replaced] == ["3"]
-    assert all("is not sigmoid" in why for _, _, why in report.left), report.left
+    assert all("is not sigmoid" in why or "Tanh() is not a fused activation" in why for _, _, why in report.left), \
+        report.left
     x = torch.randn(2, 16, 5, 5)
     torch.testing.assert_close(converted(x), model(x))

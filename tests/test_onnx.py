@@ -43,6 +43,10 @@ def _zoo():
 
 MODELS = {
     "SE": (lambda: fusedattn.SE(16, rd_channels=4), 16),
+    "SqueezeExcitation-hardswish-hardsigmoid": (lambda: fusedattn.SqueezeExcitation(16, 4, nn.Hardswish, nn.Hardsigmoid),
+                                                16),
+    "SqueezeExcite-silu": (lambda: fusedattn.SqueezeExcite(16, act_layer=nn.SiLU), 16),
+    "EffectiveSE": (lambda: fusedattn.EffectiveSE(16, add_maxpool=True), 16),
     "ECA": (lambda: fusedattn.ECA(16), 16),
     "CECA": (lambda: fusedattn.CECA.from_module(EcaModule(kernel_size=5)), 16),
     "CBAM": (lambda: fusedattn.CBAM(16, rd_channels=4), 16),

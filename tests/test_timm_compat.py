@@ -1,5 +1,5 @@
-"""Against timm itself, where timm is installed (it is not a test dependency: CI's CPU machines
-have no torchvision build, so this module skips there; the GPU machines' image has timm).
+"""Against timm and torchvision themselves (test dependencies; tests/conftest.py lets the CUDA
+build of torchvision import on a CPU torch).
 
 Checks the claims the rest of the suite makes against fusedattn.reference (timm's layouts,
 written out): the fused modules take timm's constructor arguments, load timm's state_dict
@@ -26,6 +26,20 @@ BLOCKS = {
     "se": ("squeeze_excite.SEModule", fusedattn.SE, reference.SEModule, dict(channels=32), 32),
     "se-maxpool-rd": ("squeeze_excite.SEModule", fusedattn.SE, reference.SEModule,
                       dict(channels=40, rd_channels=12, add_maxpool=True), 40),
+    "se-swish-hardsigmoid": ("squeeze_excite.SEModule", fusedattn.SE, reference.SEModule,
+                             dict(channels=24, rd_ratio=0.25, act_layer="swish", gate_layer="hard_sigmoid"), 24),
+    "squeeze-excite-silu": ("timm.models._efficientnet_blocks.SqueezeExcite", fusedattn.SqueezeExcite,
+                            reference.SqueezeExcite, dict(in_chs=32, rd_ratio=0.25, act_layer=nn.SiLU), 32),
+    "squeeze-excite-hardsigmoid": ("timm.models._efficientnet_blocks.SqueezeExcite", fusedattn.SqueezeExcite,
+                                   reference.SqueezeExcite,
+                                   dict(in_chs=40, rd_channels=12, act_layer=nn.GELU, gate_layer=nn.Hardsigmoid), 40),
+    "torchvision-se": ("torchvision.ops.SqueezeExcitation", fusedattn.SqueezeExcitation, reference.SqueezeExcitation,
+                       dict(input_channels=32, squeeze_channels=8, activation=nn.Hardswish,
+                            scale_activation=nn.Hardsigmoid), 32),
+    "ese": ("squeeze_excite.EffectiveSEModule", fusedattn.EffectiveSE, reference.EffectiveSEModule,
+            dict(channels=32), 32),
+    "ese-maxpool-sigmoid": ("squeeze_excite.EffectiveSEModule", fusedattn.EffectiveSE, reference.EffectiveSEModule,
+                            dict(channels=24, add_maxpool=True, gate_layer="sigmoid"), 24),
     "eca-adaptive": ("eca.EcaModule", fusedattn.ECA, reference.EcaModule, dict(channels=96), 96),
     "eca-k5": ("eca.EcaModule", fusedattn.ECA, reference.EcaModule, dict(kernel_size=5), 24),
     "ceca": ("eca.CecaModule", fusedattn.CECA, reference.CecaModule, dict(channels=64), 64),
@@ -38,9 +52,12 @@ BLOCKS = {
 
 
 def timm_class(path: str) -> type:
-    """timm.layers.<module>.<Class> (not every block is exported from timm.layers itself)."""
+    """timm.layers.<module>.<Class> (not every block is exported from timm.layers itself), or a
+    class under its full module path (timm.models...., torchvision....)."""
     module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(f"timm.layers.{module}"), name)
+    if not module.startswith(("timm.", "torchvision.")):
+        module = f"timm.layers.{module}"
+    return getattr(importlib.import_module(module), name)
 
 
 def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: float = 1e-10):
@@ -92,9 +109,15 @@ def test_fused_block_is_timms_block(backend, name, mode, device):
 
 
 #: timm model name, extra create_model arguments, the timm class of its attention blocks
+TIMM_SQUEEZE_EXCITE = "timm.models._efficientnet_blocks.SqueezeExcite"
 MODELS = [("seresnet18", {}, "squeeze_excite.SEModule"), ("ecaresnet26t", {}, "eca.EcaModule"),
           ("skresnet18", {}, "selective_kernel.SelectiveKernel"),
-          ("resnet18", {"block_args": {"attn_layer": "cbam"}}, "cbam.CbamModule")]
+          ("resnet18", {"block_args": {"attn_layer": "cbam"}}, "cbam.CbamModule"),
+          # the SE family: SiLU / sigmoid (EfficientNet), ReLU / hard sigmoid (MobileNetV3), rd from the
+          # block's input (RegNetY), grouped ResNeXt
+          ("efficientnet_b0", {}, TIMM_SQUEEZE_EXCITE), ("mobilenetv3_large_100", {}, TIMM_SQUEEZE_EXCITE),
+          ("regnety_002", {}, "squeeze_excite.SEModule"), ("seresnext26d_32x4d", {}, "squeeze_excite.SEModule"),
+          ("ese_vovnet19b_dw", {}, "squeeze_excite.EffectiveSEModule")]
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -115,6 +138,38 @@ def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
 
     fresh = timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs)
     fresh.load_state_dict(converted.state_dict())  # strict: timm loads what the converted model saves
+    fresh = fresh.double().to(device).train(mode == "train")
+    with torch.no_grad():
+        assert_close(converted.eval()(x), fresh.eval()(x), torch.float64, f"{model_name} reloaded", tol=1e-7)
+
+
+#: torchvision model -> its SE blocks' activation / gate (torchvision.ops.SqueezeExcitation)
+TORCHVISION_MODELS = ["efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf"]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("model_name", TORCHVISION_MODELS)
+def test_convert_torchvision_model(backend, model_name, mode, device):
+    torchvision = pytest.importorskip("torchvision")
+    block = torchvision.ops.SqueezeExcitation
+
+    def build():
+        torch.manual_seed(0)
+        return getattr(torchvision.models, model_name)(num_classes=10)
+
+    model = randomize_batchnorm(build()).double().to(device).train(mode == "train")
+    n_blocks = sum(isinstance(m, block) for m in model.modules())
+    assert n_blocks > 0
+    original = copy.deepcopy(model)
+    converted, report = fusedattn.convert(model)
+    assert len(report.replaced) == n_blocks and report.left == [], str(report)
+    assert all(new == "SqueezeExcitation" for _, _, new in report.replaced)
+    assert not any(type(m) is block for m in converted.modules())
+    x = make_x((2, 3, 32, 32), torch.float64, "channels_last", device)
+    _same_step(converted, original, x, f"converted torchvision {model_name} ({mode})", tol=1e-7)
+
+    fresh = build()
+    fresh.load_state_dict(converted.state_dict())  # strict
     fresh = fresh.double().to(device).train(mode == "train")
     with torch.no_grad():
         assert_close(converted.eval()(x), fresh.eval()(x), torch.float64, f"{model_name} reloaded", tol=1e-7)

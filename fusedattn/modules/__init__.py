@@ -2,7 +2,7 @@
 from .cbam import CBAM
 from .eca import CECA, ECA
 from .psa import PSA
-from .se import SE
+from .se import SE, ChannelAttention, EffectiveSE, SqueezeExcitation, SqueezeExcite
 from .sk import SelectiveKernel
 
-__all__ = ["SE", "ECA", "CECA", "CBAM", "PSA", "SelectiveKernel"]
+__all__ = ["SE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSE", "ChannelAttention", "ECA", "CECA", "CBAM", "PSA", "SelectiveKernel"]

@@ -2,11 +2,38 @@
 import torch
 from torch import nn
 
+from ..ops.activations import FORWARD, activation_name, code_of_name, is_gate
+
 
 def require(condition: bool, message: str) -> None:
     """Raise ValueError(message) unless condition holds."""
     if not condition:
         raise ValueError(message)
+
+
+_PROBE = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)
+
+
+def _probe(fn) -> torch.Tensor | None:
+    """fn's values on [-8, 8] in float64 (fn a module class, module instance or plain function
+    without parameters), or None if it cannot be probed."""
+    try:
+        if isinstance(fn, type):
+            if not issubclass(fn, nn.Module):
+                return None
+            fn = fn()
+        if isinstance(fn, nn.Module) and any(True for _ in fn.parameters()):
+            return None
+        with torch.no_grad():
+            out = fn(_PROBE.clone())
+        ok = isinstance(out, torch.Tensor) and out.shape == _PROBE.shape
+        return out.double() if ok else None
+    except Exception:  # noqa: BLE001 - anything that cannot be probed is not the function
+        return None
+
+
+def _same(out: torch.Tensor | None, reference) -> bool:
+    return out is not None and bool(torch.allclose(out, reference(_PROBE), rtol=0.0, atol=1e-12))
 
 
 def computes(fn, name: str, reference) -> bool:
@@ -16,20 +43,28 @@ def computes(fn, name: str, reference) -> bool:
     (probed in float64, so hard sigmoid, ReLU6, leaky ReLU, GELU ... do not pass)."""
     if isinstance(fn, str):
         return fn.lower() == name
-    try:
-        if isinstance(fn, type):
-            if not issubclass(fn, nn.Module):
-                return False
-            fn = fn()
-        if isinstance(fn, nn.Module) and any(True for _ in fn.parameters()):
-            return False
-        t = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)
-        with torch.no_grad():
-            out = fn(t.clone())
-        return isinstance(out, torch.Tensor) and out.shape == t.shape and \
-            bool(torch.allclose(out.double(), reference(t), rtol=0.0, atol=1e-12))
-    except Exception:  # noqa: BLE001 - anything that cannot be probed is not the function
-        return False
+    return _same(_probe(fn), reference)
+
+
+def activation_code_of(fn) -> int | None:
+    """The activation table's code (kernels/activations.py) of ``fn``, recognised by what it
+    computes as ``computes`` does (a name: timm's and PyTorch's spellings), or None."""
+    if isinstance(fn, str):
+        return code_of_name(fn)
+    out = _probe(fn)
+    return next((code for code, f in FORWARD.items() if _same(out, f)), None)
+
+
+def activation_arg(fn, arg: str, gate: bool = False) -> int:
+    """activation_code_of(fn) (or fn itself, a code) for the argument ``arg``; ValueError naming it when the table has no
+    such function (or, for a gate, when it is not sigmoid or hard sigmoid)."""
+    code = fn if isinstance(fn, int) and not isinstance(fn, bool) and fn in FORWARD else activation_code_of(fn)
+    if code is None:
+        raise ValueError(f"{arg}={fn!r} is not a fused activation (fused: identity, relu, silu, relu6, "
+                         "leaky_relu with slope 0.01, gelu, gelu_tanh, hardswish, sigmoid, hard_sigmoid)")
+    if gate and not is_gate(code):
+        raise ValueError(f"{arg}={fn!r} computes {activation_name(code)}: a fused gate is sigmoid or hard_sigmoid")
+    return code
 
 
 def is_sigmoid(gate) -> bool:

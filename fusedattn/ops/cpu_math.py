@@ -8,19 +8,22 @@ Each function takes its op's argument list and returns a tuple whose first entry
 import torch
 import torch.nn.functional as F
 
+from ..kernels.activations import RELU
+from .activations import activation
 from .epilogue import epilogue_torch
 from .spatial_gate import SpatialParams, spatial_gate
 from .validation import acc_dtype, as_dtype, in_layout_of
 
 
-def _mlp(v, w1, b1, w2, b2, dt):
-    """fc2(relu(fc1(v))) on [B, C] vectors, with 1x1-conv ([out, in, 1, 1]) or Linear weights.
+def _mlp(v, w1, b1, w2, b2, dt, mlp_act=RELU):
+    """fc2(act(fc1(v))) on [B, C] vectors (act: an activation-table code), with 1x1-conv ([out, in, 1, 1]) or Linear weights.
 
     Linear on [B, C], not conv2d on [B, C, 1, 1]: CPU convolution may pick oneDNN, whose
     [B, C, 1, 1] output has channels_last strides, and x * gate would then come out
     channels_last (a copy back to x's layout, x-sized, for nothing)."""
     w1, w2 = w1.reshape(w1.shape[0], -1), w2.reshape(w2.shape[0], -1)
-    return F.linear(F.linear(v, as_dtype(w1, dt), as_dtype(b1, dt)).relu(), as_dtype(w2, dt), as_dtype(b2, dt))
+    hidden = activation(F.linear(v, as_dtype(w1, dt), as_dtype(b1, dt)), mlp_act)
+    return F.linear(hidden, as_dtype(w2, dt), as_dtype(b2, dt))
 
 
 def _mean_hw(x, dt):
@@ -42,13 +45,17 @@ def _finish(x, y, shortcut, act):
     return in_layout_of(x, y)
 
 
-def se_math(x, w1, b1, w2, b2, add_maxpool, shortcut, act):
+def se_math(x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn):
     B, C = x.shape[:2]
     dt = acc_dtype(x)
     s = _mean_hw(x, dt)
     if add_maxpool:
         s = 0.5 * s + 0.5 * as_dtype(x.amax((2, 3)), dt)
-    gate = _mlp(s, w1, b1, w2, b2, dt).sigmoid().view(B, C, 1, 1)
+    if w2 is None:   # the one-layer gate
+        logits = F.linear(s, as_dtype(w1.reshape(C, C), dt), as_dtype(b1, dt))
+    else:
+        logits = _mlp(s, w1, b1, w2, b2, dt, mlp_act)
+    gate = activation(logits, gate_fn).view(B, C, 1, 1)
     return (_finish(x, as_dtype(x, dt) * gate, shortcut, act),)
 
 

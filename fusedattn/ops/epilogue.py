@@ -3,23 +3,24 @@
 Plain-PyTorch math for the CPU path, and the argument check shared by the ops. The Triton
 side is kernels/epilogue.py (fused into the scale pass; its gradient pass before the pool).
 """
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..kernels.channel_scale import ACTIVATIONS
+from ..kernels.activations import ACTIVATIONS
+from .activations import activation, activation_grad
 from .validation import check_param
 
 RELU, SILU = ACTIVATIONS["relu"], ACTIVATIONS["silu"]
+#: the epilogue activations offered (the kernels take any activation-table code)
+EPILOGUE_ACTS = {"none": 0, "relu": RELU, "silu": SILU}
 
 
 def act_code(act) -> int:
-    """ACTIVATIONS code of ``act``: None / 'none', 'relu', 'silu' (or nn.ReLU / nn.SiLU)."""
+    """Activation-table code of ``act``: None / 'none', 'relu', 'silu' (or nn.ReLU / nn.SiLU)."""
     name = "none" if act is None else getattr(act, "__name__", act)
     name = {"ReLU": "relu", "SiLU": "silu", "Identity": "none"}.get(name, name)
-    if name not in ACTIVATIONS:
+    if name not in EPILOGUE_ACTS:
         raise ValueError(f"act must be one of None, 'relu', 'silu', got {act!r}")
-    return ACTIVATIONS[name]
+    return EPILOGUE_ACTS[name]
 
 
 def check_shortcut(x: Tensor, shortcut: Tensor | None) -> None:
@@ -34,11 +35,7 @@ def epilogue_torch(z: Tensor, shortcut: Tensor | None, act: int) -> Tensor:
     """act(z + shortcut) in z's dtype."""
     if shortcut is not None:
         z = z + shortcut.to(z.dtype)
-    if act == RELU:
-        return z.relu()
-    if act == SILU:
-        return F.silu(z)
-    return z
+    return activation(z, act)
 
 
 def epilogue_grad_torch(dy: Tensor, out: Tensor | None, x: Tensor, gate: Tensor, shortcut: Tensor | None,
@@ -47,21 +44,20 @@ def epilogue_grad_torch(dy: Tensor, out: Tensor | None, x: Tensor, gate: Tensor,
     dt = gate.dtype
     d = dy.to(dt)
     if act == RELU:
-        return d * (out > 0)
-    if act == SILU:
+        return activation_grad(d, out.to(dt), act)
+    if act:
         z = x.to(dt) * gate[:, :, None, None]
         if shortcut is not None:
             z = z + shortcut.to(dt)
-        s = torch.sigmoid(z)
-        return d * s * (1 + z * (1 - s))
+        return activation_grad(d, z, act)
     return d
 
 
 def epilogue_saved(y: Tensor, shortcut: Tensor | None, act: int) -> list[Tensor]:
-    """What an op's backward keeps for the epilogue: the output for ReLU, the shortcut for SiLU
-    (an empty tensor in place of one not needed)."""
+    """What an op's backward keeps for the epilogue: the output for ReLU, the shortcut for the
+    other activations (an empty tensor in place of one not needed)."""
     empty = y.new_empty((0,))
-    return [y if act == RELU else empty, shortcut if act == SILU and shortcut is not None else empty]
+    return [y if act == RELU else empty, shortcut if act not in (0, RELU) and shortcut is not None else empty]
 
 
 def unpack_epilogue(ctx, n: int) -> list:

@@ -1,5 +1,7 @@
-"""SE as one opaque op:  y = act(x * sigmoid(fc2(relu(fc1(pool(x))))) + shortcut)
-(the residual epilogue is optional: act none and no shortcut give plain SE)
+"""SE as one opaque op:  y = act(x * gate(fc2(mlp_act(fc1(pool(x))))) + shortcut)
+(mlp_act and gate: activation-table codes, ops/activations.py; the residual epilogue is optional:
+act none and no shortcut give plain SE). Without fc2 (w2 None) the gate has one layer:
+gate(fc1(pool(x))), fc1 [C, C] (timm's EffectiveSEModule, Ultralytics' ChannelAttention).
 
 ``fusedattn::se_forward`` / ``fusedattn::se_backward`` are ``torch.library`` custom ops
 with fake impls and registered autograd, so ``torch.compile(fullgraph=True)`` keeps
@@ -14,6 +16,8 @@ from torch import Tensor
 
 from .. import kernels
 from ..backend import op_implementation, uses_triton
+from ..kernels.activations import RELU, SIGMOID
+from .activations import activation, activation_grad, code_arg, gate_grad
 from .cpu_math import se_math
 from .dispatch import Block, EagerOp
 from ..kernels.layout import suggested_memory_format
@@ -24,7 +28,7 @@ from .validation import acc_dtype, as_dtype, check_activation, check_channel_mlp
 
 # ---- plain-PyTorch path (CPU) -------------------------------------------------------
 
-def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0):
+def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0, mlp_act=RELU, gate_fn=SIGMOID):
     B, C = x.shape[:2]
     RD = w1.shape[0]
     dt = acc_dtype(x)
@@ -35,20 +39,25 @@ def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0):
     else:
         pool_max = pooled.new_empty((0,))
     hidden = F.linear(pooled, as_dtype(w1.reshape(RD, C), dt), as_dtype(b1, dt))
-    gate = F.linear(hidden.relu(), as_dtype(w2.reshape(C, RD), dt), as_dtype(b2, dt)).sigmoid()
+    if w2 is None:   # one layer: the logits are the gate's input; no hidden vector is kept
+        gate, hidden = activation(hidden, gate_fn), hidden.new_empty((B, 0))
+    else:
+        gate = activation(F.linear(activation(hidden, mlp_act), as_dtype(w2.reshape(C, RD), dt), as_dtype(b2, dt)),
+                          gate_fn)
     y = epilogue_torch(as_dtype(x, dt) * gate.view(B, C, 1, 1), shortcut, act)
     return in_layout_of(x, y), pooled, pool_max, hidden, gate
 
 
-def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act=0, out=None, shortcut=None):
+def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act=0, out=None, shortcut=None,
+                      mlp_act=RELU, gate_fn=SIGMOID):
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt = gate.dtype
     fmt = suggested_memory_format(x)
     xf, dyf = x.to(dt), epilogue_grad_torch(dy, out, x, gate, shortcut, act)
     dgate = (dyf * xf).sum((2, 3))
-    dz = dgate * gate * (1 - gate)
-    dh = (dz @ w2.reshape(C, RD).to(dt)) * (hidden > 0)
+    dz = gate_grad(dgate, gate, gate_fn)
+    dh = dz if w2 is None else activation_grad(dz @ w2.reshape(C, RD).to(dt), hidden, mlp_act)
     dp = dh @ w1.reshape(RD, C).to(dt)
     if pool_max.numel():
         at_max = xf == pool_max[:, :, None, None]
@@ -57,10 +66,13 @@ def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, a
             + at_max * (0.5 * dp / ties)[:, :, None, None]
     else:
         dx = dyf * gate[:, :, None, None] + (dp / (H * W))[:, :, None, None]
-    dw2 = (dz.t() @ hidden.relu()).to(w2.dtype).reshape(w2.shape)
     dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
-    db2 = dz.sum(0).to(w2.dtype) if has_bias else w2.new_empty((0,))
     db1 = dh.sum(0).to(w1.dtype) if has_bias else w1.new_empty((0,))
+    if w2 is None:
+        dw2, db2 = w1.new_empty((0,)), w1.new_empty((0,))
+    else:
+        dw2 = (dz.t() @ activation(hidden, mlp_act)).to(w2.dtype).reshape(w2.shape)
+        db2 = dz.sum(0).to(w2.dtype) if has_bias else w2.new_empty((0,))
     dres = dyf.to(x.dtype).contiguous(memory_format=fmt) if act else x.new_empty((0,))
     return dx.to(x.dtype).contiguous(memory_format=fmt), dw1, db1, dw2, db2, dres
 
@@ -68,68 +80,78 @@ def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, a
 # ---- custom ops ----------------------------------------------------------------------
 
 @op_implementation
-def se_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
-               add_maxpool: bool, shortcut: Tensor | None, act: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(y = act(x * gate + shortcut), pooled [B,C], pool_max [B,C] or [0], hidden [B,RD], gate [B,C])."""
+def se_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor | None, b2: Tensor | None,
+               add_maxpool: bool, shortcut: Tensor | None, act: int, mlp_act: int,
+               gate_fn: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y = act(x * gate + shortcut), pooled [B,C], pool_max [B,C] or [0], hidden [B,RD] ([B,0] with one
+    layer), gate [B,C])."""
     impl = kernels.se_forward if uses_triton(x) else se_forward_torch
-    return impl(x, w1, b1, w2, b2, add_maxpool, shortcut, act)
+    return impl(x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn)
 
 
 se_forward = torch.library.custom_op("fusedattn::se_forward", se_forward_impl, mutates_args=())
 
 
 @se_forward.register_fake
-def _(x, w1, b1, w2, b2, add_maxpool, shortcut, act):
+def _(x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn):
     B, C = x.shape[:2]
     RD = w1.shape[0]
     dt = acc_dtype(x)
     y = torch.empty_like(x, memory_format=suggested_memory_format(x))
     return (y, x.new_empty((B, C), dtype=dt), x.new_empty((B, C) if add_maxpool else (0,), dtype=dt),
-            x.new_empty((B, RD), dtype=dt), x.new_empty((B, C), dtype=dt))
+            x.new_empty((B, RD if w2 is not None else 0), dtype=dt), x.new_empty((B, C), dtype=dt))
 
 
 @op_implementation
-def se_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool, pooled: Tensor,
+def se_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor | None, has_bias: bool, pooled: Tensor,
                 pool_max: Tensor, hidden: Tensor, gate: Tensor, act: int, out: Tensor | None,
-                shortcut: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dx, dw1, db1, dw2, db2, dz); db1/db2 are empty without bias. dz = dy * act'(.) is the
-    shortcut's gradient; empty without an activation (then it is dy)."""
+                shortcut: Tensor | None, mlp_act: int, gate_fn: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw1, db1, dw2, db2, dz); db1/db2 are empty without bias, dw2/db2 without w2. dz = dy * act'(.)
+    is the shortcut's gradient; empty without an activation (then it is dy)."""
     if uses_triton(x):
         dx, dw1, db1, dw2, db2, dres = kernels.se_backward(dy, x, w1, w2, has_bias, pooled, pool_max,
-                                                           hidden, gate, act, out, shortcut)
+                                                           hidden, gate, act, out, shortcut, mlp_act, gate_fn)
+        empty = lambda: w1.new_empty((0,))  # noqa: E731 - a custom op's outputs may not alias
+        if w2 is None:
+            dw2, db2 = empty(), empty()
         if not has_bias:
-            db1, db2 = w1.new_empty((0,)), w2.new_empty((0,))
+            db1, db2 = empty(), empty()
         return dx, dw1, db1, dw2, db2, dres if dres is not None else x.new_empty((0,))
-    return se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut)
+    return se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut,
+                             mlp_act, gate_fn)
 
 
 se_backward = torch.library.custom_op("fusedattn::se_backward", se_backward_impl, mutates_args=())
 
 
 @se_backward.register_fake
-def _(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut):
-    RD, C = w1.shape[0], w2.shape[0]
+def _(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut, mlp_act, gate_fn):
+    RD, C = w1.shape[0], x.shape[1]
     fmt = suggested_memory_format(x)
+    two = w2 is not None
     return (torch.empty_like(x, memory_format=fmt),
             torch.empty_like(w1), w1.new_empty((RD,) if has_bias else (0,)),
-            torch.empty_like(w2), w2.new_empty((C,) if has_bias else (0,)),
+            torch.empty_like(w2) if two else w1.new_empty((0,)), w1.new_empty((C,) if has_bias and two else (0,)),
             torch.empty_like(x, memory_format=fmt) if act else x.new_empty((0,)))
 
 
 def _setup_context(ctx, inputs, output):
-    x, w1, b1, w2, b2, add_maxpool, shortcut, act = inputs
+    x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn = inputs
     y, pooled, pool_max, hidden, gate = output
     ctx.has_bias, ctx.act, ctx.has_shortcut = b1 is not None, act, shortcut is not None
+    ctx.mlp_act, ctx.gate_fn = mlp_act, gate_fn
     ctx.save_for_backward(x, w1, w2, pooled, pool_max, hidden, gate, *epilogue_saved(y, shortcut, act))
 
 
 def _backward(ctx, dy, *_unused, se_backward=se_backward):
     x, w1, w2, pooled, pool_max, hidden, gate, out, shortcut = unpack_epilogue(ctx, 7)
     dx, dw1, db1, dw2, db2, dres = se_backward(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate,
-                                               ctx.act, out, shortcut)
+                                               ctx.act, out, shortcut, ctx.mlp_act, ctx.gate_fn)
     if not ctx.has_bias:
         db1 = db2 = None
-    return dx, dw1, db1, dw2, db2, None, shortcut_grad(ctx, dy, dres), None
+    if w2 is None:
+        dw2 = db2 = None
+    return dx, dw1, db1, dw2, db2, None, shortcut_grad(ctx, dy, dres), None, None, None
 
 
 se_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -139,16 +161,21 @@ se_block = Block(se_forward, EagerOp("SEFunction", se_forward_impl, _setup_conte
 
 # ---- functional API ------------------------------------------------------------------
 
-def se(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor,
-       fc2_bias: Tensor | None, add_maxpool: bool = False, shortcut: Tensor | None = None, act=None) -> Tensor:
-    """Squeeze-and-Excitation on x [B, C, H, W]: act(x * gate + shortcut).
+def se(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor | None,
+       fc2_bias: Tensor | None, add_maxpool: bool = False, shortcut: Tensor | None = None, act=None,
+       mlp_act="relu", gate="sigmoid") -> Tensor:
+    """Squeeze-and-Excitation on x [B, C, H, W]: act(x * gate(fc2(mlp_act(fc1(pool))) + shortcut).
 
     fc1_weight [RD, C, 1, 1] or [RD, C], fc2_weight [C, RD, 1, 1] or [C, RD]; biases [RD] and
-    [C], both given or both None. add_maxpool pools 0.5 * mean + 0.5 * max (timm's option).
+    [C], both given or both None. fc2_weight None: the one-layer gate gate(fc1(pool)), fc1_weight
+    [C, C(, 1, 1)], fc1_bias [C] or None, fc2_bias None. add_maxpool pools 0.5 * mean + 0.5 * max (timm's option).
     Residual epilogue (one fused pass): shortcut [B, C, H, W] (x's dtype) added, then act
-    (None, 'relu' or 'silu'), as ResNet blocks do right after the attention.
+    (None, 'relu' or 'silu'), as ResNet blocks do right after the attention. mlp_act: a name of the
+    activation table (relu, silu, relu6, leaky_relu, gelu, gelu_tanh, hardswish, ...); gate: 'sigmoid'
+    or 'hard_sigmoid'.
     """
     check_activation(x)
     check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     check_shortcut(x, shortcut)
-    return se_block(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool), shortcut, act_code(act))
+    return se_block(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, bool(add_maxpool), shortcut, act_code(act),
+                    code_arg(mlp_act, "mlp_act"), code_arg(gate, "gate", gate=True))

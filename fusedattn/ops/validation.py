@@ -53,8 +53,17 @@ def in_layout_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def check_channel_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> None:
-    """The channel MLP of SE / CBAM: fc1 [RD, C(,1,1)], fc2 [C, RD(,1,1)], biases both or neither."""
+    """The channel MLP of SE / CBAM: fc1 [RD, C(,1,1)], fc2 [C, RD(,1,1)], biases both or neither;
+    or (fc2_weight None) the one-layer gate: fc1 [C, C(,1,1)], fc1_bias [C] or None."""
     C = x.shape[1]
+    if fc2_weight is None:
+        if fc2_bias is not None:
+            raise ValueError("fc2_bias must be None when fc2_weight is None (the one-layer gate)")
+        if not isinstance(fc1_weight, torch.Tensor) or fc1_weight.dim() not in (2, 4):
+            raise ValueError(f"fc1_weight must be [C, C] or [C, C, 1, 1], got {getattr(fc1_weight, 'shape', fc1_weight)!r}")
+        check_param(fc1_weight, "fc1_weight", x, (C, C) + ((1, 1) if fc1_weight.dim() == 4 else ()))
+        check_param(fc1_bias, "fc1_bias", x, (C,))
+        return
     if fc1_weight.dim() not in (2, 4) or fc2_weight.dim() != fc1_weight.dim():
         raise ValueError("fc1_weight and fc2_weight must both be [out, in] or [out, in, 1, 1], got "
                          f"{tuple(fc1_weight.shape)} and {tuple(fc2_weight.shape)}")

@@ -7,9 +7,9 @@ from .cbam import CbamModule, ConvBiasCBAM, OriginalCBAM, TutorialCBAM
 from .channels import eca_kernel_size, make_divisible
 from .eca import CecaModule, EcaModule
 from .psa import PSAModule, SEWeightModule, psa_attention_reference
-from .se import LinearSE, SEModule
+from .se import ChannelAttention, EffectiveSEModule, LinearSE, SEModule, SqueezeExcitation, SqueezeExcite
 from .sk import ConvNormAct, SelectiveKernel, SelectiveKernelAttn, sk_attention_reference
 
-__all__ = ["SEModule", "LinearSE", "EcaModule", "CecaModule", "CbamModule", "TutorialCBAM",
+__all__ = ["SEModule", "LinearSE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSEModule", "ChannelAttention", "EcaModule", "CecaModule", "CbamModule", "TutorialCBAM",
            "ConvBiasCBAM", "OriginalCBAM", "PSAModule", "SEWeightModule", "psa_attention_reference",
            "SelectiveKernel", "SelectiveKernelAttn", "ConvNormAct", "sk_attention_reference", "make_divisible", "eca_kernel_size"]

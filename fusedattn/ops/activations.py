@@ -1,0 +1,93 @@
+"""The activation table's PyTorch mirror (codes: kernels/activations.py): the plain-PyTorch path
+calls PyTorch's own functions and their ATen backward, so it matches the eager modules exactly.
+
+``activation_code`` names a function by what a model passes (a name, a module class or instance,
+a function); ``fusedattn.modules.conversion.activation_code_of`` recognises one by what it computes.
+"""
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..kernels.activations import ACTIVATIONS, GATES, HARD_SIGMOID_SLOPE, LEAKY_SLOPE
+
+aten = torch.ops.aten
+
+#: code -> f(z)
+FORWARD: dict[int, Callable[[Tensor], Tensor]] = {
+    0: lambda z: z,
+    1: torch.relu,
+    2: F.silu,
+    3: F.relu6,
+    4: lambda z: F.leaky_relu(z, LEAKY_SLOPE),
+    5: F.gelu,
+    6: lambda z: F.gelu(z, approximate="tanh"),
+    7: F.hardswish,
+    8: torch.sigmoid,
+    9: F.hardsigmoid,
+}
+
+#: code -> (grad, z) -> grad * f'(z), PyTorch's backward formulas
+BACKWARD: dict[int, Callable[[Tensor, Tensor], Tensor]] = {
+    0: lambda g, z: g,
+    1: lambda g, z: aten.threshold_backward(g, z, 0),
+    2: aten.silu_backward,
+    3: lambda g, z: aten.hardtanh_backward(g, z, 0.0, 6.0),
+    4: lambda g, z: aten.leaky_relu_backward(g, z, LEAKY_SLOPE, False),
+    5: lambda g, z: aten.gelu_backward(g, z),
+    6: lambda g, z: aten.gelu_backward(g, z, approximate="tanh"),
+    7: aten.hardswish_backward,
+    8: lambda g, z: aten.sigmoid_backward(g, torch.sigmoid(z)),
+    9: aten.hardsigmoid_backward,
+}
+
+#: spellings of the table's names (timm's layer names included)
+ALIASES = {"none": "identity", "swish": "silu", "hard_swish": "hardswish", "hardsigmoid": "hard_sigmoid",
+           "gelu_erf": "gelu", "leakyrelu": "leaky_relu"}
+
+
+def activation(z: Tensor, code: int) -> Tensor:
+    """f(z) for the table's function ``code``."""
+    return FORWARD[code](z)
+
+
+def activation_grad(grad: Tensor, z: Tensor, code: int) -> Tensor:
+    """grad * f'(z) from the input z."""
+    return BACKWARD[code](grad, z)
+
+
+def gate_grad(grad: Tensor, g: Tensor, code: int) -> Tensor:
+    """grad * f'(z) from the gate's output g = f(z) (sigmoid or hard_sigmoid), as the kernels do."""
+    if code == ACTIVATIONS["hard_sigmoid"]:
+        return grad * ((g > 0) & (g < 1)) * HARD_SIGMOID_SLOPE
+    return aten.sigmoid_backward(grad, g)
+
+
+def activation_name(code: int) -> str:
+    return next(name for name, c in ACTIVATIONS.items() if c == code)
+
+
+def code_of_name(name: str) -> int | None:
+    """The table's code for a function name ('relu', 'swish', 'hard_sigmoid', ...), or None."""
+    name = name.lower()
+    return ACTIVATIONS.get(ALIASES.get(name, name))
+
+
+def is_gate(code: int) -> bool:
+    return code in GATES
+
+
+def code_arg(fn, arg: str, gate: bool = False) -> int:
+    """The code of ``fn`` (a table code or a name) for the functional API's argument ``arg``;
+    ValueError naming the argument otherwise (the modules also recognise module classes and
+    functions: fusedattn.modules.conversion.activation_arg)."""
+    if isinstance(fn, int) and not isinstance(fn, bool) and fn in FORWARD:
+        code = fn
+    elif isinstance(fn, str) and code_of_name(fn) is not None:
+        code = code_of_name(fn)
+    else:
+        raise ValueError(f"{arg} must be an activation name ({', '.join(ACTIVATIONS)}), got {fn!r}")
+    if gate and not is_gate(code):
+        raise ValueError(f"{arg} must be 'sigmoid' or 'hard_sigmoid', got {fn!r}")
+    return code
