@@ -18,9 +18,8 @@ import triton
 import triton.language as tl
 
 from .channel_pool import reduce_partials
-from .activations import SIGMOID_CODE, sigmoid
+from .activations import RELU_CODE, SIGMOID_CODE, activation, activation_grad, sigmoid
 from .se_gate import gate_logit_grad, w1_times, w1t_times, w2_times
-from .nan_math import relu, relu_grad
 
 
 @triton.jit
@@ -50,7 +49,7 @@ def cbam_channel_gate_forward_kernel(
         hm += bias1
     tl.store(hidden_ptr + b * RD + r, ha, mask=rmask)
     tl.store(hidden_ptr + (B + b) * RD + r, hm, mask=rmask)
-    hsum = tl.where(rmask, relu(ha) + relu(hm), 0.0)
+    hsum = tl.where(rmask, activation(ha, RELU_CODE) + activation(hm, RELU_CODE), 0.0)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
@@ -73,8 +72,8 @@ def cbam_channel_gate_backward_kernel(
     t = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dv_ptr, w2_ptr, SIGMOID_CODE, BLOCK_C, BLOCK_RD, ACC)
     ha = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
     hm = tl.load(hidden_ptr + (B + b) * RD + r, mask=rmask, other=0.0).to(ACC)
-    dha = tl.where(rmask, relu_grad(t, ha), 0.0)
-    dhm = tl.where(rmask, relu_grad(t, hm), 0.0)
+    dha = tl.where(rmask, activation_grad(t, ha, RELU_CODE), 0.0)
+    dhm = tl.where(rmask, activation_grad(t, hm, RELU_CODE), 0.0)
     tl.store(dh_ptr + b * RD + r, dha, mask=rmask)
     tl.store(dh_ptr + (B + b) * RD + r, dhm, mask=rmask)
     for c0 in range(0, C, BLOCK_C):

@@ -18,7 +18,6 @@ from .channel_pool import PoolPlan
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
 from .activations import RELU_CODE, activation_grad
-from .nan_math import relu_grad
 
 @triton.jit
 def epilogue_grad_kernel(
@@ -36,7 +35,7 @@ def epilogue_grad_kernel(
     d = tl.load(dout_ptr + b * sdb + cc * sdc + hh * sdhw, mask=mask, other=0.0).to(ACC)
     if ACT == RELU_CODE:
         y = tl.load(out_ptr + b * sob + cc * soc + hh * sohw, mask=mask, other=0.0).to(ACC)
-        d = relu_grad(d, y)
+        d = activation_grad(d, y, RELU_CODE)   # the output is <= 0 exactly where its input is
     elif ACT != 0:
         g = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
         z = tl.load(x_ptr + b * sxb + cc * sxc + hh * sxhw, mask=mask, other=0.0).to(ACC) * g[:, None]

@@ -27,7 +27,8 @@ import triton.language as tl
 
 from .channel_pool import reduce_partials
 from .se_gate import w1_times, w1t_times, w2_times, w2t_times
-from .nan_math import maximum, relu, relu_grad
+from .activations import RELU_CODE, activation, activation_grad
+from .nan_math import maximum
 
 
 @triton.jit
@@ -89,7 +90,7 @@ def sk_select_kernel(
     z = tl.load(z_ptr + b * A + r, mask=rmask, other=0.0).to(ACC)
     u = (z - mean) * _inv_std(var, eps) * gamma + beta
     tl.store(u_ptr + b * A + r, u, mask=rmask)
-    h = tl.where(rmask, relu(u), 0.0)
+    h = tl.where(rmask, activation(u, RELU_CODE), 0.0)
     att_row = att_ptr + b * P * C
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
@@ -131,7 +132,7 @@ def sk_select_backward_kernel(
             tl.store(dlogit_ptr + b * P * C + p * C + c, dl, mask=cmask)
             du += w2t_times(ws_ptr + p * C * A, dl, r, c, C, A, ACC)
     u = tl.load(u_ptr + b * A + r, mask=rmask, other=0.0).to(ACC)
-    tl.store(du_ptr + b * A + r, relu_grad(du, u), mask=rmask)
+    tl.store(du_ptr + b * A + r, activation_grad(du, u, RELU_CODE), mask=rmask)
 
 
 @triton.jit

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from fusedattn.costmodel.dryrun import dry_run, variant_report  # noqa: E402
 from fusedattn.kernels import config  # noqa: E402
+from fusedattn.kernels.activations import ACTIVATIONS  # noqa: E402
 
 #: kernels that stream x-sized tiles, and those of them that write activation-sized outputs
 STREAMING = {"channel_pool_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel",
@@ -71,12 +72,12 @@ def exercise_launchers(launches: list, contexts: list, failures: list, shapes=SM
                     failures.append(f"{dtype} {layout} {shape}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
 
 
-def _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants, activations=False):
+def _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants, activations=()):
     """SE and ECA (with their options and the residual epilogue), forward and backward;
-    ``activations``: SE with every hidden activation of the table, each gate."""
-    from fusedattn.kernels.activations import ACTIVATIONS, GATES
+    ``activations``: SE with these hidden activations of the table (the gates alternating)."""
+    from fusedattn.kernels.activations import GATES
 
-    for mlp_act in ACTIVATIONS.values() if activations else ():
+    for mlp_act in activations:
         gate_fn = GATES[mlp_act % 2]
         out = kernels.se_forward(x, w1, b1, w2, b2, False, mlp_act=mlp_act, gate_fn=gate_fn)
         kernels.se_backward(dy, x, w1, w2, True, *out[1:], mlp_act=mlp_act, gate_fn=gate_fn)
@@ -116,9 +117,11 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
     for one_launch, parallel_gate in ((None, None), (False, False), (False, True)):
         config.one_launch, config.parallel_gate = one_launch, parallel_gate
         try:
-            # the table's functions are inlined the same way in every gate kernel: the one-launch and
-            # the parallel kernels take them all; the one-program-per-sample gate takes the default pair
-            _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants, activations and parallel_gate is not False)
+            # the table's functions are inlined the same way in every gate kernel: the parallel kernels
+            # take them all, the one-launch kernels two (SiLU, GELU: exp and erf; a float64 one-launch
+            # variant compiles for seconds), the one-program-per-sample gate the default pair
+            acts = {None: (ACTIVATIONS["silu"], ACTIVATIONS["gelu"]), True: tuple(ACTIVATIONS.values()), False: ()}
+            _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants, acts[parallel_gate] if activations else ())
         finally:
             config.one_launch = config.parallel_gate = None
     for bias in (False, True) if variants else (True,):

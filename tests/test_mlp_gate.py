@@ -84,4 +84,5 @@ def test_parallel_gate_cbam(triton_backend, pipeline, dtype, rows, device):
 def test_parallel_gate_cbam_gradcheck_float64(triton_backend, device):
     fused = fusedattn.CBAM(4, rd_channels=3).to(device, torch.float64)
     x = make_x((2, 4, 2, 3), torch.float64, "nchw", device, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: fused(t), (x,))
+    # a random projection (fast_mode): test_cbam checks CBAM's full Jacobians (2 minutes of CI here)
+    assert torch.autograd.gradcheck(lambda t: fused(t), (x,), fast_mode=True)
