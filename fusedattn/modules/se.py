@@ -112,6 +112,17 @@ def _check_convs(reduce: nn.Conv2d, expand: nn.Conv2d, who: str) -> None:
     require((reduce.bias is None) == (expand.bias is None), f"{who}: both convs must have a bias, or neither")
 
 
+def _biased_convs(m: nn.Module, names: tuple[str, str], who: str) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """m's two 1x1 convs under ``names`` (reduce, expand), checked, both with a bias (the layouts
+    that always have one)."""
+    reduce, expand = getattr(m, names[0], None), getattr(m, names[1], None)
+    require(isinstance(reduce, nn.Conv2d) and isinstance(expand, nn.Conv2d),
+            f"{who}: {type(m).__name__} has no {names[0]} / {names[1]} 1x1 convs")
+    _check_convs(reduce, expand, who)
+    require(reduce.bias is not None, f"{who}: {names[0]} / {names[1]} without bias")
+    return reduce, expand
+
+
 def _arg(fn, arg: str, who: str, gate: bool = False) -> int:
     """activation_arg with ``who`` (the class doing from_module) in the message."""
     try:
@@ -141,11 +152,7 @@ class SqueezeExcite(SE):
     @classmethod
     def _from_layout(cls, m: nn.Module) -> "SqueezeExcite":
         who = "SqueezeExcite.from_module"
-        reduce, expand = getattr(m, "conv_reduce", None), getattr(m, "conv_expand", None)
-        require(isinstance(reduce, nn.Conv2d) and isinstance(expand, nn.Conv2d),
-                f"{who}: {type(m).__name__} has no conv_reduce / conv_expand 1x1 convs")
-        _check_convs(reduce, expand, who)
-        require(reduce.bias is not None, f"{who}: conv_reduce / conv_expand without bias")
+        reduce, _ = _biased_convs(m, cls.LAYERS, who)
         return cls(reduce.in_channels, rd_channels=reduce.out_channels,
                    act_layer=_arg(getattr(m, "act1", None), "act1", who),
                    gate_layer=_arg(getattr(m, "gate", None), "gate", who, gate=True))
@@ -165,11 +172,7 @@ class SqueezeExcitation(SE):
     @classmethod
     def _from_layout(cls, m: nn.Module) -> "SqueezeExcitation":
         who = "SqueezeExcitation.from_module"
-        fc1, fc2 = getattr(m, "fc1", None), getattr(m, "fc2", None)
-        require(isinstance(fc1, nn.Conv2d) and isinstance(fc2, nn.Conv2d),
-                f"{who}: {type(m).__name__} has no fc1 / fc2 1x1 convs")
-        _check_convs(fc1, fc2, who)
-        require(fc1.bias is not None, f"{who}: fc1 / fc2 without bias")
+        fc1, _ = _biased_convs(m, cls.LAYERS, who)
         act = _arg(getattr(m, "activation", None), "activation", who)
         gate = _arg(getattr(m, "scale_activation", None), "scale_activation", who, gate=True)
         return cls(fc1.in_channels, fc1.out_channels, activation=act, scale_activation=gate)
