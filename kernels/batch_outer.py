@@ -92,12 +92,14 @@ def batch_outer_pair(first: Outer, second: Outer | None) -> None:
 def new_weight_grads(w1, w2, has_bias: bool):
     """Buffers (dw1, db1 [RD] | None, dw2, db2 [C] | None) for the gradients of a channel MLP with
     weights w1 [RD, C(, 1, 1)] and w2 [C, RD(, 1, 1)], in their shapes and dtypes (contiguous, so
-    the kernels write them as [RD, C] and [C, RD])."""
-    RD, C = w1.shape[0], w2.shape[0]
-    return (config.new_buffer(w1.shape, w1.dtype, w1.device),
-            config.new_buffer((RD,), w1.dtype, w1.device) if has_bias else None,
-            config.new_buffer(w2.shape, w2.dtype, w2.device),
-            config.new_buffer((C,), w2.dtype, w2.device) if has_bias else None)
+    the kernels write them as [RD, C] and [C, RD]); w2 None (one layer): dw2, db2 None."""
+    RD = w1.shape[0]
+    dw1 = config.new_buffer(w1.shape, w1.dtype, w1.device)
+    db1 = config.new_buffer((RD,), w1.dtype, w1.device) if has_bias else None
+    if w2 is None:
+        return dw1, db1, None, None
+    return (dw1, db1, config.new_buffer(w2.shape, w2.dtype, w2.device),
+            config.new_buffer((w2.shape[0],), w2.dtype, w2.device) if has_bias else None)
 
 
 def mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias: bool, mlp_act: int = RELU):
@@ -107,11 +109,7 @@ def mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias: bool, mlp_act: in
     Returns (dw1, db1 | None, dw2, db2 | None) in the weights' shapes and dtypes. w2 None: the
     one-layer gate z = W1 p + b1 (dh at z; dz and hidden unused; dw2, db2 None).
     """
-    if w2 is None:
-        dw1 = config.new_buffer(w1.shape, w1.dtype, w1.device)
-        db1 = config.new_buffer((w1.shape[0],), w1.dtype, w1.device) if has_bias else None
-        batch_outer_pair(Outer(dh, pooled, dw1, db1), None)
-        return dw1, db1, None, None
     dw1, db1, dw2, db2 = new_weight_grads(w1, w2, has_bias)
-    batch_outer_pair(Outer(dz, hidden, dw2, db2, v_act=mlp_act), Outer(dh, pooled, dw1, db1))
+    first = Outer(dh, pooled, dw1, db1)
+    batch_outer_pair(first, Outer(dz, hidden, dw2, db2, v_act=mlp_act) if w2 is not None else None)
     return dw1, db1, dw2, db2

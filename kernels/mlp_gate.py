@@ -268,8 +268,9 @@ def mlp_gate_forward(parts, B, C, RD, HW, w1, b1, w2, b2, pooled, pool_max, hidd
         parts.sums, parts.maxs if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW,
         w1, b1 if has_bias else w1, pooled, pool_max if with_max and not paired else pooled,
         gate if one_layer else hidden, b0, b0 + nb,
-        HAS_BIAS=has_bias, WITH_MAX=with_max, PAIRED=paired, ONE_LAYER=one_layer, GATE=gate_fn, USE_DOT=t.use_dot,
-        BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
+        HAS_BIAS=has_bias, WITH_MAX=with_max, PAIRED=paired, ONE_LAYER=one_layer,
+        GATE=gate_fn if one_layer else SIGMOID,   # read with ONE_LAYER only: one variant for the others
+        USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
     if one_layer:
         return
@@ -291,8 +292,8 @@ def mlp_gate_backward(parts, B, C, RD, HW, w1, w2, hidden, gate, dz, dh, mean_co
     mlp_hidden_backward_kernel[(cdiv(nb, t.block_n), cdiv(RD, hr))](
         parts.sums, parts.sums.shape[0], B, C, RD, w1 if one_layer else w2, gate if one_layer else hidden, gate,
         dh if one_layer else dz, dh, b0, b0 + nb,
-        PAIRED=paired, ONE_LAYER=one_layer, MLP_ACT=mlp_act, GATE=gate_fn, USE_DOT=t.use_dot, BLOCK_N=t.block_n,
-        BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
+        PAIRED=paired, ONE_LAYER=one_layer, MLP_ACT=RELU if one_layer else mlp_act, GATE=gate_fn,
+        USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
     mlp_gate_backward_kernel[(cdiv(nb, t.block_n), cdiv(C, gc))](
         parts.counts if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW, w1, dh, mean_coef,

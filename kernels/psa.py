@@ -48,7 +48,8 @@ def psa_forward(xs, w1, b1, w2, b2):
         parts.sums, parts.sums, plan.n_splits, P * B, C, RD, H * W,
         w1, b1.contiguous() if has_bias else w1, w2, b2.contiguous() if has_bias else w2,
         pooled, pooled, hidden, se, 0,
-        HAS_BIAS=has_bias, WITH_MAX=False, MLP_ACT=RELU, GATE=SIGMOID, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc, num_warps=4)
+        HAS_BIAS=has_bias, WITH_MAX=False, MLP_ACT=RELU, GATE=SIGMOID, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc,
+        num_warps=4)
     sb = softmax_block_c(C)
     split_softmax_kernel[(B, cdiv(C, sb))](se, att, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
     out = config.new_buffer((B, P * C, H, W), x0.dtype, dev, suggested_memory_format(x0))

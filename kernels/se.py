@@ -64,7 +64,7 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
 def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
                 act: int = 0, out=None, shortcut=None, mlp_act: int = RELU, gate_fn: int = SIGMOID):
     """Gradients of se_forward from dy [B, C, H, W] and its saved vectors (with an epilogue:
-    its act, the forward's output ``out`` for ReLU, the shortcut for SiLU).
+    its act, the forward's output ``out`` for ReLU, the shortcut for the other activations).
 
     Returns (dx, dw1, db1, dw2, db2, dshortcut); weight gradients have the weights' shapes and
     dtypes; db1/db2 are None without bias, dshortcut None without an epilogue; w2 None (the

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..ops.activations import FORWARD, activation_name, code_of_name, is_gate
+from ..ops.activations import FORWARD, code_arg, code_of_name
 
 
 def require(condition: bool, message: str) -> None:
@@ -56,15 +56,9 @@ def activation_code_of(fn) -> int | None:
 
 
 def activation_arg(fn, arg: str, gate: bool = False) -> int:
-    """activation_code_of(fn) (or fn itself, a code) for the argument ``arg``; ValueError naming it when the table has no
-    such function (or, for a gate, when it is not sigmoid or hard sigmoid)."""
-    code = fn if isinstance(fn, int) and not isinstance(fn, bool) and fn in FORWARD else activation_code_of(fn)
-    if code is None:
-        raise ValueError(f"{arg}={fn!r} is not a fused activation (fused: identity, relu, silu, relu6, "
-                         "leaky_relu with slope 0.01, gelu, gelu_tanh, hardswish, sigmoid, hard_sigmoid)")
-    if gate and not is_gate(code):
-        raise ValueError(f"{arg}={fn!r} computes {activation_name(code)}: a fused gate is sigmoid or hard_sigmoid")
-    return code
+    """The code of ``fn`` (a code, a name, a module class, a module or a function) for the argument
+    ``arg``; ValueError naming it otherwise (ops.activations.code_arg)."""
+    return code_arg(fn, arg, gate, recognise=activation_code_of)
 
 
 def is_sigmoid(gate) -> bool:

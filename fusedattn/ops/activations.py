@@ -1,8 +1,9 @@
 """The activation table's PyTorch mirror (codes: kernels/activations.py): the plain-PyTorch path
 calls PyTorch's own functions and their ATen backward, so it matches the eager modules exactly.
 
-``activation_code`` names a function by what a model passes (a name, a module class or instance,
-a function); ``fusedattn.modules.conversion.activation_code_of`` recognises one by what it computes.
+``code_arg`` takes a code or a name (the functional API) and refuses anything else naming the
+argument; the modules pass ``fusedattn.modules.conversion.activation_code_of`` to it, which
+recognises a module class, a module or a function by what it computes.
 """
 from typing import Callable
 
@@ -78,16 +79,19 @@ def is_gate(code: int) -> bool:
     return code in GATES
 
 
-def code_arg(fn, arg: str, gate: bool = False) -> int:
-    """The code of ``fn`` (a table code or a name) for the functional API's argument ``arg``;
-    ValueError naming the argument otherwise (the modules also recognise module classes and
-    functions: fusedattn.modules.conversion.activation_arg)."""
-    if isinstance(fn, int) and not isinstance(fn, bool) and fn in FORWARD:
-        code = fn
-    elif isinstance(fn, str) and code_of_name(fn) is not None:
+def code_arg(fn, arg: str, gate: bool = False, recognise: Callable | None = None) -> int:
+    """The code of ``fn`` for the argument ``arg``: a table code, a name, or (with ``recognise``,
+    fn -> code | None) whatever recognise names. ValueError naming the argument when the table has
+    no such function, or, for a gate, when it is not sigmoid or hard sigmoid."""
+    if isinstance(fn, int) and not isinstance(fn, bool):
+        code = fn if fn in FORWARD else None
+    elif isinstance(fn, str):
         code = code_of_name(fn)
     else:
-        raise ValueError(f"{arg} must be an activation name ({', '.join(ACTIVATIONS)}), got {fn!r}")
+        code = recognise(fn) if recognise is not None else None
+    if code is None:
+        raise ValueError(f"{arg}={fn!r} is not a fused activation (fused: identity, relu, silu, relu6, "
+                         "leaky_relu with slope 0.01, gelu, gelu_tanh, hardswish, sigmoid, hard_sigmoid)")
     if gate and not is_gate(code):
-        raise ValueError(f"{arg} must be 'sigmoid' or 'hard_sigmoid', got {fn!r}")
+        raise ValueError(f"{arg}={fn!r} computes {activation_name(code)}: a fused gate is sigmoid or hard_sigmoid")
     return code
