@@ -10,6 +10,7 @@ Set it with the environment variable ``FUSEDATTN_BACKEND`` or in code with
 """
 import contextlib
 import os
+import threading
 
 import torch
 
@@ -17,6 +18,8 @@ BACKENDS = ("auto", "triton", "torch")
 #: Set by fusedattn.costmodel.dryrun while it records launches: Triton on CPU tensors, no interpreter.
 recording_launches = False
 _backend = os.environ.get("FUSEDATTN_BACKEND", "auto")
+#: plain_pytorch() on this thread (the ops' fake impls: the plain-PyTorch path on fake tensors)
+_this_thread = threading.local()
 if _backend not in BACKENDS:
     raise ValueError(f"FUSEDATTN_BACKEND must be one of {BACKENDS}, got {_backend!r}")
 
@@ -42,6 +45,18 @@ def use_backend(name: str):
         set_backend(previous)
 
 
+@contextlib.contextmanager
+def plain_pytorch():
+    """The plain-PyTorch path on this thread, whatever the backend and device: the custom ops'
+    fake impls run it on fake tensors (ops/registration.py)."""
+    previous = getattr(_this_thread, "plain", False)
+    _this_thread.plain = True
+    try:
+        yield
+    finally:
+        _this_thread.plain = previous
+
+
 def interpreter_enabled() -> bool:
     """True if fusedattn's kernels were built by Triton's interpreter (TRITON_INTERPRET=1
     was set when they were imported), so they run on CPU tensors."""
@@ -54,7 +69,7 @@ def uses_triton(t: torch.Tensor) -> bool:
     """True if an op on activation ``t`` [B, ...] runs the Triton kernels under the current
     backend. Never for an empty batch (B = 0): no kernel has work there, and the plain-PyTorch
     math returns the empty outputs and zero weight gradients on any device."""
-    if _backend == "torch" or t.shape[0] == 0:
+    if _backend == "torch" or t.shape[0] == 0 or getattr(_this_thread, "plain", False):
         return False
     if t.device.type == "cuda":
         return True

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedattn
 from fusedattn.reference import CbamModule, EcaModule, PSAModule, SelectiveKernel, SEModule
@@ -70,48 +71,65 @@ def test_compile_graph_has_one_node_per_block(device):
     assert sum("fusedattn.sk_forward" in t for t in targets) == 1
 
 
+def _opcheck_case(op, device):
+    """(custom op, arguments) of an opcheck case: float64, small, every gradient wanted."""
+    x = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
+    p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
+    ops = torch.ops.fusedattn
+    if op == "se":   # SiLU, hard sigmoid
+        return ops.se_forward.default, (x, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6), True, None, 0, 2, 9)
+    if op == "se-one-layer":   # EffectiveSE / ChannelAttention: no fc2
+        return ops.se_forward.default, (x, p(6, 6, 1, 1), p(6), None, None, True, None, 0, 0, 9)
+    if op == "eca":
+        return ops.eca_forward.default, (x, p(1, 1, 3), None, True, None, 0)
+    if op in ("se-res-relu", "eca-res-silu"):
+        res = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
+        if op == "se-res-relu":
+            return ops.se_forward.default, (x, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6), False, res, 1, 1, 8)
+        return ops.eca_forward.default, (x, p(1, 1, 3), None, False, res, 2)
+    if op.startswith("sk"):
+        paths = [make_x((3, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(3)]
+        stats = (None, None) if op == "sk-train" else (torch.randn(4, dtype=torch.float64, device=device),
+                                                       torch.rand(4, dtype=torch.float64, device=device) + 0.5)
+        return ops.sk_forward.default, (paths, p(4, 6, 1, 1), p(18, 4, 1, 1), p(4), p(4), *stats, op == "sk-train",
+                                        1e-5)
+    if op == "psa":
+        splits = [make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(4)]
+        return ops.psa_forward.default, (splits, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6))
+    stats = (torch.zeros(1, dtype=torch.float64, device=device), torch.ones(1, dtype=torch.float64, device=device))
+    return ops.cbam_forward.default, (x, p(3, 6, 1, 1), None, p(6, 3, 1, 1), None, p(1, 2, 3, 3), None, p(1), p(1),
+                                      *stats, True, True, 1e-5, False)
+
+
+class _RecordCalls(TorchDispatchMode):
+    """Records the arguments of every call of ``op`` under it."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op, self.calls = op, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is self.op:
+            self.calls.append(args)
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("op", ["se", "se-one-layer", "eca", "cbam", "psa", "sk-train", "sk-eval", "se-res-relu",
                                 "eca-res-silu"])
 def test_opcheck(triton_backend, op, device):
-    x = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
-    if op == "se":
-        args = (x, torch.randn(3, 6, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
-                torch.randn(3, dtype=torch.float64, device=device, requires_grad=True),
-                torch.randn(6, 3, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
-                torch.randn(6, dtype=torch.float64, device=device, requires_grad=True), True, None, 0, 2, 9)
-        torch.library.opcheck(torch.ops.fusedattn.se_forward.default, args)  # SiLU, hard sigmoid
-    elif op == "se-one-layer":   # EffectiveSE / ChannelAttention: no fc2
-        args = (x, torch.randn(6, 6, 1, 1, dtype=torch.float64, device=device, requires_grad=True),
-                torch.randn(6, dtype=torch.float64, device=device, requires_grad=True), None, None, True, None, 0, 0, 9)
-        torch.library.opcheck(torch.ops.fusedattn.se_forward.default, args)
-    elif op == "eca":
-        args = (x, torch.randn(1, 1, 3, dtype=torch.float64, device=device, requires_grad=True), None, True, None, 0)
-        torch.library.opcheck(torch.ops.fusedattn.eca_forward.default, args)
-    elif op in ("se-res-relu", "eca-res-silu"):
-        p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
-        res = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
-        if op == "se-res-relu":
-            torch.library.opcheck(torch.ops.fusedattn.se_forward.default,
-                                  (x, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6), False, res, 1, 1, 8))
-        else:
-            torch.library.opcheck(torch.ops.fusedattn.eca_forward.default, (x, p(1, 1, 3), None, False, res, 2))
-    elif op.startswith("sk"):
-        paths = [make_x((3, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(3)]
-        p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
-        stats = (None, None) if op == "sk-train" else (torch.randn(4, dtype=torch.float64, device=device),
-                                                       torch.rand(4, dtype=torch.float64, device=device) + 0.5)
-        torch.library.opcheck(torch.ops.fusedattn.sk_forward.default,
-                              (paths, p(4, 6, 1, 1), p(18, 4, 1, 1), p(4), p(4), *stats, op == "sk-train", 1e-5))
-    elif op == "psa":
-        splits = [make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(4)]
-        p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
-        torch.library.opcheck(torch.ops.fusedattn.psa_forward.default, (splits, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6)))
-    else:
-        p = lambda *s: torch.randn(*s, dtype=torch.float64, device=device, requires_grad=True)  # noqa: E731
-        stats = (torch.zeros(1, dtype=torch.float64, device=device), torch.ones(1, dtype=torch.float64, device=device))
-        args = (x, p(3, 6, 1, 1), None, p(6, 3, 1, 1), None, p(1, 2, 3, 3), None, p(1), p(1), *stats,
-                True, True, 1e-5, False)
-        torch.library.opcheck(torch.ops.fusedattn.cbam_forward.default, args)
+    """opcheck on the forward op and on the backward op with the arguments autograd gives it: the
+    fake impls (the plain-PyTorch path on fake tensors, ops/registration.py) against the Triton
+    path's real outputs, schemas, autograd registration, dynamic shapes."""
+    forward, args = _opcheck_case(op, device)
+    torch.library.opcheck(forward, args)
+    backward = getattr(torch.ops.fusedattn, forward.__name__.split(".")[0].replace("_forward", "_backward")).default
+    y = forward(*args)[0]
+    with _RecordCalls(backward) as record:
+        y.backward(torch.randn_like(y))
+    assert len(record.calls) == 1
+    detach = lambda a: a.detach() if isinstance(a, torch.Tensor) else a  # noqa: E731 - no double backward
+    torch.library.opcheck(backward, [[detach(t) for t in a] if isinstance(a, list) else detach(a)
+                                     for a in record.calls[0]])
 
 
 @pytest.mark.parametrize("attn", ["se", "eca"])

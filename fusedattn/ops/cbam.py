@@ -11,16 +11,14 @@ vectors of size B*C, B*H*W and the BatchNorm statistics the forward used (no x-s
 intermediate).
 """
 import types
-from functools import partial
-
 import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import op_implementation, uses_triton
+from ..backend import uses_triton
 from ..kernels.layout import suggested_memory_format
 from .cpu_math import cbam_math
-from .dispatch import Block, EagerOp
+from .registration import define_block
 from .spatial_gate import SpatialParams, spatial_gate_backward, spatial_gate_forward
 from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
 
@@ -92,18 +90,13 @@ def _impl(x):
     return kernels if uses_triton(x) else TORCH_PATH
 
 
-def _empty_or(t, like):
-    return t if t is not None else like.new_empty((0,))
-
-
 # ---- custom ops ----------------------------------------------------------------------
 
-@op_implementation
 def cbam_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
-                 conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
-                 bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
-                 use_bn: bool, bn_training: bool, eps: float, max_first: bool
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                      conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
+                      bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
+                      use_bn: bool, bn_training: bool, eps: float, max_first: bool
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y, ca [B,C], pooled [2B,C], hidden [2B,RD], maps [B,2,H,W], sa [B,1,H,W],
     bn mean [1], bn var [1])."""
     return cbam_forward_math(_impl(x), x, w1, b1, w2, b2, SpatialParams(
@@ -117,30 +110,13 @@ def cbam_forward_math(impl, x, w1, b1, w2, b2, p: SpatialParams):
     return impl.cbam_apply(x, ca, sa), ca, pooled, hidden, maps, sa, mean, var
 
 
-cbam_forward = torch.library.custom_op("fusedattn::cbam_forward", cbam_forward_impl, mutates_args=())
-
-
-@cbam_forward.register_fake
-def _(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var,
-      use_bn, bn_training, eps, max_first):
-    B, C, H, W = x.shape
-    RD = w1.shape[0]
-    dt = acc_dtype(x)
-    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
-            x.new_empty((B, C), dtype=dt), x.new_empty((2 * B, C), dtype=dt),
-            x.new_empty((2 * B, RD), dtype=dt), x.new_empty((B, 2, H, W), dtype=dt),
-            x.new_empty((B, 1, H, W), dtype=dt), x.new_empty((1,), dtype=dt), x.new_empty((1,), dtype=dt))
-
-
-@op_implementation
 def cbam_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
-                  conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
-                  bn_bias: Tensor | None, use_bn: bool, bn_training: bool, eps: float, max_first: bool,
-                  ca: Tensor, pooled: Tensor, hidden: Tensor, maps: Tensor, sa: Tensor, bn_mean: Tensor,
-                  bn_var: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                       conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
+                       bn_bias: Tensor | None, use_bn: bool, bn_training: bool, eps: float, max_first: bool,
+                       ca: Tensor, pooled: Tensor, hidden: Tensor, maps: Tensor, sa: Tensor, bn_mean: Tensor,
+                       bn_var: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dx, dw1, db1, dw2, db2, dconv_weight, dconv_bias, dbn_weight, dbn_bias); gradients of
-    absent parameters are empty tensors. bn_mean / bn_var: what the forward's BatchNorm
-    normalised with."""
+    absent parameters None. bn_mean / bn_var: what the forward's BatchNorm normalised with."""
     impl = _impl(x)
     dsa, ties = impl.cbam_spatial_grad_inputs(dy, x, ca, maps)
     k_mean, k_max, dcw, dcb, dbw, dbb = impl.spatial_gate_backward(
@@ -148,22 +124,7 @@ def cbam_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: 
         use_bn, bn_training, eps, max_first)
     dx, dw1, db1, dw2, db2 = impl.cbam_channel_backward(dy, x, w1, w2, has_bias, ca, pooled, hidden,
                                                         maps, sa, k_mean, k_max)
-    return (dx, dw1, _empty_or(db1, w1), dw2, _empty_or(db2, w2), dcw, _empty_or(dcb, conv_weight),
-            _empty_or(dbw, conv_weight), _empty_or(dbb, conv_weight))
-
-
-cbam_backward = torch.library.custom_op("fusedattn::cbam_backward", cbam_backward_impl, mutates_args=())
-
-
-@cbam_backward.register_fake
-def _(dy, x, w1, w2, has_bias, conv_weight, conv_bias, bn_weight, bn_bias, use_bn, bn_training, eps, max_first,
-      ca, pooled, hidden, maps, sa, bn_mean, bn_var):
-    def like(t):
-        return torch.empty_like(t) if t is not None else conv_weight.new_empty((0,))
-    return (torch.empty_like(x, memory_format=suggested_memory_format(x)), torch.empty_like(w1),
-            w1.new_empty((w1.shape[0],) if has_bias else (0,)), torch.empty_like(w2),
-            w2.new_empty((w2.shape[0],) if has_bias else (0,)), torch.empty_like(conv_weight),
-            like(conv_bias), like(bn_weight), like(bn_bias))
+    return dx, dw1, db1, dw2, db2, dcw, dcb, dbw, dbb
 
 
 def _setup_context(ctx, inputs, output):
@@ -176,23 +137,19 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*saved, *(t for t in (conv_bias, bn_weight, bn_bias) if t is not None))
 
 
-def _backward(ctx, dy, *_unused, cbam_backward=cbam_backward):
+def _gradients(ctx, run, dy, *_unused):
     has_bias, use_bn, bn_training, eps, max_first = ctx.flags
     x, w1, w2, conv_weight, ca, pooled, hidden, maps, sa, mean, var, *rest = ctx.saved_tensors
     optional = [rest.pop(0) if present else None for present in ctx.present]
-    grads = cbam_backward(dy, x, w1, w2, has_bias, conv_weight, *optional, use_bn, bn_training, eps, max_first,
-                          ca, pooled, hidden, maps, sa, mean, var)
-    dx, dw1, db1, dw2, db2, dcw, dcb, dbw, dbb = grads
-    present = [has_bias, has_bias] + ctx.present
-    db1, db2, dcb, dbw, dbb = (g if keep else None for g, keep in zip((db1, db2, dcb, dbw, dbb), present))
-    return dx, dw1, db1, dw2, db2, dcw, dcb, dbw, dbb, None, None, None, None, None, None
+    grads = run(dy, x, w1, w2, has_bias, conv_weight, *optional, use_bn, bn_training, eps, max_first,
+                ca, pooled, hidden, maps, sa, mean, var)
+    return *grads, None, None, None, None, None, None
 
 
-cbam_forward.register_autograd(_backward, setup_context=_setup_context)
-cbam_block = Block(cbam_forward, EagerOp("CBAMFunction", cbam_forward_impl, _setup_context,
-                                         partial(_backward, cbam_backward=cbam_backward_impl)),
-                   lambda x, w1, b1, w2, b2, *p: cbam_forward_math(TORCH_PATH, x, w1, b1, w2, b2, SpatialParams(*p)),
-                   cbam_math, result=lambda out: (out[0], out[6], out[7]))
+cbam_block = define_block(
+    "cbam", cbam_forward_impl, cbam_backward_impl, _setup_context, _gradients,
+    lambda x, w1, b1, w2, b2, *p: cbam_forward_math(TORCH_PATH, x, w1, b1, w2, b2, SpatialParams(*p)),
+    cbam_math, result=lambda out: (out[0], out[6], out[7]))
 
 
 # ---- functional API ------------------------------------------------------------------

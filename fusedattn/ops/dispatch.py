@@ -73,7 +73,7 @@ class EagerOp:
             grads = backward(ctx, *grads)
             if isinstance(grads[0], (list, tuple)):
                 grads = (*grads[0], *grads[1:])
-            return (None, *grads)
+            return (None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:])))
 
         self.function = type(name, (torch.autograd.Function,), {
             "forward": staticmethod(forward),

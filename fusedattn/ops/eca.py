@@ -5,19 +5,17 @@
 fake impls and registered autograd. CUDA tensors run the Triton kernels
 (fusedattn.kernels.eca); CPU tensors the plain-PyTorch math below.
 """
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
-from ..backend import op_implementation, uses_triton
+from ..backend import uses_triton
 from ..kernels.layout import suggested_memory_format
 from .cpu_math import eca_math
-from .dispatch import Block, EagerOp
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
                        shortcut_grad, unpack_epilogue)
+from .registration import define_block
 from .validation import acc_dtype, check_activation, check_param
 
 
@@ -62,72 +60,44 @@ def eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate, act=0, o
     else:
         padded = F.pad(pooled, (pad, pad))
     dw = torch.stack([(dz * padded[:, j:j + C]).sum() for j in range(k)])
-    db = dz.sum().reshape(1).to(weight.dtype) if has_bias else weight.new_empty((0,))
-    dres = dy.to(x.dtype).contiguous(memory_format=fmt) if act else x.new_empty((0,))
+    db = dz.sum().reshape(1).to(weight.dtype) if has_bias else None
+    dres = dy.to(x.dtype).contiguous(memory_format=fmt) if act else None
     return dx.to(x.dtype).contiguous(memory_format=fmt), dw.to(weight.dtype).reshape(weight.shape), db, dres
 
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@op_implementation
 def eca_forward_impl(x: Tensor, weight: Tensor, bias: Tensor | None, circular: bool, shortcut: Tensor | None,
-                act: int) -> tuple[Tensor, Tensor, Tensor]:
+                     act: int) -> tuple[Tensor, Tensor, Tensor]:
     """(y = act(x * gate + shortcut), pooled [B, C], gate [B, C])."""
     impl = kernels.eca_forward if uses_triton(x) else eca_forward_torch
     return impl(x, weight, bias, circular, shortcut, act)
 
 
-eca_forward = torch.library.custom_op("fusedattn::eca_forward", eca_forward_impl, mutates_args=())
-
-
-@eca_forward.register_fake
-def _(x, weight, bias, circular, shortcut, act):
-    B, C = x.shape[:2]
-    dt = acc_dtype(x)
-    return (torch.empty_like(x, memory_format=suggested_memory_format(x)),
-            x.new_empty((B, C), dtype=dt), x.new_empty((B, C), dtype=dt))
-
-
-@op_implementation
 def eca_backward_impl(dy: Tensor, x: Tensor, weight: Tensor, has_bias: bool, circular: bool,
-                 pooled: Tensor, gate: Tensor, act: int, out: Tensor | None, shortcut: Tensor | None
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(dx, dweight, dbias, dz); dbias is empty without bias, dz (the shortcut's gradient
-    dy * act'(.)) without an activation."""
-    if uses_triton(x):
-        dx, dw, db, dres = kernels.eca_backward(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut)
-        empty = weight.new_empty((0,))
-        return dx, dw, db if has_bias else empty, dres if dres is not None else x.new_empty((0,))
-    return eca_backward_torch(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut)
-
-
-eca_backward = torch.library.custom_op("fusedattn::eca_backward", eca_backward_impl, mutates_args=())
-
-
-@eca_backward.register_fake
-def _(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut):
-    fmt = suggested_memory_format(x)
-    return (torch.empty_like(x, memory_format=fmt), torch.empty_like(weight),
-            weight.new_empty((1,) if has_bias else (0,)),
-            torch.empty_like(x, memory_format=fmt) if act else x.new_empty((0,)))
+                      pooled: Tensor, gate: Tensor, act: int, out: Tensor | None, shortcut: Tensor | None
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias, dz); dbias None without bias, dz (the shortcut's gradient
+    dy * act'(.)) None without an activation."""
+    impl = kernels.eca_backward if uses_triton(x) else eca_backward_torch
+    return impl(dy, x, weight, has_bias, circular, pooled, gate, act, out, shortcut)
 
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, circular, shortcut, act = inputs
     y, pooled, gate = output
-    ctx.has_bias, ctx.circular, ctx.act, ctx.has_shortcut = bias is not None, circular, act, shortcut is not None
+    ctx.has_bias, ctx.circular, ctx.act = bias is not None, circular, act
     ctx.save_for_backward(x, weight, pooled, gate, *epilogue_saved(y, shortcut, act))
 
 
-def _backward(ctx, dy, *_unused, eca_backward=eca_backward):
+def _gradients(ctx, run, dy, *_unused):
     x, weight, pooled, gate, out, shortcut = unpack_epilogue(ctx, 4)
-    dx, dw, db, dres = eca_backward(dy, x, weight, ctx.has_bias, ctx.circular, pooled, gate, ctx.act, out, shortcut)
-    return dx, dw, db if ctx.has_bias else None, None, shortcut_grad(ctx, dy, dres), None
+    dx, dw, db, dres = run(dy, x, weight, ctx.has_bias, ctx.circular, pooled, gate, ctx.act, out, shortcut)
+    return dx, dw, db, None, shortcut_grad(ctx, dy, dres), None
 
 
-eca_forward.register_autograd(_backward, setup_context=_setup_context)
-eca_block = Block(eca_forward, EagerOp("ECAFunction", eca_forward_impl, _setup_context,
-                                       partial(_backward, eca_backward=eca_backward_impl)), eca_forward_torch, eca_math)
+eca_block = define_block("eca", eca_forward_impl, eca_backward_impl, _setup_context, _gradients, eca_forward_torch,
+                         eca_math)
 
 
 # ---- functional API ------------------------------------------------------------------

@@ -68,8 +68,7 @@ def unpack_epilogue(ctx, n: int) -> list:
     return saved[:n] + [out if out.numel() else None, shortcut if shortcut.numel() else None]
 
 
-def shortcut_grad(ctx, dy: Tensor, dz: Tensor) -> Tensor | None:
-    """The shortcut's gradient: dz (= dy * act'(.)), or dy itself without an activation."""
-    if not ctx.has_shortcut:
-        return None
+def shortcut_grad(ctx, dy: Tensor, dz: Tensor | None) -> Tensor | None:
+    """The shortcut's gradient: dz (= dy * act'(.)), or dy itself without an activation (an op
+    without a shortcut: the registration drops it, ops/registration.py)."""
     return dz if ctx.act else dy

@@ -6,15 +6,13 @@
 of split tensors, with fake impls and registered autograd. CUDA tensors run the Triton kernels
 (fusedattn.kernels.psa); CPU tensors the plain-PyTorch math below.
 """
-from functools import partial
-
 import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import op_implementation, uses_triton
-from .dispatch import Block, EagerOp
+from ..backend import uses_triton
 from ..kernels.layout import suggested_memory_format
+from .registration import define_block
 from .validation import acc_dtype, check_branches, check_channel_mlp
 
 
@@ -51,59 +49,26 @@ def psa_backward_torch(dout, xs, w1, w2, has_bias, pooled, hidden, se, att):
            .to(xs[p].dtype).contiguous(memory_format=fmt) for p in range(P)]
     dw2 = (dz.t() @ hidden.relu()).to(w2.dtype).reshape(w2.shape)
     dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
-    db2 = dz.sum(0).to(w2.dtype) if has_bias else w2.new_empty((0,))
-    db1 = dh.sum(0).to(w1.dtype) if has_bias else w1.new_empty((0,))
+    db2 = dz.sum(0).to(w2.dtype) if has_bias else None
+    db1 = dh.sum(0).to(w1.dtype) if has_bias else None
     return dxs, dw1, db1, dw2, db2
 
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@op_implementation
 def psa_forward_impl(xs: list[Tensor], w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(out [B, P*C, H, W], pooled [P*B, C], hidden [P*B, RD], se [P*B, C], att [P*B, C])."""
-    if uses_triton(xs[0]):
-        return kernels.psa_forward(xs, w1, b1, w2, b2)
-    return psa_forward_torch(xs, w1, b1, w2, b2)
+    impl = kernels.psa_forward if uses_triton(xs[0]) else psa_forward_torch
+    return impl(xs, w1, b1, w2, b2)
 
 
-psa_forward = torch.library.custom_op("fusedattn::psa_forward", psa_forward_impl, mutates_args=())
-
-
-@psa_forward.register_fake
-def _(xs, w1, b1, w2, b2):
-    P = len(xs)
-    B, C, H, W = xs[0].shape
-    RD = w1.shape[0]
-    dt = acc_dtype(xs[0])
-    out = torch.empty((B, P * C, H, W), dtype=xs[0].dtype, device=xs[0].device,
-                      memory_format=suggested_memory_format(xs[0]))
-    vec = lambda n: xs[0].new_empty((P * B, n), dtype=dt)  # noqa: E731
-    return out, vec(C), vec(RD), vec(C), vec(C)
-
-
-@op_implementation
 def psa_backward_impl(dout: Tensor, xs: list[Tensor], w1: Tensor, w2: Tensor, has_bias: bool,
-                 pooled: Tensor, hidden: Tensor, se: Tensor, att: Tensor) -> list[Tensor]:
-    """[dx_0, ..., dx_{P-1}, dw1, db1, dw2, db2]; db1/db2 empty without bias."""
-    if uses_triton(xs[0]):
-        dxs, dw1, db1, dw2, db2 = kernels.psa_backward(dout, xs, w1, w2, has_bias, pooled, hidden, se, att)
-        if not has_bias:
-            db1, db2 = w1.new_empty((0,)), w2.new_empty((0,))
-    else:
-        dxs, dw1, db1, dw2, db2 = psa_backward_torch(dout, xs, w1, w2, has_bias, pooled, hidden, se, att)
+                      pooled: Tensor, hidden: Tensor, se: Tensor, att: Tensor) -> list[Tensor]:
+    """[dx_0, ..., dx_{P-1}, dw1, db1, dw2, db2]; db1/db2 None without bias."""
+    impl = kernels.psa_backward if uses_triton(xs[0]) else psa_backward_torch
+    dxs, dw1, db1, dw2, db2 = impl(dout, xs, w1, w2, has_bias, pooled, hidden, se, att)
     return [*dxs, dw1, db1, dw2, db2]
-
-
-psa_backward = torch.library.custom_op("fusedattn::psa_backward", psa_backward_impl, mutates_args=())
-
-
-@psa_backward.register_fake
-def _(dout, xs, w1, w2, has_bias, pooled, hidden, se, att):
-    fmt = suggested_memory_format(xs[0])
-    return [*(torch.empty_like(x, memory_format=fmt) for x in xs), torch.empty_like(w1),
-            w1.new_empty((w1.shape[0],) if has_bias else (0,)), torch.empty_like(w2),
-            w2.new_empty((w2.shape[0],) if has_bias else (0,))]
 
 
 def _setup_context(ctx, inputs, output):
@@ -113,20 +78,15 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*xs, w1, w2, pooled, hidden, se, att)
 
 
-def _backward(ctx, dout, *_unused, psa_backward=psa_backward):
+def _gradients(ctx, run, dout, *_unused):
     saved = ctx.saved_tensors
     P = ctx.n_splits
     xs, (w1, w2, pooled, hidden, se, att) = list(saved[:P]), saved[P:]
-    grads = psa_backward(dout, xs, w1, w2, ctx.has_bias, pooled, hidden, se, att)
-    dxs, (dw1, db1, dw2, db2) = grads[:P], grads[P:]
-    if not ctx.has_bias:
-        db1 = db2 = None
-    return list(dxs), dw1, db1, dw2, db2
+    grads = run(dout, xs, w1, w2, ctx.has_bias, pooled, hidden, se, att)
+    return list(grads[:P]), *grads[P:]
 
 
-psa_forward.register_autograd(_backward, setup_context=_setup_context)
-psa_block = Block(psa_forward, EagerOp("PSAFunction", psa_forward_impl, _setup_context,
-                                       partial(_backward, psa_backward=psa_backward_impl)), psa_forward_torch)
+psa_block = define_block("psa", psa_forward_impl, psa_backward_impl, _setup_context, _gradients, psa_forward_torch)
 
 
 # ---- functional API ------------------------------------------------------------------

@@ -8,21 +8,18 @@ with fake impls and registered autograd, so ``torch.compile(fullgraph=True)`` ke
 each SE block as one node. CUDA tensors run the Triton kernels (fusedattn.kernels.se);
 CPU tensors run the plain-PyTorch math below, which mirrors the kernels step by step.
 """
-from functools import partial
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
-from ..backend import op_implementation, uses_triton
+from ..backend import uses_triton
 from ..kernels.activations import RELU, SIGMOID
 from .activations import activation, activation_grad, code_arg, gate_grad
 from .cpu_math import se_math
-from .dispatch import Block, EagerOp
 from ..kernels.layout import suggested_memory_format
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
                        shortcut_grad, unpack_epilogue)
+from .registration import define_block
 from .validation import acc_dtype, as_dtype, check_activation, check_channel_mlp, in_layout_of
 
 
@@ -67,96 +64,53 @@ def se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, a
     else:
         dx = dyf * gate[:, :, None, None] + (dp / (H * W))[:, :, None, None]
     dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
-    db1 = dh.sum(0).to(w1.dtype) if has_bias else w1.new_empty((0,))
+    db1 = dh.sum(0).to(w1.dtype) if has_bias else None
     if w2 is None:
-        dw2, db2 = w1.new_empty((0,)), w1.new_empty((0,))
+        dw2 = db2 = None
     else:
         dw2 = (dz.t() @ activation(hidden, mlp_act)).to(w2.dtype).reshape(w2.shape)
-        db2 = dz.sum(0).to(w2.dtype) if has_bias else w2.new_empty((0,))
-    dres = dyf.to(x.dtype).contiguous(memory_format=fmt) if act else x.new_empty((0,))
+        db2 = dz.sum(0).to(w2.dtype) if has_bias else None
+    dres = dyf.to(x.dtype).contiguous(memory_format=fmt) if act else None
     return dx.to(x.dtype).contiguous(memory_format=fmt), dw1, db1, dw2, db2, dres
 
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@op_implementation
 def se_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor | None, b2: Tensor | None,
-               add_maxpool: bool, shortcut: Tensor | None, act: int, mlp_act: int,
-               gate_fn: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    add_maxpool: bool, shortcut: Tensor | None, act: int, mlp_act: int,
+                    gate_fn: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y = act(x * gate + shortcut), pooled [B,C], pool_max [B,C] or [0], hidden [B,RD] ([B,0] with one
     layer), gate [B,C])."""
     impl = kernels.se_forward if uses_triton(x) else se_forward_torch
     return impl(x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn)
 
 
-se_forward = torch.library.custom_op("fusedattn::se_forward", se_forward_impl, mutates_args=())
-
-
-@se_forward.register_fake
-def _(x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn):
-    B, C = x.shape[:2]
-    RD = w1.shape[0]
-    dt = acc_dtype(x)
-    y = torch.empty_like(x, memory_format=suggested_memory_format(x))
-    return (y, x.new_empty((B, C), dtype=dt), x.new_empty((B, C) if add_maxpool else (0,), dtype=dt),
-            x.new_empty((B, RD if w2 is not None else 0), dtype=dt), x.new_empty((B, C), dtype=dt))
-
-
-@op_implementation
 def se_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor | None, has_bias: bool, pooled: Tensor,
-                pool_max: Tensor, hidden: Tensor, gate: Tensor, act: int, out: Tensor | None,
-                shortcut: Tensor | None, mlp_act: int, gate_fn: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dx, dw1, db1, dw2, db2, dz); db1/db2 are empty without bias, dw2/db2 without w2. dz = dy * act'(.)
-    is the shortcut's gradient; empty without an activation (then it is dy)."""
-    if uses_triton(x):
-        dx, dw1, db1, dw2, db2, dres = kernels.se_backward(dy, x, w1, w2, has_bias, pooled, pool_max,
-                                                           hidden, gate, act, out, shortcut, mlp_act, gate_fn)
-        empty = lambda: w1.new_empty((0,))  # noqa: E731 - a custom op's outputs may not alias
-        if w2 is None:
-            dw2, db2 = empty(), empty()
-        if not has_bias:
-            db1, db2 = empty(), empty()
-        return dx, dw1, db1, dw2, db2, dres if dres is not None else x.new_empty((0,))
-    return se_backward_torch(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut,
-                             mlp_act, gate_fn)
-
-
-se_backward = torch.library.custom_op("fusedattn::se_backward", se_backward_impl, mutates_args=())
-
-
-@se_backward.register_fake
-def _(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut, mlp_act, gate_fn):
-    RD, C = w1.shape[0], x.shape[1]
-    fmt = suggested_memory_format(x)
-    two = w2 is not None
-    return (torch.empty_like(x, memory_format=fmt),
-            torch.empty_like(w1), w1.new_empty((RD,) if has_bias else (0,)),
-            torch.empty_like(w2) if two else w1.new_empty((0,)), w1.new_empty((C,) if has_bias and two else (0,)),
-            torch.empty_like(x, memory_format=fmt) if act else x.new_empty((0,)))
+                     pool_max: Tensor, hidden: Tensor, gate: Tensor, act: int, out: Tensor | None,
+                     shortcut: Tensor | None, mlp_act: int, gate_fn: int
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw1, db1, dw2, db2, dz); db1/db2 None without bias, dw2/db2 without w2. dz = dy * act'(.)
+    is the shortcut's gradient; None without an activation (then it is dy)."""
+    impl = kernels.se_backward if uses_triton(x) else se_backward_torch
+    return impl(dy, x, w1, w2, has_bias, pooled, pool_max, hidden, gate, act, out, shortcut, mlp_act, gate_fn)
 
 
 def _setup_context(ctx, inputs, output):
     x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn = inputs
     y, pooled, pool_max, hidden, gate = output
-    ctx.has_bias, ctx.act, ctx.has_shortcut = b1 is not None, act, shortcut is not None
-    ctx.mlp_act, ctx.gate_fn = mlp_act, gate_fn
+    ctx.has_bias, ctx.act, ctx.mlp_act, ctx.gate_fn = b1 is not None, act, mlp_act, gate_fn
     ctx.save_for_backward(x, w1, w2, pooled, pool_max, hidden, gate, *epilogue_saved(y, shortcut, act))
 
 
-def _backward(ctx, dy, *_unused, se_backward=se_backward):
+def _gradients(ctx, run, dy, *_unused):
     x, w1, w2, pooled, pool_max, hidden, gate, out, shortcut = unpack_epilogue(ctx, 7)
-    dx, dw1, db1, dw2, db2, dres = se_backward(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate,
-                                               ctx.act, out, shortcut, ctx.mlp_act, ctx.gate_fn)
-    if not ctx.has_bias:
-        db1 = db2 = None
-    if w2 is None:
-        dw2 = db2 = None
+    dx, dw1, db1, dw2, db2, dres = run(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate,
+                                       ctx.act, out, shortcut, ctx.mlp_act, ctx.gate_fn)
     return dx, dw1, db1, dw2, db2, None, shortcut_grad(ctx, dy, dres), None, None, None
 
 
-se_forward.register_autograd(_backward, setup_context=_setup_context)
-se_block = Block(se_forward, EagerOp("SEFunction", se_forward_impl, _setup_context,
-                                      partial(_backward, se_backward=se_backward_impl)), se_forward_torch, se_math)
+se_block = define_block("se", se_forward_impl, se_backward_impl, _setup_context, _gradients, se_forward_torch,
+                        se_math)
 
 
 # ---- functional API ------------------------------------------------------------------

@@ -8,15 +8,13 @@ the Triton kernels (fusedattn.kernels.sk); CPU tensors the plain-PyTorch math be
 uses batch statistics when ``bn_training`` (the caller updates running statistics from the
 returned mean and biased variance, as fusedattn.SelectiveKernel does), else the running ones.
 """
-from functools import partial
-
 import torch
 from torch import Tensor
 
 from .. import kernels
-from ..backend import op_implementation, uses_triton
-from .dispatch import Block, EagerOp
+from ..backend import uses_triton
 from ..kernels.layout import suggested_memory_format
+from .registration import define_block
 from .validation import acc_dtype, check_branches, check_param
 
 
@@ -69,48 +67,22 @@ def sk_backward_torch(dy, xs, w_reduce, w_select, gamma, eps, training, s, z, u,
 
 # ---- custom ops ----------------------------------------------------------------------
 
-@op_implementation
 def sk_forward_impl(xs: list[Tensor], w_reduce: Tensor, w_select: Tensor, bn_weight: Tensor, bn_bias: Tensor,
-               running_mean: Tensor | None, running_var: Tensor | None, bn_training: bool, eps: float
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    running_mean: Tensor | None, running_var: Tensor | None, bn_training: bool, eps: float
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y [B, C, H, W], s [B, C], z [B, A], u [B, A], att [B, P*C], mean [A], var [A])."""
     impl = kernels.sk_forward if uses_triton(xs[0]) else sk_forward_torch
     return impl(xs, w_reduce, w_select, bn_weight, bn_bias, running_mean, running_var, bn_training, eps)
 
 
-sk_forward = torch.library.custom_op("fusedattn::sk_forward", sk_forward_impl, mutates_args=())
-
-
-@sk_forward.register_fake
-def _(xs, w_reduce, w_select, bn_weight, bn_bias, running_mean, running_var, bn_training, eps):
-    P = len(xs)
-    B, C = xs[0].shape[:2]
-    A = w_reduce.shape[0]
-    dt = acc_dtype(xs[0])
-    vec = lambda *shape: xs[0].new_empty(shape, dtype=dt)  # noqa: E731
-    y = torch.empty_like(xs[0], memory_format=suggested_memory_format(xs[0]))
-    return y, vec(B, C), vec(B, A), vec(B, A), vec(B, P * C), vec(A), vec(A)
-
-
-@op_implementation
 def sk_backward_impl(dy: Tensor, xs: list[Tensor], w_reduce: Tensor, w_select: Tensor, bn_weight: Tensor,
-                eps: float, bn_training: bool, s: Tensor, z: Tensor, u: Tensor, att: Tensor,
-                mean: Tensor, var: Tensor) -> list[Tensor]:
+                     eps: float, bn_training: bool, s: Tensor, z: Tensor, u: Tensor, att: Tensor,
+                     mean: Tensor, var: Tensor) -> list[Tensor]:
     """[dx_0, ..., dx_{P-1}, dw_reduce, dbn_weight, dbn_bias, dw_select]."""
     impl = kernels.sk_backward if uses_triton(xs[0]) else sk_backward_torch
     dxs, dwr, dgamma, dbeta, dws = impl(dy, xs, w_reduce, w_select, bn_weight, eps, bn_training,
                                         s, z, u, att, mean, var)
     return [*dxs, dwr, dgamma, dbeta, dws]
-
-
-sk_backward = torch.library.custom_op("fusedattn::sk_backward", sk_backward_impl, mutates_args=())
-
-
-@sk_backward.register_fake
-def _(dy, xs, w_reduce, w_select, bn_weight, eps, bn_training, s, z, u, att, mean, var):
-    fmt = suggested_memory_format(xs[0])
-    return [*(torch.empty_like(x, memory_format=fmt) for x in xs), torch.empty_like(w_reduce),
-            torch.empty_like(bn_weight), torch.empty_like(bn_weight), torch.empty_like(w_select)]
 
 
 def _setup_context(ctx, inputs, output):
@@ -120,18 +92,16 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*xs, w_reduce, w_select, bn_weight, s, z, u, att, mean, var)
 
 
-def _backward(ctx, dy, *_unused, sk_backward=sk_backward):
+def _gradients(ctx, run, dy, *_unused):
     P = ctx.n_paths
     xs, rest = list(ctx.saved_tensors[:P]), ctx.saved_tensors[P:]
-    grads = sk_backward(dy, xs, rest[0], rest[1], rest[2], ctx.eps, ctx.bn_training, *rest[3:])
+    grads = run(dy, xs, rest[0], rest[1], rest[2], ctx.eps, ctx.bn_training, *rest[3:])
     dxs, (dwr, dgamma, dbeta, dws) = grads[:P], grads[P:]
     return list(dxs), dwr, dws, dgamma, dbeta, None, None, None, None
 
 
-sk_forward.register_autograd(_backward, setup_context=_setup_context)
-sk_block = Block(sk_forward, EagerOp("SKFunction", sk_forward_impl, _setup_context,
-                                     partial(_backward, sk_backward=sk_backward_impl)), sk_forward_torch,
-                 result=lambda out: (out[0], out[5], out[6]))
+sk_block = define_block("sk", sk_forward_impl, sk_backward_impl, _setup_context, _gradients, sk_forward_torch,
+                        result=lambda out: (out[0], out[5], out[6]))
 
 
 # ---- functional API ------------------------------------------------------------------
