@@ -31,5 +31,7 @@ def full_sweep(config) -> bool:
 GPU_MODEL_CASE = (64, 224, 64)
 TINY_MODEL_CASE = (2, 32, 8)
 MODEL_ATTNS = [None, "se", "eca", "cbam"]
+#: timm networks whose own SE blocks are benchmarked (bench/test_bench_models.py)
+TIMM_MODELS = ["efficientnet_b0", "mobilenetv3_large_100"]
 GPU_MODEL_PROVIDERS = ["reference", "fused", "compiled-reference", "compiled-fused"]
 TINY_MODEL_PROVIDERS = ["reference", "fused"]  # torch.compile of a whole ResNet is minutes on CPU

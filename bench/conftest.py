@@ -10,6 +10,8 @@ import json
 import os
 import platform
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ import torch
 
 if not torch.cuda.is_available():  # as tests/conftest.py: before fusedattn's kernels are imported,
     os.environ.setdefault("TRITON_INTERPRET", "1")  # whichever directory pytest collects first
+    # torchvision's CUDA wheel imports on a CPU torch without its fake-kernel registrations (timm needs it)
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 
 import triton  # noqa: E402
 

@@ -56,11 +56,13 @@ def table(path: Path, dtype="bfloat16", layout="channels_last", models_path: Pat
 
 
 def model_overheads(doc) -> dict:
-    """{(task, provider): {attn: (images/s, attention overhead vs the plain ResNet-50)}}."""
+    """{(network, task, provider): {attn: (images/s, attention overhead vs the same network without
+    attention)}}; network: resnet50 (the bundled one) or a timm model name."""
     ms = defaultdict(dict)
     for r in doc["results"]:
         if r.get("kind") == "model":
-            ms[(r["pass_"], r["provider"])][r["block"].split("-", 1)[1]] = r
+            network, attn = r["block"].split("-", 1)
+            ms[(network, r["pass_"], r["provider"])][attn] = r
     out = {}
     for key, rows in ms.items():
         plain = rows.get("plain")
@@ -73,11 +75,11 @@ def model_table(doc) -> list[str]:
     if not table:
         return []
     shape = next(r["shape"] for r in doc["results"] if r.get("kind") == "model")
-    lines = [f"Bundled ResNet-50, batch {shape[0]}, {shape[2]}x{shape[3]}, channels_last, "
+    lines = [f"Whole networks, batch {shape[0]}, {shape[2]}x{shape[3]}, channels_last, "
              f"{next(r['dtype'] for r in doc['results'] if r.get('kind') == 'model')}: images/s "
-             "(attention overhead = time / time of the plain ResNet-50 with the same provider - 1)", "",
-             "| task | provider | plain | SE | ECA | CBAM |", "|---|---|---|---|---|---|"]
-    for (task, provider), rows in sorted(table.items()):
+             "(attention overhead = time / time of the same network without attention, same provider - 1)", "",
+             "| network | task | provider | plain | SE | ECA | CBAM |", "|---|---|---|---|---|---|---|"]
+    for (network, task, provider), rows in sorted(table.items()):
         cells = []
         for attn in ("plain", "se", "eca", "cbam"):
             if attn not in rows:
@@ -85,7 +87,7 @@ def model_table(doc) -> list[str]:
                 continue
             ips, over = rows[attn]
             cells.append(f"{ips:.0f}" + ("" if attn == "plain" or over is None else f" (+{100 * over:.1f}%)"))
-        lines.append(f"| {task} | {provider} | " + " | ".join(cells) + " |")
+        lines.append(f"| {network} | {task} | {provider} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -48,7 +48,7 @@ def plot(paths: list[Path], out: Path, dtype="bfloat16", layout="channels_last")
     shape = next(iter(speed.values()))[2] if speed else ()
     ax1.set_title(f"blocks, {dtype}, {layout}, largest case {list(shape)}", fontsize=9)
     ax1.legend()
-    over = model_overheads(doc)
+    over = {(t, p): v for (network, t, p), v in model_overheads(doc).items() if network == "resnet50"}
     keys = sorted(over)
     attns = ["se", "eca", "cbam"]
     for i, attn in enumerate(attns):

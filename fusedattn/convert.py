@@ -7,6 +7,7 @@ Blocks are recognised by structure (the submodules and their kinds), not by clas
     PSA    conv_1..conv_4 + se.fc1 / se.fc2                                   EPSANet PSAModule
     CBAM   channel.fc1 + spatial.conv.conv (timm); channelattention + spatialattention;
            fc1 + conv_after_concat; ChannelGate + SpatialGate (the CBAM authors')
+           channel_attention.fc + spatial_attention.cv1                       Ultralytics CBAM
     ECA    conv = Conv1d(1, 1, k)                                             timm EcaModule / CecaModule
     SE     fc1 / fc2 1x1 convs + act (timm SEModule); fc = Sequential(Linear, act, Linear, gate);
            conv_reduce / conv_expand + act1 + gate (timm SqueezeExcite of EfficientNet / MobileNet);
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .modules import (CBAM, ECA, PSA, SE, ChannelAttention, EffectiveSE, SelectiveKernel, SqueezeExcitation,
-                      SqueezeExcite)
+                      SqueezeExcite, UltralyticsCBAM)
 
 
 def _has(m: nn.Module, path: str, kind=nn.Module) -> bool:
@@ -48,6 +49,10 @@ def _is_cbam(m):
         or (_has(m, "channelattention") and _has(m, "spatialattention")) \
         or (_has(m, "fc1", nn.Conv2d) and _has(m, "conv_after_concat", nn.Conv2d)) \
         or (_has(m, "ChannelGate") and _has(m, "SpatialGate"))
+
+
+def _is_ultralytics_cbam(m):
+    return _has(m, "channel_attention.fc", nn.Conv2d) and _has(m, "spatial_attention.cv1", nn.Conv2d)
 
 
 def _is_eca(m):
@@ -90,6 +95,7 @@ def _is_se(m):
 
 #: (block kind, structural test, fused class), tried in this order (outer layouts first)
 KINDS = [("SK", _is_sk, SelectiveKernel), ("PSA", _is_psa, PSA), ("CBAM", _is_cbam, CBAM),
+         ("CBAM", _is_ultralytics_cbam, UltralyticsCBAM),
          ("ECA", _is_eca, ECA), ("SE", _is_squeeze_excite, SqueezeExcite),
          ("SE", _is_squeeze_excitation, SqueezeExcitation), ("SE", _is_effective_se, EffectiveSE),
          ("SE", _is_channel_attention, ChannelAttention), ("SE", _is_se, SE)]

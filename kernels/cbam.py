@@ -35,31 +35,37 @@ CBAM_GATE_ELEMS = 2048
 
 def cbam_channel_forward(x, w1, b1, w2, b2):
     """x [B, C, H, W]; w1 [RD, C(,1,1)], b1 [RD] | None; w2 [C, RD(,1,1)], b2 [C] | None.
+    w2 None: Ultralytics' channel gate, ca = sigmoid(W1 mean_hw(x) + b1) with W1 [C, C] (no max
+    pool, no second layer).
 
-    Returns (ca [B, C], pooled [2B, C] (mean rows then max rows), hidden [2B, RD]
-    (pre-ReLU), maps [B, 2, H, W] (mean_c and max_c of x * ca)), in float32 (float64).
+    Returns (ca [B, C], pooled [2B, C] (mean rows then max rows; [B, C] means with one layer),
+    hidden [2B, RD] (pre-ReLU; [B, 0] with one layer), maps [B, 2, H, W] (mean_c and max_c of
+    x * ca)), in float32 (float64).
     """
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w1, w2 = w1.reshape(RD, C).contiguous(), w2.reshape(C, RD).contiguous()
+    one_layer = w2 is None
+    w1 = w1.reshape(RD, C).contiguous()
+    w2 = None if one_layer else w2.reshape(C, RD).contiguous()
     has_bias = b1 is not None
     xv = channel_view(x)
     chunk = chunk_size(x)
     plan, splan = plan_pool(xv, chunk, C, H * W), plan_spatial(xv, chunk, C, H * W)
-    parts = new_partials(plan, B, C, x, with_max=True)
+    parts = new_partials(plan, B, C, x, with_max=not one_layer)
     ca = config.new_buffer((B, C), dt, dev)
-    pooled = config.new_buffer((2 * B, C), dt, dev)
-    hidden = config.new_buffer((2 * B, RD), dt, dev)
+    pooled = config.new_buffer((B if one_layer else 2 * B, C), dt, dev)
+    hidden = config.new_buffer((B, 0) if one_layer else (2 * B, RD), dt, dev)
     maps = config.new_buffer((B, 2, H, W), dt, dev)
     block_c, block_rd = gate_tiles(C, RD, elems=CBAM_GATE_ELEMS)
-    b1, b2 = (b1.contiguous(), b2.contiguous()) if has_bias else (None, None)
-    parallel = use_mlp_gate(x, w1)
+    b1 = b1.contiguous() if has_bias else None
+    b2 = b2.contiguous() if has_bias and not one_layer else None
+    parallel = one_layer or use_mlp_gate(x, w1)
     for b0, nb in sample_chunks(x):
         channel_pool(xv, plan, parts, b0, nb)
         if parallel:
             mlp_gate_forward(parts, B, C, RD, H * W, w1, b1, w2, b2, pooled, None, hidden, ca, b0, nb,
-                             acc_dtype(x.dtype), paired=True)
+                             acc_dtype(x.dtype), paired=not one_layer)
         else:
             cbam_channel_gate_forward_kernel[(nb,)](
                 parts.sums, parts.maxs, plan.n_splits, B, C, RD, H * W,
@@ -98,33 +104,36 @@ def cbam_spatial_grad_inputs(dy, x, ca, maps):
 
 def cbam_channel_backward(dy, x, w1, w2, has_bias: bool, ca, pooled, hidden, maps, sa, k_mean, k_max):
     """dx and the channel-MLP gradients, given the spatial backward's per-pixel coefficients
-    k_mean = dmap_mean / C and k_max = dmap_max / ties ([B, 1, H, W] each).
+    k_mean = dmap_mean / C and k_max = dmap_max / ties ([B, 1, H, W] each). w2 None: the one-layer
+    channel gate of cbam_channel_forward.
 
-    Returns (dx, dw1, db1 | None, dw2, db2 | None); deterministic (no atomics).
+    Returns (dx, dw1, db1 | None, dw2 | None, db2 | None); deterministic (no atomics).
     """
     B, C, H, W = x.shape
     RD = w1.shape[0]
     dt, dev = acc_torch_dtype(x.dtype), x.device
-    w1f, w2f = w1.reshape(RD, C).contiguous(), w2.reshape(C, RD).contiguous()
+    one_layer = w2 is None
+    w1f = w1.reshape(RD, C).contiguous()
+    w2f = None if one_layer else w2.reshape(C, RD).contiguous()
     xv, dyv = channel_view(x), channel_view(dy)
     dx = config.new_like(xv.tensor)
     dxv = channel_view(dx)
     plan = plan_pool(xv, chunk_size(x), C, H * W)
-    parts = new_partials(plan, B, C, x, with_max=False, with_counts=True)
+    parts = new_partials(plan, B, C, x, with_max=False, with_counts=not one_layer)
     sa, k_mean, k_max = (t.reshape(B, H * W).contiguous() for t in (sa, k_mean, k_max))
-    pool_max = pooled[B:]
-    dv = config.new_buffer((B, C), dt, dev)
-    dh = config.new_buffer((2 * B, RD), dt, dev)
+    pool_max = None if one_layer else pooled[B:]
+    dv = None if one_layer else config.new_buffer((B, C), dt, dev)
+    dh = config.new_buffer((B if one_layer else 2 * B, RD), dt, dev)
     mean_coef = config.new_buffer((B, C), dt, dev)
-    max_coef = config.new_buffer((B, C), dt, dev)
+    max_coef = None if one_layer else config.new_buffer((B, C), dt, dev)
     block_c, block_rd = gate_tiles(C, RD, elems=CBAM_GATE_ELEMS)
     vectors = dict(ca=ca, pool_max=pool_max, sa=sa, k_mean=k_mean, maps=maps, k_max=k_max)
-    parallel = use_mlp_gate(x, w1)
+    parallel = one_layer or use_mlp_gate(x, w1)
     for b0, nb in sample_chunks(x):
         cbam_channel_grad(xv, dyv, plan, parts, b0, nb, **vectors)
         if parallel:
             mlp_gate_backward(parts, B, C, RD, H * W, w1f, w2f, hidden, ca, dv, dh, mean_coef, max_coef, b0, nb,
-                              acc_dtype(x.dtype), paired=True)
+                              acc_dtype(x.dtype), paired=not one_layer)
         else:
             cbam_channel_gate_backward_kernel[(nb,)](
                 parts.sums, parts.counts, plan.n_splits, B, C, RD, H * W, w1f, w2f, hidden, ca,
@@ -132,4 +141,4 @@ def cbam_channel_backward(dy, x, w1, w2, has_bias: bool, ca, pooled, hidden, map
                 BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
             )
         cbam_input_grad(dyv, xv, dxv, plan, b0, nb, mean_coef=mean_coef, max_coef=max_coef, **vectors)
-    return (dx, *mlp_weight_grads(torch.cat([dv, dv]), hidden, dh, pooled, w1, w2, has_bias))
+    return (dx, *mlp_weight_grads(None if one_layer else torch.cat([dv, dv]), hidden, dh, pooled, w1, w2, has_bias))

@@ -135,13 +135,15 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
             wr, ws = torch.randn(A, C, 1, 1), torch.randn(P * C, A, 1, 1)
             out = kernels.sk_forward([x] * P, wr, ws, *bn, training, 1e-5)
             kernels.sk_backward(dy, [x] * P, wr, ws, bn[0], 1e-5, training, *out[1:])
-    for bias in (False, True) if variants else (False,):
+    # CBAM's channel MLP with and without bias; Ultralytics' one-layer channel gate (fc [C, C], no max pool)
+    for fc1, fc2, bias in ((w1, w2, False), (w1, w2, True), (torch.randn(C, C, 1, 1), None, True)) \
+            if variants else ((w1, w2, False), (torch.randn(C, C, 1, 1), None, True)):
         ca, pooled, hidden, maps = kernels.cbam_channel_forward(
-            x, w1, b1 if bias else None, w2, b2 if bias else None)
+            x, fc1, torch.randn(fc1.shape[0]) if bias else None, fc2, b2 if bias and fc2 is not None else None)
         sa = torch.rand(B, 1, H, W, dtype=maps.dtype)
         kernels.cbam_apply(x, ca, sa)
         kernels.cbam_spatial_grad_inputs(dy, x, ca, maps)
-        kernels.cbam_channel_backward(dy, x, w1, w2, bias, ca, pooled, hidden, maps, sa,
+        kernels.cbam_channel_backward(dy, x, fc1, fc2, bias, ca, pooled, hidden, maps, sa,
                                       torch.randn_like(sa), torch.randn_like(sa))
     # the spatial gate on the maps: no BN, BN with running / batch statistics; bias, affine, order
     conv_w = torch.randn(1, 2, 7, 7).to(dtype)

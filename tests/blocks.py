@@ -1,13 +1,15 @@
-"""The blocks the cross-cutting tests run (non-finite values, empty batches, pickling, memory):
-each a reference module (the spec) and, through ``fused_copy``, its fused module."""
+"""The table of blocks the shared tests run: each row a reference module (the spec) and, through
+``fused_copy``, its fused module."""
 import copy
+from dataclasses import dataclass
+from typing import Callable
 
 import torch.nn.functional as F
 from torch import nn
 
 import fusedattn
 from fusedattn.reference import (CbamModule, CecaModule, ChannelAttention, EcaModule, EffectiveSEModule, PSAModule,
-                                 SelectiveKernel, SEModule, SqueezeExcite)
+                                 SelectiveKernel, SEModule, SqueezeExcite, UltralyticsCBAM)
 
 
 class ResidualTail(nn.Module):
@@ -30,25 +32,56 @@ def fused_copy(ref):
         return ResidualTail(fused_copy(ref.attn))
     kind = {SEModule: fusedattn.SE, SqueezeExcite: fusedattn.SqueezeExcite, EffectiveSEModule: fusedattn.EffectiveSE,
             ChannelAttention: fusedattn.ChannelAttention, EcaModule: fusedattn.ECA, CecaModule: fusedattn.ECA,
-            CbamModule: fusedattn.CBAM, SelectiveKernel: fusedattn.SelectiveKernel, PSAModule: fusedattn.PSA}
+            CbamModule: fusedattn.CBAM, UltralyticsCBAM: fusedattn.UltralyticsCBAM, SelectiveKernel: fusedattn.SelectiveKernel, PSAModule: fusedattn.PSA}
     return kind[type(ref)].from_module(ref)
 
 
 C = 16
+
+
+@dataclass(frozen=True)
+class Row:
+    """One block of the table: ``make(C)`` builds its reference module (the spec) for C channels,
+    in the mode the row tests; the fused module is ``fused_copy`` of it. ``row()`` / ``row(C)``
+    call make (C = 16 by default)."""
+    make: Callable[[int], nn.Module]
+    any_channels: bool = False   # the block takes any C (ECA: its weight has no channel axis)
+    unfused: bool = False        # branch convs (+ BatchNorm) that PyTorch runs in x's dtype (SK, PSA)
+    residual: bool = False       # the residual tail around a block (the bundled ResNets' fused epilogue)
+    batchnorm_train: bool = False   # a BatchNorm with batch statistics: B * H * W > 1 needed
+
+    def __call__(self, channels: int = C) -> nn.Module:
+        return self.make(channels)
+
+
+def _psa(c):
+    """PSA with EPSANet's conv groups where the channels allow (4 splits of C, groups up to 16)."""
+    return PSAModule(c, 64, conv_groups=(1, 4, 8, 16) if c % 16 == 0 else (1, 1, 1, 1))
+
+
+#: The table: every block layout fusedattn fuses, at the options that change its kernels or math.
+#: The shared tests run every row (tests/test_block_table.py: reference per dtype and layout,
+#: gradcheck, torch.compile, state_dict, determinism; test_errors.py: bad input; test_properties.py:
+#: any shape and strided view; test_nonfinite, test_empty_batch, test_memory, test_transforms,
+#: test_distributed). A new block is a row here plus its own kernel code and layout tests.
 BLOCKS = {
-    "se": lambda: SEModule(C, rd_channels=4),
-    "se-maxpool": lambda: SEModule(C, rd_channels=4, add_maxpool=True),
-    "se-silu-hardsigmoid": lambda: SEModule(C, rd_channels=4, act_layer="silu", gate_layer="hard_sigmoid"),
-    "squeeze-excite-gelu-tanh": lambda: SqueezeExcite(C, rd_channels=4, act_layer="gelu_tanh"),
-    "ese-maxpool": lambda: EffectiveSEModule(C, add_maxpool=True),
-    "channel-attention": lambda: ChannelAttention(C),
-    "se-residual": lambda: ResidualTail(SEModule(C, rd_channels=4)),
-    "eca": lambda: EcaModule(C),
-    "eca-residual": lambda: ResidualTail(EcaModule(C)),
-    "ceca": lambda: CecaModule(C),
-    "cbam-train": lambda: CbamModule(C, rd_channels=4).train(),
-    "cbam-eval": lambda: CbamModule(C, rd_channels=4).eval(),
-    "sk-train": lambda: SelectiveKernel(C, C, rd_channels=8).train(),
-    "sk-eval": lambda: SelectiveKernel(C, C, rd_channels=8).eval(),
-    "psa": lambda: PSAModule(C, 64),
+    "se": Row(lambda c: SEModule(c, rd_channels=max(c // 4, 1))),
+    "se-maxpool": Row(lambda c: SEModule(c, rd_channels=max(c // 4, 1), add_maxpool=True)),
+    "se-silu-hardsigmoid": Row(lambda c: SEModule(c, rd_channels=max(c // 4, 1), act_layer="silu",
+                                                  gate_layer="hard_sigmoid")),
+    "squeeze-excite-gelu-tanh": Row(lambda c: SqueezeExcite(c, rd_channels=max(c // 4, 1), act_layer="gelu_tanh")),
+    "ese-maxpool": Row(lambda c: EffectiveSEModule(c, add_maxpool=True)),
+    "channel-attention": Row(lambda c: ChannelAttention(c)),
+    "se-residual": Row(lambda c: ResidualTail(SEModule(c, rd_channels=max(c // 4, 1))), residual=True),
+    "eca": Row(lambda c: EcaModule(c), any_channels=True),
+    "eca-residual": Row(lambda c: ResidualTail(EcaModule(c)), any_channels=True, residual=True),
+    "ceca": Row(lambda c: CecaModule(c), any_channels=True),
+    "cbam-train": Row(lambda c: CbamModule(c, rd_channels=max(c // 4, 1)).train(), batchnorm_train=True),
+    "cbam-eval": Row(lambda c: CbamModule(c, rd_channels=max(c // 4, 1)).eval()),
+    "ultralytics-cbam": Row(lambda c: UltralyticsCBAM(c, 3)),
+    "sk-train": Row(lambda c: SelectiveKernel(c, c, rd_channels=max(c // 2, 1), split_input=c % 2 == 0).train(),
+                    unfused=True, batchnorm_train=True),
+    "sk-eval": Row(lambda c: SelectiveKernel(c, c, rd_channels=max(c // 2, 1), split_input=c % 2 == 0).eval(),
+                   unfused=True),
+    "psa": Row(_psa, unfused=True),
 }

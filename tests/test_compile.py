@@ -96,6 +96,9 @@ def _opcheck_case(op, device):
     if op == "psa":
         splits = [make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True) for _ in range(4)]
         return ops.psa_forward.default, (splits, p(3, 6, 1, 1), p(3), p(6, 3, 1, 1), p(6))
+    if op == "cbam-one-layer":   # Ultralytics: fc [C, C] on the mean, conv without bias or norm
+        return ops.cbam_forward.default, (x, p(6, 6, 1, 1), p(6), None, None, p(1, 2, 3, 3), None, None, None, None,
+                                          None, False, False, 0.0, False)
     stats = (torch.zeros(1, dtype=torch.float64, device=device), torch.ones(1, dtype=torch.float64, device=device))
     return ops.cbam_forward.default, (x, p(3, 6, 1, 1), None, p(6, 3, 1, 1), None, p(1, 2, 3, 3), None, p(1), p(1),
                                       *stats, True, True, 1e-5, False)
@@ -114,7 +117,7 @@ class _RecordCalls(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("op", ["se", "se-one-layer", "eca", "cbam", "psa", "sk-train", "sk-eval", "se-res-relu",
+@pytest.mark.parametrize("op", ["se", "se-one-layer", "eca", "cbam", "cbam-one-layer", "psa", "sk-train", "sk-eval", "se-res-relu",
                                 "eca-res-silu"])
 def test_opcheck(triton_backend, op, device):
     """opcheck on the forward op and on the backward op with the arguments autograd gives it: the

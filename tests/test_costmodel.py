@@ -18,7 +18,8 @@ from fusedattn.kernels.config import GPUProfile
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="counts traffic under Triton's interpreter")
 
-BLOCKS = ["se", "eca", "ceca", "cbam", "sk_tail", "psa_tail", "se_residual", "eca_residual"]
+BLOCKS = ["se", "eca", "ceca", "cbam", "sk_tail", "psa_tail", "se_residual", "eca_residual", "efficientnet_se",
+          "mobilenetv3_se", "ese"]
 
 #: (HBM bytes read + written, L2 re-reads) / x's bytes, and launches per call, at the small case
 #: below; fwd and fwd+bwd. L2 re-reads: bytes an earlier launch left in L2, and bytes a program
@@ -41,6 +42,11 @@ BUDGETS = {
     ("psa_tail", "fwd"): (3.05, 0.03, 10), ("psa_tail", "fwd+bwd"): (7.13, 0.07, 21),
     ("se_residual", "fwd"): (3.04, 1.00, 1), ("se_residual", "fwd+bwd"): (10.19, 1.01, 14),
     ("eca_residual", "fwd"): (3.03, 1.01, 1), ("eca_residual", "fwd+bwd"): (10.11, 1.11, 14),
+    # the SE family of the mobile networks: timm SqueezeExcite (SiLU / sigmoid, ReLU / hard sigmoid) as SE;
+    # the one-layer gate (EffectiveSE) in the chunked pipeline with the parallel gate kernels
+    ("efficientnet_se", "fwd"): (2.04, 1.00, 1), ("efficientnet_se", "fwd+bwd"): (5.11, 2.01, 3),
+    ("mobilenetv3_se", "fwd"): (2.04, 1.00, 1), ("mobilenetv3_se", "fwd+bwd"): (5.11, 2.01, 3),
+    ("ese", "fwd"): (2.15, 1.03, 9), ("ese", "fwd+bwd"): (6.38, 1.05, 22),
 }
 #: The same for the chunked pipeline that SE runs when one program would be too slow (and SE /
 #: ECA backward with an epilogue activation; config.one_launch = False forces it): per chunk pool,

@@ -4,13 +4,16 @@ import torch
 from torch import nn
 
 import fusedattn
+from blocks import BLOCKS, fused_copy
 from fusedattn.reference import CbamModule, EcaModule, SEModule
 
 
-@pytest.fixture(params=["SE", "ECA", "CBAM"])
+@pytest.fixture(params=[name for name, row in BLOCKS.items() if not row.residual])
 def block(request, backend):
-    return {"SE": lambda: fusedattn.SE(16, rd_channels=4), "ECA": lambda: fusedattn.ECA(16),
-            "CBAM": lambda: fusedattn.CBAM(16, rd_channels=4)}[request.param]()
+    """Each fused module of the block table (tests/blocks.py), built for 16 channels."""
+    module = fused_copy(BLOCKS[request.param]())
+    module.row, module.row_name = BLOCKS[request.param], request.param
+    return module
 
 
 def test_wrong_rank(block):
@@ -19,6 +22,9 @@ def test_wrong_rank(block):
 
 
 def test_wrong_channel_count(block):
+    if block.row.any_channels:   # ECA's weight has no channel axis: any C, as timm's EcaModule
+        assert block(torch.randn(2, 12, 4, 4)).shape == (2, 12, 4, 4)
+        return
     with pytest.raises(ValueError, match="12 channels, but the block was built for 16"):
         block(torch.randn(2, 12, 4, 4))
 
@@ -44,10 +50,20 @@ def test_dtype_mismatch_raises_like_the_reference(block, x_dtype, module_dtype):
     (was: silently computed); under autocast it runs."""
     block = block.to(module_dtype).eval()
     x = torch.randn(2, 16, 4, 4, dtype=x_dtype)
-    with pytest.raises(RuntimeError, match=f"is {module_dtype} but the input is {x_dtype}"):
+    # SK's and PSA's branch convs meet x first: PyTorch's own error there, as in the reference
+    match = "should be the same|expected scalar type" if block.row.unfused else \
+        f"is {module_dtype} but the input is {x_dtype}"
+    with pytest.raises(RuntimeError, match=match):
         block(x)
+    expected = BLOCKS[block.row_name]().to(module_dtype).eval()(x.to(module_dtype)).shape
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert block(x.to(torch.bfloat16)).shape == x.shape
+        if block.row.unfused and module_dtype == torch.float64:
+            # SK's / PSA's branch convs: CPU autocast leaves float64 weights as they are and the conv
+            # refuses the bfloat16 input, in the reference too
+            with pytest.raises(RuntimeError, match="should be the same"):
+                block(x.to(torch.bfloat16))
+        else:
+            assert block(x.to(torch.bfloat16)).shape == expected
 
 
 @pytest.mark.parametrize("make_ref", [lambda: SEModule(16, rd_channels=4), lambda: EcaModule(16),

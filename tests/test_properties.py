@@ -1,6 +1,6 @@
 """Property-based: any shape (B, C, H, W >= 1, primes included), any strided view (channels_last,
 slices, transposes, expanded), any dtype, every block and both backends give the float64
-reference's output and gradients. Hypothesis draws the cases; CI runs a fixed budget,
+reference's output and gradients (the rows of the block table, tests/blocks.py). Hypothesis draws the cases; CI runs a fixed budget,
 derandomized (FUSEDATTN_PROPERTY_EXAMPLES raises the budget)."""
 import os
 
@@ -8,8 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusedattn import CBAM, ECA, PSA, SE, SelectiveKernel
-from fusedattn.reference import CbamModule, CecaModule, EcaModule, PSAModule, SelectiveKernel as SKReference, SEModule
+from blocks import BLOCKS, fused_copy
 from helpers import check_against_reference
 
 EXAMPLES = int(os.environ.get("FUSEDATTN_PROPERTY_EXAMPLES", "40"))
@@ -18,17 +17,10 @@ CHANNELS = [1, 2, 3, 5, 8, 13, 16, 17, 31, 64]
 
 
 def _block(name, C):
-    """(fused, reference) with random weights, eval mode (train-mode BatchNorm over few pooled
-    values is the subject of its own tests)."""
-    rd = max(1, C // 4)
-    ref = {"se": lambda: SEModule(C, rd_channels=rd), "se-maxpool": lambda: SEModule(C, rd_channels=rd, add_maxpool=True),
-           "eca": lambda: EcaModule(C), "ceca": lambda: CecaModule(C),
-           "cbam": lambda: CbamModule(C, rd_channels=rd),
-           "sk": lambda: SKReference(C, C, rd_channels=rd, split_input=False),
-           "psa": lambda: PSAModule(C, 64, conv_groups=(1, 1, 1, 1))}[name]().eval()
-    fused = {SEModule: SE, EcaModule: ECA, CecaModule: ECA, CbamModule: CBAM, SKReference: SelectiveKernel,
-             PSAModule: PSA}[type(ref)].from_module(ref)
-    return fused, ref
+    """(fused, reference) of a row of the block table for C channels, eval mode (train-mode
+    BatchNorm over few pooled values is the subject of its own tests)."""
+    ref = BLOCKS[name](C).eval()
+    return fused_copy(ref), ref
 
 
 @st.composite
@@ -52,7 +44,7 @@ def strided_input(draw, dtype):
     return x.to(dtype), layout
 
 
-BLOCK_NAMES = ["se", "se-maxpool", "eca", "ceca", "cbam", "sk", "psa"]
+BLOCK_NAMES = [name for name, row in BLOCKS.items() if not row.residual and not name.endswith("-train")]
 
 
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -66,4 +58,4 @@ def test_any_shape_layout_dtype_matches_reference(backend, device, data):
     fused, ref = _block(block, C)
     fused = fused.to(device, dtype)
     check_against_reference(fused, ref, x.to(device), dtype, f"{block} {tuple(x.shape)} {layout} {dtype}",
-                            unfused_bound=block in ("sk", "psa") and dtype != torch.float64)
+                            unfused_bound=BLOCKS[block].unfused and dtype != torch.float64)

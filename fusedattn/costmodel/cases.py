@@ -2,7 +2,10 @@
 float32, NCHW and channels_last, forward and forward+backward; and how one is run.
 
 SK and PSA are modelled by their attention tails (bench's sk_tail / psa_tail: the branch convs
-stay cuDNN); SE and ECA also with the residual epilogue (se_residual / eca_residual).
+stay cuDNN); SE and ECA also with the residual epilogue (se_residual / eca_residual). The SE
+family of the mobile networks at their own shapes (224x224 input): timm EfficientNet-B0's
+SqueezeExcite (SiLU / sigmoid, rd from the block's input), MobileNetV3-Large's (ReLU / hard
+sigmoid) and VoVNet's EffectiveSEModule (one C -> C layer, hard sigmoid).
 """
 import copy
 from typing import NamedTuple
@@ -11,8 +14,9 @@ import torch
 from torch import nn
 
 from ..benchmark import BLOCKS as BENCH_BLOCKS, Block, make_input
-from ..modules import ECA
-from ..reference import CecaModule
+from ..modules import ECA, EffectiveSE, SqueezeExcite
+from ..reference import CecaModule, EffectiveSEModule, SqueezeExcite as TimmSqueezeExcite
+from ..reference.channels import make_divisible
 
 BLOCKS: dict[str, Block] = {
     "se": BENCH_BLOCKS["se"],
@@ -23,9 +27,22 @@ BLOCKS: dict[str, Block] = {
     "psa_tail": BENCH_BLOCKS["psa_tail"],
     "se_residual": BENCH_BLOCKS["se_residual"],
     "eca_residual": BENCH_BLOCKS["eca_residual"],
+    "efficientnet_se": Block(lambda c: TimmSqueezeExcite(c, rd_channels=EFFICIENTNET_RD[c], act_layer=nn.SiLU),
+                             SqueezeExcite.from_module),
+    "mobilenetv3_se": Block(lambda c: TimmSqueezeExcite(c, rd_channels=make_divisible(c / 4, 8), act_layer=nn.ReLU,
+                                                        gate_layer=nn.Hardsigmoid), SqueezeExcite.from_module),
+    "ese": Block(lambda c: EffectiveSEModule(c), EffectiveSE.from_module),
 }
 
 STAGES = ((256, 56), (512, 28), (1024, 14), (2048, 7))
+#: (C, H = W) of a block's own cases where they are not STAGES (the networks' SE inputs at 224x224)
+BLOCK_STAGES = {
+    "efficientnet_se": ((32, 112), (144, 56), (240, 28), (672, 14), (1152, 7)),
+    "mobilenetv3_se": ((72, 28), (120, 28), (672, 14), (960, 7)),
+    "ese": ((256, 56), (512, 28), (768, 14), (1024, 7)),
+}
+#: EfficientNet-B0's SE reduction width per expanded width C (in_chs * 0.25 of the block's input)
+EFFICIENTNET_RD = {32: 8, 96: 4, 144: 6, 240: 10, 480: 20, 672: 28, 1152: 48}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LAYOUTS = ("nchw", "channels_last")
 PASSES = ("fwd", "fwd+bwd")
@@ -57,7 +74,9 @@ class Case(NamedTuple):
 
 def all_cases(blocks=tuple(BLOCKS), batches=(64, 1), dtypes=tuple(DTYPES), layouts=LAYOUTS,
               passes=PASSES, stages=STAGES) -> list[Case]:
-    return [Case(b, B, c, s, s, dt, lay, p) for b in blocks for B in batches for c, s in stages
+    """Every combination; a block of BLOCK_STAGES at its own shapes when ``stages`` is the default."""
+    return [Case(b, B, c, s, s, dt, lay, p) for b in blocks for B in batches
+            for c, s in (BLOCK_STAGES.get(b, stages) if stages is STAGES else stages)
             for dt in dtypes for lay in layouts for p in passes]
 
 

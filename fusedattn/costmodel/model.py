@@ -45,7 +45,7 @@ CONSTANTS = {
     "driver_launch_us": 2.5,
 }
 #: blocks whose launchers walk the batch in L2 chunks of samples
-CHUNKED = {"se", "eca", "ceca", "cbam", "se_residual", "eca_residual"}
+CHUNKED = {"se", "eca", "ceca", "cbam", "se_residual", "eca_residual", "efficientnet_se", "mobilenetv3_se", "ese"}
 SCALED_HW = 7
 
 

@@ -1,8 +1,8 @@
 """Drop-in nn.Modules, one file per block."""
-from .cbam import CBAM
+from .cbam import CBAM, UltralyticsCBAM
 from .eca import CECA, ECA
 from .psa import PSA
 from .se import SE, ChannelAttention, EffectiveSE, SqueezeExcitation, SqueezeExcite
 from .sk import SelectiveKernel
 
-__all__ = ["SE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSE", "ChannelAttention", "ECA", "CECA", "CBAM", "PSA", "SelectiveKernel"]
+__all__ = ["SE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSE", "ChannelAttention", "ECA", "CECA", "CBAM", "UltralyticsCBAM", "PSA", "SelectiveKernel"]

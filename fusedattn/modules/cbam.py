@@ -1,4 +1,5 @@
-"""fusedattn.CBAM: drop-in for timm's CbamModule and the common CBAM layouts."""
+"""fusedattn.CBAM: drop-in for timm's CbamModule and the common CBAM layouts; fusedattn.UltralyticsCBAM:
+for Ultralytics' (YOLO) CBAM."""
 import torch
 from torch import nn
 
@@ -147,3 +148,64 @@ class CBAM(NotScriptable, KeyAliases, nn.Module):
         if bn is not None:
             require(bn.affine, "CBAM.from_module: BatchNorm without affine parameters is not supported")
         return copy_into(new, m)
+
+
+class _ChannelGate(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.fc = nn.Conv2d(channels, channels, 1, bias=True)
+
+
+class _SpatialConv(nn.Module):
+    def __init__(self, kernel_size):
+        super().__init__()
+        self.cv1 = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+
+class UltralyticsCBAM(NotScriptable, nn.Module):
+    """Fused Ultralytics ``CBAM`` (YOLO): ChannelAttention, x1 = x * sigmoid(fc(mean_hw x)) with one
+    C -> C 1x1 conv with bias (no max pool, no second layer), then SpatialAttention, y = x1 *
+    sigmoid(cv1([mean_c x1, max_c x1])) with a 2 -> 1 k x k conv without bias or norm (k 3 or 7).
+    CBAM's fused pipeline with the one-layer channel gate. Same arguments (c1, kernel_size) and
+    state_dict (channel_attention.fc.weight / .bias, spatial_attention.cv1.weight)."""
+
+    def __init__(self, c1, kernel_size=7):
+        super().__init__()
+        require(kernel_size in (3, 7), f"kernel size must be 3 or 7, got {kernel_size}")
+        self.channels = c1
+        self.channel_attention = _ChannelGate(c1)
+        self.spatial_attention = _SpatialConv(kernel_size)
+
+    def forward(self, x):
+        check_activation(x, "x", self.channels)
+        fc, conv = self.channel_attention.fc, self.spatial_attention.cv1
+        check_params_match(x, fc_weight=fc.weight, cv1_weight=conv.weight)
+        if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
+            return cbam_module_math(x, fc, None, conv, None, False)
+        return cbam_block(x, fc.weight, fc.bias, None, None, conv.weight, None, None, None, None, None,
+                          False, False, 0.0, False)[0]
+
+    def extra_repr(self):
+        return f"c1={self.channels}, kernel_size={self.spatial_attention.cv1.kernel_size[0]}"
+
+    @classmethod
+    def from_module(cls, m: nn.Module) -> "UltralyticsCBAM":
+        """A fused copy of Ultralytics' CBAM m (recognised by structure: channel_attention.fc,
+        spatial_attention.cv1), with its weights, device, dtype and mode."""
+        who = "UltralyticsCBAM.from_module"
+        ca, sa = m.channel_attention, m.spatial_attention
+        fc, conv = getattr(ca, "fc", None), getattr(sa, "cv1", None)
+        require(isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.in_channels == fc.out_channels
+                and fc.bias is not None, f"{who}: channel_attention.fc is not a C -> C 1x1 conv with bias")
+        pool = getattr(ca, "pool", None)
+        require(isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)),
+                f"{who}: channel_attention.pool is not AdaptiveAvgPool2d(1)")
+        for part, name in ((ca, "channel_attention"), (sa, "spatial_attention")):
+            require(is_sigmoid(getattr(part, "act", None)), f"{who}: {name}.act is not sigmoid")
+        require(isinstance(conv, nn.Conv2d), f"{who}: spatial_attention.cv1 is not a Conv2d")
+        k = conv.kernel_size[0]
+        require(k in (3, 7) and conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2)
+                and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.in_channels == 2
+                and conv.out_channels == 1 and conv.bias is None,
+                f"{who}: spatial_attention.cv1 must be a 2 -> 1 k x k conv (k 3 or 7), padding k // 2, no bias")
+        return copy_into(cls(fc.in_channels, kernel_size=k), m)

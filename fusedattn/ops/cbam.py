@@ -11,7 +11,9 @@ vectors of size B*C, B*H*W and the BatchNorm statistics the forward used (no x-s
 intermediate).
 """
 import types
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
@@ -20,7 +22,7 @@ from ..kernels.layout import suggested_memory_format
 from .cpu_math import cbam_math
 from .registration import define_block
 from .spatial_gate import SpatialParams, spatial_gate_backward, spatial_gate_forward
-from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
+from .validation import acc_dtype, as_dtype, check_activation, check_channel_mlp, check_param
 
 
 # ---- plain-PyTorch path (CPU): the same four stages as fusedattn.kernels.cbam ------------
@@ -37,11 +39,16 @@ def _mlp_logits(pooled, w1, b1, w2, b2):
 
 
 def cbam_channel_forward_torch(x, w1, b1, w2, b2):
-    B = x.shape[0]
+    B, C = x.shape[:2]
     dt = acc_dtype(x)
-    pooled = torch.cat([x.mean((2, 3), dtype=dt), x.amax((2, 3)).to(dt)])
-    hidden, z = _mlp_logits(pooled, w1, b1, w2, b2)
-    ca = torch.sigmoid(z[:B] + z[B:])
+    if w2 is None:   # Ultralytics: one C -> C layer on the mean
+        pooled = x.mean((2, 3), dtype=dt)
+        ca = torch.sigmoid(F.linear(pooled, w1.reshape(C, C).to(dt), as_dtype(b1, dt)))
+        hidden = pooled.new_empty((B, 0))
+    else:
+        pooled = torch.cat([x.mean((2, 3), dtype=dt), x.amax((2, 3)).to(dt)])
+        hidden, z = _mlp_logits(pooled, w1, b1, w2, b2)
+        ca = torch.sigmoid(z[:B] + z[B:])
     x1 = x.to(dt) * ca[:, :, None, None]
     return ca, pooled, hidden, torch.stack([x1.mean(1), x1.amax(1)], 1)
 
@@ -65,6 +72,12 @@ def cbam_channel_backward_torch(dy, x, w1, w2, has_bias, ca, pooled, hidden, map
     x1 = xf * ca[:, :, None, None]
     dx1 = dy.to(dt) * sa + k_mean + (x1 == maps[:, 1:2]) * k_max
     dv = (dx1 * xf).sum((2, 3)) * ca * (1 - ca)
+    fmt = suggested_memory_format(x)
+    if w2 is None:   # one layer on the mean
+        dx = dx1 * ca[:, :, None, None] + (dv @ w1.reshape(C, C).to(dt) / (H * W))[:, :, None, None]
+        dw1 = (dv.t() @ pooled).to(w1.dtype).reshape(w1.shape)
+        return (dx.to(x.dtype).contiguous(memory_format=fmt), dw1, dv.sum(0).to(w1.dtype) if has_bias else None,
+                None, None)
     t = dv @ w2.reshape(C, RD).to(dt)
     dh = torch.cat([t, t]) * (hidden > 0)
     dpool = dh @ w1.reshape(RD, C).to(dt)
@@ -76,7 +89,7 @@ def cbam_channel_backward_torch(dy, x, w1, w2, has_bias, ca, pooled, hidden, map
     dw1 = (dh.t() @ pooled).to(w1.dtype).reshape(w1.shape)
     db2 = dv2.sum(0).to(w2.dtype) if has_bias else None
     db1 = dh.sum(0).to(w1.dtype) if has_bias else None
-    return dx.to(x.dtype).contiguous(memory_format=suggested_memory_format(x)), dw1, db1, dw2, db2
+    return dx.to(x.dtype).contiguous(memory_format=fmt), dw1, db1, dw2, db2
 
 
 TORCH_PATH = types.SimpleNamespace(
@@ -92,13 +105,13 @@ def _impl(x):
 
 # ---- custom ops ----------------------------------------------------------------------
 
-def cbam_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+def cbam_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor | None, b2: Tensor | None,
                       conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
                       bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
                       use_bn: bool, bn_training: bool, eps: float, max_first: bool
                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y, ca [B,C], pooled [2B,C], hidden [2B,RD], maps [B,2,H,W], sa [B,1,H,W],
-    bn mean [1], bn var [1])."""
+    bn mean [1], bn var [1]). w2 None: Ultralytics' one-layer channel gate (pooled [B,C], hidden [B,0])."""
     return cbam_forward_math(_impl(x), x, w1, b1, w2, b2, SpatialParams(
         conv_weight, conv_bias, bn_weight, bn_bias, running_mean, running_var, use_bn, bn_training, eps, max_first))
 
@@ -110,7 +123,7 @@ def cbam_forward_math(impl, x, w1, b1, w2, b2, p: SpatialParams):
     return impl.cbam_apply(x, ca, sa), ca, pooled, hidden, maps, sa, mean, var
 
 
-def cbam_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, has_bias: bool,
+def cbam_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor | None, has_bias: bool,
                        conv_weight: Tensor, conv_bias: Tensor | None, bn_weight: Tensor | None,
                        bn_bias: Tensor | None, use_bn: bool, bn_training: bool, eps: float, max_first: bool,
                        ca: Tensor, pooled: Tensor, hidden: Tensor, maps: Tensor, sa: Tensor, bn_mean: Tensor,
@@ -161,7 +174,7 @@ def check_batch_statistics(x: Tensor, bn_training: bool) -> None:
                          f"BatchNorm, got input of shape {tuple(x.shape)}")
 
 
-def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor,
+def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor | None,
          fc2_bias: Tensor | None, conv_weight: Tensor, conv_bias: Tensor | None = None,
          bn_weight: Tensor | None = None, bn_bias: Tensor | None = None,
          running_mean: Tensor | None = None, running_var: Tensor | None = None,
@@ -170,6 +183,8 @@ def cbam(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Ten
     """CBAM on x [B, C, H, W]: channel MLP fc1 [RD, C(,1,1)] / fc2 [C, RD(,1,1)] (biases both or
     neither), spatial conv [1, 2, k, k] (k odd) on [mean_c, max_c] maps ([max, mean] with
     max_first), optional BatchNorm (batch statistics when bn_training, else running_mean/var).
+    fc2_weight None: Ultralytics' channel gate sigmoid(fc1(mean_hw x)), fc1 [C, C(,1,1)] (no max
+    pool, no second layer; fc2_bias None).
 
     Returns y, or (y, bn_mean, bn_var) with return_bn_stats (what BN normalised with; the
     caller updates running statistics, as fusedattn.CBAM does).

@@ -32,9 +32,13 @@ def _mean_hw(x, dt):
 
 
 def _channel_attention(x, w1, b1, w2, b2, dt):
-    """CBAM's first half: x * sigmoid(mlp(mean_hw x) + mlp(max_hw x)), in dtype dt."""
+    """CBAM's first half: x * sigmoid(mlp(mean_hw x) + mlp(max_hw x)), in dtype dt; w2 None:
+    x * sigmoid(fc1(mean_hw x)) (Ultralytics)."""
     B, C = x.shape[:2]
-    logits = _mlp(_mean_hw(x, dt), w1, b1, w2, b2, dt) + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
+    if w2 is None:
+        logits = F.linear(_mean_hw(x, dt), as_dtype(w1.reshape(C, C), dt), as_dtype(b1, dt))
+    else:
+        logits = _mlp(_mean_hw(x, dt), w1, b1, w2, b2, dt) + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
     return as_dtype(x, dt) * logits.sigmoid().view(B, C, 1, 1)
 
 
@@ -74,10 +78,11 @@ def eca_math(x, weight, bias, circular, shortcut, act):
 
 
 def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
-    """CBAM's output from its own submodules (fc1, fc2 1x1 convs; the spatial conv and its
-    BatchNorm, which updates its running statistics itself, as in the eager block). For float32
-    and float64 x (the accumulation dtype)."""
-    x1 = _channel_attention(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, x.dtype)
+    """CBAM's output from its own submodules (fc1, fc2 1x1 convs, fc2 None: one layer; the spatial
+    conv and its BatchNorm, which updates its running statistics itself, as in the eager block).
+    For float32 and float64 x (the accumulation dtype)."""
+    x1 = _channel_attention(x, fc1.weight, fc1.bias, *((fc2.weight, fc2.bias) if fc2 is not None else (None, None)),
+                            x.dtype)
     maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
     s = conv(torch.cat(maps[::-1] if max_first else maps, 1))
     return in_layout_of(x, x1 * (bn(s) if bn is not None else s).sigmoid())

@@ -1,4 +1,5 @@
-"""Reference CBAM blocks in plain PyTorch, in the four layouts fusedattn.CBAM loads.
+"""Reference CBAM blocks in plain PyTorch: the four layouts fusedattn.CBAM loads, and Ultralytics'
+CBAM (fusedattn.UltralyticsCBAM: a one-layer channel gate on the mean alone, no spatial norm).
 
 All compute channel attention then spatial attention:
     ca = sigmoid(mlp(mean_hw x) + mlp(max_hw x)),  x1 = x * ca
@@ -10,6 +11,7 @@ from torch import nn
 
 from .activations import Sigmoid
 from .channels import make_divisible
+from .se import ChannelAttention
 
 
 class ChannelAttn(nn.Module):
@@ -129,3 +131,32 @@ class OriginalCBAM(nn.Module):
         maps = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
         s = self.SpatialGate.spatial
         return x * torch.sigmoid(s.bn(s.conv(maps)))
+
+
+class SpatialAttention(nn.Module):
+    """Ultralytics' SpatialAttention: x * sigmoid(cv1([mean_c, max_c])), cv1 = Conv2d(2, 1, k,
+    padding k // 2, no bias), k 3 or 7; no norm."""
+
+    def __init__(self, kernel_size=7):
+        super().__init__()
+        if kernel_size not in (3, 7):
+            raise ValueError(f"kernel size must be 3 or 7, got {kernel_size}")
+        self.cv1 = nn.Conv2d(2, 1, kernel_size, padding=3 if kernel_size == 7 else 1, bias=False)
+        self.act = nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.act(self.cv1(torch.cat([torch.mean(x, 1, keepdim=True), torch.max(x, 1, keepdim=True)[0]], 1)))
+
+
+class UltralyticsCBAM(nn.Module):
+    """Ultralytics' CBAM (YOLO): ChannelAttention (one C -> C 1x1 conv with bias on the mean,
+    sigmoid; no max pool) then SpatialAttention. state_dict: channel_attention.fc.weight
+    [C, C, 1, 1], channel_attention.fc.bias [C], spatial_attention.cv1.weight [1, 2, k, k]."""
+
+    def __init__(self, c1, kernel_size=7):
+        super().__init__()
+        self.channel_attention = ChannelAttention(c1)
+        self.spatial_attention = SpatialAttention(kernel_size)
+
+    def forward(self, x):
+        return self.spatial_attention(self.channel_attention(x))

@@ -1,0 +1,99 @@
+"""The shared battery, run on every row of the block table (tests/blocks.py): the fused module
+against its reference per dtype and layout on an odd shape, gradcheck in float64 through the
+Triton path, torch.compile(fullgraph=True) against eager, state_dict keys and strict loading both
+ways, and bitwise determinism. A block's own suite (test_se.py, test_cbam.py, ...) adds its
+options, layouts and launch plans."""
+import copy
+
+import pytest
+import torch
+
+from blocks import BLOCKS, fused_copy
+from helpers import DTYPES, LAYOUTS, SAME64, check_against_reference, grads_of, make_x, rel_err
+
+ROWS = list(BLOCKS)
+SHAPE = (3, 16, 5, 7)   # C = 16 (the rows' default); odd H, W; B = 3 (BatchNorm statistics over a batch)
+
+
+def _fresh(name, device, dtype=torch.float64):
+    """(reference, fused copy) of a row, with random weights (the default init leaves some gates
+    near 0.5 and the spatial logits near 0, which would hide errors); rows with unfused branch
+    convs keep their init (random weights there only make PyTorch's own convs and BatchNorm in the
+    test dtype noisier: the bound of check_against_reference)."""
+    ref = BLOCKS[name]()
+    if not BLOCKS[name].unfused:
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.normal_(0.0, 0.5)
+    return ref, fused_copy(ref).to(device, dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ROWS)
+def test_row_matches_reference(backend, name, dtype, layout, device):
+    ref, fused = _fresh(name, device, dtype)
+    x = make_x(SHAPE, dtype, layout, device)
+    y, dx = check_against_reference(fused, ref, x, dtype, f"{name} {dtype} {layout}",
+                                    unfused_bound=BLOCKS[name].unfused and dtype != torch.float64)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_row_gradcheck_float64(triton_backend, name, device):
+    """Input and every parameter, through the Triton kernels (a random projection of the Jacobian:
+    fast_mode, to bound CI time; the blocks' own suites run full Jacobians)."""
+    _, fused = _fresh(name, device)
+    x = make_x((2, 16, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
+    names = [n for n, _ in fused.named_parameters()]
+
+    def fn(x, *params):
+        return torch.func.functional_call(fused, dict(zip(names, params)), (x,))
+
+    assert torch.autograd.gradcheck(fn, (x, *fused.parameters()), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_row_compiles_fullgraph(triton_backend, name, device):
+    """torch.compile(fullgraph=True) traces the block (fake impls, registered autograd) and gives
+    eager's output and gradients (float64; the graph runs the same Triton kernels)."""
+    torch._dynamo.reset()
+    _, fused = _fresh(name, device)
+    compiled = torch.compile(copy.deepcopy(fused), fullgraph=True, backend="aot_eager")
+    x = make_x(SHAPE, torch.float64, "channels_last", device)
+    dy = torch.randn(fused(x).shape, dtype=torch.float64, device=device)
+    y, dx, grads = grads_of(fused, x, lambda y: dy)
+    yc, dxc, gradsc = grads_of(compiled, x, lambda y: dy)
+    assert rel_err(yc, y) <= SAME64 and rel_err(dxc, dx) <= SAME64
+    for n in grads:
+        assert rel_err(gradsc[f"_orig_mod.{n}"], grads[n], 1.0) <= SAME64, n
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_row_state_dict(name):
+    """The fused module saves the reference's keys and shapes; each loads the other's strictly and
+    then computes the same."""
+    ref, fused = _fresh(name, "cpu")
+    ref = ref.double()
+    ours, theirs = fused.state_dict(), ref.state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    other = BLOCKS[name]().double()
+    other.load_state_dict(ours)   # strict
+    again = fused_copy(BLOCKS[name]()).double()
+    again.load_state_dict(theirs)   # strict
+    x = make_x(SHAPE, torch.float64, "nchw", "cpu")
+    with torch.no_grad():
+        assert rel_err(again.eval()(x), other.eval()(x)) <= SAME64
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_row_deterministic(triton_backend, name, device):
+    """Two forward + backward calls give bitwise the same output and gradients (no atomics)."""
+    _, fused = _fresh(name, device, torch.float32)
+    x = make_x(SHAPE, torch.float32, "channels_last", device)
+    dy = torch.randn(fused(x).shape, device=device)
+    first, second = (grads_of(copy.deepcopy(fused), x, lambda y: dy) for _ in range(2))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    for n in first[2]:
+        assert torch.equal(first[2][n], second[2][n]), n
