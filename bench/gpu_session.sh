@@ -7,7 +7,9 @@
 #                                     default: batch 64, bfloat16, channels_last), the table
 #   bash bench/gpu_session.sh models  install, the ResNet-50 sweep (16 torch.compile runs), the
 #                                     table and the plot
-#   bash bench/gpu_session.sh all     all four, for a machine without the 10-minute limit
+#   bash bench/gpu_session.sh timm    install, timm EfficientNet-B0 / MobileNetV3-Large with and without
+#                                     their SE blocks (16 torch.compile runs; skipped without timm)
+#   bash bench/gpu_session.sh all     all five, for a machine without the 10-minute limit
 #   bash bench/gpu_session.sh lease   one call for a 15-minute lease (under 9.5 minutes): main without
 #                                     torch.compile, bench/host_profile.py (1 minute), the quick block
 #                                     sweep (interrupted at 3.3 minutes, what ran is written), then the
@@ -32,7 +34,8 @@ if [ "$STAGE" = lease ]; then
   FUSEDATTN_BENCH_OUT="$OUT/blocks.json" timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \
     --benchmark-only -q -p no:cacheprovider --benchmark-disable-gc > "$OUT/blocks.log" 2>&1; tail -4 "$OUT/blocks.log"
   timeout -s INT -k 15 190 python3 -m pytest -n 12 -v --tb=short -rfE -p no:cacheprovider --timeout 150 \
-    --junitxml="$OUT/junit.xml" tests/test_se.py tests/test_eca.py tests/test_cbam.py \
+    --junitxml="$OUT/junit.xml" tests/test_block_table.py tests/test_se.py tests/test_eca.py tests/test_cbam.py \
+    tests/test_ultralytics_cbam.py tests/test_one_layer_gate.py tests/test_activations.py \
     tests/test_spatial_gate.py tests/test_sk.py tests/test_psa.py tests/test_mlp_gate.py \
     tests/test_one_launch.py tests/test_residual_epilogue.py tests/test_cuda_graph.py \
     tests/test_compile.py tests/test_errors.py tests/test_dispatch.py tests/test_timm_compat.py \
@@ -45,11 +48,13 @@ fi
 if [ "$STAGE" = main ] || [ "$STAGE" = all ]; then
   timeout 540 python3 -m fusedattn 2>&1 | tee "$OUT/main.log"
 fi
-run_bench() {  # $1: the bench file, $2: the result file's suffix
-  FUSEDATTN_BENCH_OUT="$OUT/$2.json" timeout 540 python3 -m pytest "bench/$1" --benchmark-only -q \
-    -p no:cacheprovider --benchmark-disable-gc 2>&1 | tail -5 | tee "$OUT/$2.log"
-  [ -f "$OUT/$2.json" ] && cp "$OUT/$2.json" "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$2.json" \
-    && python3 bench/make_table.py | tee "$OUT/table-$2.md"
+run_bench() {  # $1: the bench file, $2: the result file's suffix, then more pytest arguments
+  local file=$1 suffix=$2
+  shift 2
+  FUSEDATTN_BENCH_OUT="$OUT/$suffix.json" timeout 540 python3 -m pytest "bench/$file" "$@" --benchmark-only -q \
+    -p no:cacheprovider --benchmark-disable-gc 2>&1 | tail -5 | tee "$OUT/$suffix.log"
+  [ -f "$OUT/$suffix.json" ] && cp "$OUT/$suffix.json" "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$suffix.json" \
+    && python3 bench/make_table.py | tee "$OUT/table-$suffix.md"
 }
 if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
   run_bench test_bench_blocks.py blocks
@@ -58,6 +63,9 @@ if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
   [ -n "$model" ] && python3 -m fusedattn.costmodel --table-from "$model" --readme > "$OUT/model-table.md" 2>&1
 fi
 if [ "$STAGE" = models ] || [ "$STAGE" = all ]; then
-  run_bench test_bench_models.py models
+  run_bench test_bench_models.py models -k "not timm"
   python3 bench/plot.py -o "$OUT/plot.png" || true
+fi
+if [ "$STAGE" = timm ] || [ "$STAGE" = all ]; then   # needs timm on the machine (skipped without)
+  run_bench test_bench_models.py timm-models -k timm
 fi

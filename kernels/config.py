@@ -62,6 +62,10 @@ target_programs: int | None = None
 #: Force (True) or forbid (False) the one-launch SE forward (kernels/one_launch.py); ``None``:
 #: the launcher's rule. Tests force both paths.
 one_launch: bool | None = None
+#: The same for SE's backward alone (``None``: as ``one_launch``). The cost model pins a real case's
+#: plan on its scaled copy with both: a large sample can fit one program forward (3 passes) and not
+#: backward (4).
+one_launch_backward: bool | None = None
 
 #: Force (True) or forbid (False) SE's gate spread over many programs (kernels/mlp_gate.py)
 #: instead of one program per sample (kernels/se_gate.py); ``None``: the launcher's rule.

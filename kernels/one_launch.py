@@ -342,13 +342,16 @@ def _eca_tiles(B: int, C: int, HW: int, K: int, channels_last: bool, itemsize: i
 
 
 def se_fits_one_launch(x: torch.Tensor, w1: torch.Tensor, passes: int = 3) -> bool:
-    """SE in one launch when it is forced (``config.one_launch``), or when all samples run at once
+    """SE in one launch when it is forced (``config.one_launch``; ``config.one_launch_backward`` for
+    the backward's 4 passes), or when all samples run at once
     (B <= SMs) and one program's bytes (``passes`` over its sample: forward x, x, y; backward dy,
     x, dy, dx; both weights) take one SM no longer than the two launches it saves would
     (``GPUProfile.one_launch_bytes``)."""
     B, C, H, W = x.shape
-    if B == 0 or config.one_launch is not None:
-        return B > 0 and bool(config.one_launch)
+    forced = config.one_launch_backward if passes > 3 and config.one_launch_backward is not None else \
+        config.one_launch
+    if B == 0 or forced is not None:
+        return B > 0 and bool(forced)
     p = config.device_profile(x.device) or config.PROFILES["h100"]
     per_program = passes * C * H * W * x.element_size() + 2 * w1.numel() * w1.element_size()
     return B <= p.sms and per_program <= p.one_launch_bytes

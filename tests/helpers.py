@@ -97,6 +97,23 @@ def grads_of(module, x, dy):
     return y.detach(), x.grad, {n: p.grad for n, p in module.named_parameters()}
 
 
+def assert_same_step(a, b, x, what: str, tol: float = SAME64):
+    """a and b (same dtype) agree on x: output, input gradient and every parameter gradient (b's
+    viewed in a's shape, in parameter order: another layout of the same weights), to tol."""
+    drawn = {}
+
+    def dy(y):
+        drawn.setdefault("dy", torch.randn_like(y))
+        return drawn["dy"]
+
+    ya, dxa, ga = grads_of(a, x, dy)
+    yb, dxb, gb = grads_of(b, x, dy)
+    assert rel_err(ya, yb) < tol and rel_err(dxa, dxb) < tol, what
+    assert len(ga) == len(gb), what
+    for (name, g), h in zip(ga.items(), gb.values()):
+        assert rel_err(g, h.view_as(g)) < tol, f"{what} d{name}"
+
+
 def check_against_reference(fused, reference, x, dtype, what, unfused_bound=False):
     """Forward and every gradient of ``fused`` (dtype) vs ``reference`` run in float64.
 

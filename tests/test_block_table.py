@@ -1,14 +1,19 @@
 """The shared battery, run on every row of the block table (tests/blocks.py): the fused module
 against its reference per dtype and layout on an odd shape, gradcheck in float64 through the
 Triton path, torch.compile(fullgraph=True) against eager, state_dict keys and strict loading both
-ways, and bitwise determinism. A block's own suite (test_se.py, test_cbam.py, ...) adds its
+ways, bitwise determinism, and the ops' fake outputs (shapes, dtypes, strides) against the Triton
+path's real ones on every kind of strided input. A block's own suite (test_se.py, test_cbam.py, ...) adds its
 options, layouts and launch plans."""
 import copy
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from blocks import BLOCKS, fused_copy
+from fusedattn.ops import dispatch
 from helpers import DTYPES, LAYOUTS, SAME64, check_against_reference, grads_of, make_x, rel_err
 
 ROWS = list(BLOCKS)
@@ -97,3 +102,52 @@ def test_row_deterministic(triton_backend, name, device):
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     for n in first[2]:
         assert torch.equal(first[2][n], second[2][n]), n
+
+
+#: strided views of [B, C, H, W] the ops meet (make(B, C, H, W) -> x)
+VIEWS = {
+    "contiguous": lambda *s: torch.randn(*s),
+    "channels_last": lambda *s: torch.randn(*s).to(memory_format=torch.channels_last),
+    "channel-slice": lambda B, C, H, W: torch.randn(B, C + 3, H, W)[:, 2:2 + C],
+    "strided-w": lambda B, C, H, W: torch.randn(B, C, H, 2 * W + 1)[:, :, :, 1::2],
+    "transposed-hw": lambda B, C, H, W: torch.randn(B, C, W, H).transpose(2, 3),
+    "expanded-batch": lambda B, C, H, W: torch.randn(1, C, H, W).expand(B, C, H, W),
+}
+
+
+class _OpCalls(TorchDispatchMode):
+    """Records every fusedattn op call (op, arguments) under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fusedattn":
+            self.calls.append((func, args))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+@pytest.mark.parametrize("name", ROWS)
+def test_row_fake_outputs_are_the_kernels(triton_backend, name, view, device, monkeypatch):
+    """Through the custom ops (the route torch.compile takes), forward and backward: every output of
+    the Triton path has the shape, dtype and strides its fake impl (the plain-PyTorch path on fake
+    tensors, ops/registration.py) gives for the same arguments."""
+    monkeypatch.setattr(dispatch.Block, "__call__", lambda self, *args: self.result(self.op(*args)))
+    _, fused = _fresh(name, device, torch.float32)
+    x = VIEWS[view](*SHAPE).to(device).requires_grad_(True)
+    with _OpCalls() as record:
+        y = fused(x)
+        y.backward(torch.randn_like(y))
+    assert len(record.calls) == 2, [str(f) for f, _ in record.calls]   # the forward op and the backward op
+    for op, args in record.calls:
+        args = tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, args)
+        real = op(*args)
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with mode:
+            fake = op(*tree_map(lambda a: mode.from_tensor(a) if isinstance(a, torch.Tensor) else a, args))
+        assert len(real) == len(fake)
+        for i, (r, f) in enumerate(zip(real, fake)):
+            assert (r.shape, r.dtype) == (f.shape, f.dtype), (str(op), i)
+            assert r.numel() <= 1 or r.stride() == f.stride(), (str(op), i, r.stride(), f.stride())

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 import fusedattn
+from blocks import BLOCKS, C, fused_copy
 from fusedattn import models
-from fusedattn.reference import EcaModule
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -25,34 +25,19 @@ EXPORTERS = [dict(dynamo=False, opset_version=11), dict(dynamo=False, opset_vers
              dict(dynamo=True, opset_version=18)]
 
 
-class SEResidual(nn.Module):
-    """The fused residual epilogue: relu(SE(x) + shortcut) as one op."""
-
-    def __init__(self, C):
-        super().__init__()
-        self.se = fusedattn.SE(C, rd_channels=4)
-
-    def forward(self, x):
-        return self.se(x, shortcut=x.flip(1), act="relu")
-
-
 def _zoo():
     from test_models_convert import Zoo
     return fusedattn.convert(Zoo().eval())[0]
 
 
+#: every row of the block table (eval mode: the train rows are their eval twins here), and layouts and
+#: models beyond it
 MODELS = {
-    "SE": (lambda: fusedattn.SE(16, rd_channels=4), 16),
+    **{name: (lambda name=name: fused_copy(BLOCKS[name]()), C) for name in BLOCKS if not name.endswith("-train")},
     "SqueezeExcitation-hardswish-hardsigmoid": (lambda: fusedattn.SqueezeExcitation(16, 4, nn.Hardswish, nn.Hardsigmoid),
                                                 16),
     "SqueezeExcite-silu": (lambda: fusedattn.SqueezeExcite(16, act_layer=nn.SiLU), 16),
-    "EffectiveSE": (lambda: fusedattn.EffectiveSE(16, add_maxpool=True), 16),
-    "ECA": (lambda: fusedattn.ECA(16), 16),
-    "CECA": (lambda: fusedattn.CECA.from_module(EcaModule(kernel_size=5)), 16),
-    "CBAM": (lambda: fusedattn.CBAM(16, rd_channels=4), 16),
-    "PSA": (lambda: fusedattn.PSA(16, 64, conv_groups=(1, 2, 4, 8)), 16),
-    "SelectiveKernel": (lambda: fusedattn.SelectiveKernel(16, 16), 16),
-    "SE+residual": (lambda: SEResidual(16), 16),
+    "PSA-groups-1248": (lambda: fusedattn.PSA(16, 64, conv_groups=(1, 2, 4, 8)), 16),
     "converted-zoo": (_zoo, 3),
     "resnet18-se": (lambda: models.resnet18(attn="se", width=8, num_classes=10), 3),
 }

@@ -75,8 +75,12 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
         plans[case] = plan(case)
     spent["plans (dry run, sm_90 compiles)"] = time.perf_counter() - clock
     keys = sorted(plans, key=lambda c: c.key)
-    one_launch = {c: any(launch.kernel.endswith(("one_launch_kernel", "_small_kernel")) for launch in plans[c][0])
-                  for c in keys}   # config.one_launch: the one-launch blocks' and the spatial gate's plan
+    def one_program(launches):
+        return any("one_launch" in launch.kernel or launch.kernel.endswith("_small_kernel") for launch in launches)
+
+    # config.one_launch: the one-launch blocks' and the spatial gate's plan (one rule for both passes);
+    # config.one_launch_backward: SE's backward, which a sample may not fit where its forward does
+    one_launch = {c: (one_program(plans[c][0]), one_program(plans[c][0][plans[c][1]:])) for c in keys}
     clock = time.perf_counter()
     counted = dict(zip(keys, count_in_subprocess([scaled(c, profile)._replace(one_launch=one_launch[c]) for c in keys],
                                                  jobs)))

@@ -57,7 +57,7 @@ class ScaledCase(NamedTuple):
     chunk_bytes: int
     target_programs: int
     l2_bytes: float
-    one_launch: bool | None = None   # the real case's plan (kernels/one_launch.py), or the rule
+    one_launch: tuple | None = None   # the real case's plans (forward, backward: kernels/one_launch.py), or the rule
     mlp_block_n: int | None = None   # the real case's rows per MLP-gate program (kernels/mlp_gate.py)
 
 
@@ -88,7 +88,7 @@ def scaled(case: Case, profile: GPUProfile) -> ScaledCase:
 # ---- traffic under the interpreter (run in a subprocess: TRITON_INTERPRET=1) ------------
 
 def count_case(case: Case, shape, chunk_bytes: int | None, target_programs: int | None, l2_bytes: float,
-               one_launch: bool | None = None, mlp_block_n: int | None = None) -> list[dict]:
+               one_launch: tuple | None = None, mlp_block_n: int | None = None) -> list[dict]:
     """Per launch of ``case`` at ``shape`` (its pass, Triton under the interpreter, the given
     plan): kernel, programs, the busiest program's loads, and per tensor argument [numel, HBM read,
     L2 read, written, requested bytes, data_ptr, the busiest program's bytes]."""
@@ -98,17 +98,18 @@ def count_case(case: Case, shape, chunk_bytes: int | None, target_programs: int 
     _, fused = make_pair(case)
     xs = make_inputs(case, shape)
     run = runner(fused, xs, case.pass_)
-    saved = (config.chunk_bytes, config.target_programs, config.profile, config.one_launch, config.mlp_block_n)
+    saved = (config.chunk_bytes, config.target_programs, config.profile, config.one_launch,
+             config.one_launch_backward, config.mlp_block_n)
     config.chunk_bytes, config.target_programs, config.profile = chunk_bytes, target_programs, None
     if one_launch is not None:
-        config.one_launch = one_launch
+        config.one_launch, config.one_launch_backward = one_launch
     config.mlp_block_n = mlp_block_n
     try:
         with backend.use_backend("triton"), count_traffic() as rec:
             run()
     finally:
         (config.chunk_bytes, config.target_programs, config.profile, config.one_launch,
-         config.mlp_block_n) = saved
+         config.one_launch_backward, config.mlp_block_n) = saved
     return [{"kernel": lt.kernel, "loads": lt.max_loads_per_program, "programs": _programs(lt.grid),
              "args": [[a.numel, a.hbm_read, a.l2_read, a.write_bytes, a.requests, a.data_ptr, a.program_bytes,
                        a.reread] for a in lt.args]}
