@@ -18,8 +18,8 @@ from fusedattn.kernels.config import GPUProfile
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="counts traffic under Triton's interpreter")
 
-BLOCKS = ["se", "eca", "ceca", "cbam", "sk_tail", "psa_tail", "se_residual", "eca_residual", "efficientnet_se",
-          "mobilenetv3_se", "ese"]
+BLOCKS = ["se", "eca", "ceca", "cbam", "ultralytics_cbam", "sk_tail", "psa_tail", "se_residual", "eca_residual",
+          "efficientnet_se", "mobilenetv3_se", "ese"]
 
 #: (HBM bytes read + written, L2 re-reads) / x's bytes, and launches per call, at the small case
 #: below; fwd and fwd+bwd. L2 re-reads: bytes an earlier launch left in L2, and bytes a program
@@ -38,6 +38,9 @@ BUDGETS = {
     ("eca", "fwd"): (2.03, 1.01, 1), ("eca", "fwd+bwd"): (5.07, 2.03, 3),
     ("ceca", "fwd"): (2.03, 1.08, 1), ("ceca", "fwd+bwd"): (5.07, 2.21, 3),
     ("cbam", "fwd"): (3.28, 4.10, 13), ("cbam", "fwd+bwd"): (11.13, 13.30, 27),
+    # YOLO's CBAM: CBAM's passes; its one-layer channel gate runs the parallel gate kernels (two backward
+    # launches per chunk where CBAM's own gate has one)
+    ("ultralytics_cbam", "fwd"): (3.32, 4.04, 13), ("ultralytics_cbam", "fwd+bwd"): (11.09, 10.17, 30),
     ("sk_tail", "fwd"): (5.09, 0.14, 4), ("sk_tail", "fwd+bwd"): (11.30, 1.22, 9),
     ("psa_tail", "fwd"): (3.05, 0.03, 10), ("psa_tail", "fwd+bwd"): (7.13, 0.07, 21),
     ("se_residual", "fwd"): (3.04, 1.00, 1), ("se_residual", "fwd+bwd"): (10.19, 1.01, 14),

@@ -5,7 +5,8 @@ SK and PSA are modelled by their attention tails (bench's sk_tail / psa_tail: th
 stay cuDNN); SE and ECA also with the residual epilogue (se_residual / eca_residual). The SE
 family of the mobile networks at their own shapes (224x224 input): timm EfficientNet-B0's
 SqueezeExcite (SiLU / sigmoid, rd from the block's input), MobileNetV3-Large's (ReLU / hard
-sigmoid) and VoVNet's EffectiveSEModule (one C -> C layer, hard sigmoid).
+sigmoid) and VoVNet's EffectiveSEModule (one C -> C layer, hard sigmoid); Ultralytics' (YOLO) CBAM
+at the ResNet-50 stage shapes.
 """
 import copy
 from typing import NamedTuple
@@ -14,8 +15,9 @@ import torch
 from torch import nn
 
 from ..benchmark import BLOCKS as BENCH_BLOCKS, Block, make_input
-from ..modules import ECA, EffectiveSE, SqueezeExcite
+from ..modules import ECA, EffectiveSE, SqueezeExcite, UltralyticsCBAM
 from ..reference import CecaModule, EffectiveSEModule, SqueezeExcite as TimmSqueezeExcite
+from ..reference import UltralyticsCBAM as YoloCBAM
 from ..reference.channels import make_divisible
 
 BLOCKS: dict[str, Block] = {
@@ -23,6 +25,7 @@ BLOCKS: dict[str, Block] = {
     "eca": BENCH_BLOCKS["eca"],
     "ceca": Block(lambda c: CecaModule(c), ECA.from_module),
     "cbam": BENCH_BLOCKS["cbam"],
+    "ultralytics_cbam": Block(lambda c: YoloCBAM(c, 7), UltralyticsCBAM.from_module),
     "sk_tail": BENCH_BLOCKS["sk_tail"],
     "psa_tail": BENCH_BLOCKS["psa_tail"],
     "se_residual": BENCH_BLOCKS["se_residual"],

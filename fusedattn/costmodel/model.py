@@ -45,7 +45,8 @@ CONSTANTS = {
     "driver_launch_us": 2.5,
 }
 #: blocks whose launchers walk the batch in L2 chunks of samples
-CHUNKED = {"se", "eca", "ceca", "cbam", "se_residual", "eca_residual", "efficientnet_se", "mobilenetv3_se", "ese"}
+CHUNKED = {"se", "eca", "ceca", "cbam", "ultralytics_cbam", "se_residual", "eca_residual", "efficientnet_se",
+           "mobilenetv3_se", "ese"}
 SCALED_HW = 7
 
 
