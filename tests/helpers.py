@@ -3,6 +3,8 @@ import collections
 import copy
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 #: float64 agreement of two routes through the same math (fused vs reference, one layout vs
 #: another). On a GPU the references' cuDNN convolutions and BatchNorm sum in other orders than
@@ -112,6 +114,20 @@ def assert_same_step(a, b, x, what: str, tol: float = SAME64):
     assert len(ga) == len(gb), what
     for (name, g), h in zip(ga.items(), gb.values()):
         assert rel_err(g, h.view_as(g)) < tol, f"{what} d{name}"
+
+
+class FusedattnOpCalls(TorchDispatchMode):
+    """Records (op, arguments detached) of every fusedattn custom-op call under it: what autograd
+    and the routes hand the ops, to replay them (opcheck, fake tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fusedattn":
+            self.calls.append((func, tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, args)))
+        return func(*args, **(kwargs or {}))
 
 
 def check_against_reference(fused, reference, x, dtype, what, unfused_bound=False):

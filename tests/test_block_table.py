@@ -9,12 +9,11 @@ import copy
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from blocks import BLOCKS, fused_copy
 from fusedattn.ops import dispatch
-from helpers import DTYPES, LAYOUTS, SAME64, check_against_reference, grads_of, make_x, rel_err
+from helpers import DTYPES, LAYOUTS, SAME64, FusedattnOpCalls, check_against_reference, grads_of, make_x, rel_err
 
 ROWS = list(BLOCKS)
 SHAPE = (3, 16, 5, 7)   # C = 16 (the rows' default); odd H, W; B = 3 (BatchNorm statistics over a batch)
@@ -115,19 +114,6 @@ VIEWS = {
 }
 
 
-class _OpCalls(TorchDispatchMode):
-    """Records every fusedattn op call (op, arguments) under it."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "fusedattn":
-            self.calls.append((func, args))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("view", list(VIEWS))
 @pytest.mark.parametrize("name", ROWS)
 def test_row_fake_outputs_are_the_kernels(triton_backend, name, view, device, monkeypatch):
@@ -137,12 +123,11 @@ def test_row_fake_outputs_are_the_kernels(triton_backend, name, view, device, mo
     monkeypatch.setattr(dispatch.Block, "__call__", lambda self, *args: self.result(self.op(*args)))
     _, fused = _fresh(name, device, torch.float32)
     x = VIEWS[view](*SHAPE).to(device).requires_grad_(True)
-    with _OpCalls() as record:
+    with FusedattnOpCalls() as record:
         y = fused(x)
         y.backward(torch.randn_like(y))
     assert len(record.calls) == 2, [str(f) for f, _ in record.calls]   # the forward op and the backward op
     for op, args in record.calls:
-        args = tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, args)
         real = op(*args)
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         with mode:

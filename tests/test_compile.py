@@ -2,11 +2,10 @@
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedattn
 from fusedattn.reference import CbamModule, EcaModule, PSAModule, SelectiveKernel, SEModule
-from helpers import SAME64, make_x
+from helpers import SAME64, FusedattnOpCalls, make_x
 
 
 class TinyNet(nn.Module):
@@ -104,19 +103,6 @@ def _opcheck_case(op, device):
                                       *stats, True, True, 1e-5, False)
 
 
-class _RecordCalls(TorchDispatchMode):
-    """Records the arguments of every call of ``op`` under it."""
-
-    def __init__(self, op):
-        super().__init__()
-        self.op, self.calls = op, []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is self.op:
-            self.calls.append(args)
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("op", ["se", "se-one-layer", "eca", "cbam", "cbam-one-layer", "psa", "sk-train", "sk-eval", "se-res-relu",
                                 "eca-res-silu"])
 def test_opcheck(triton_backend, op, device):
@@ -127,12 +113,10 @@ def test_opcheck(triton_backend, op, device):
     torch.library.opcheck(forward, args)
     backward = getattr(torch.ops.fusedattn, forward.__name__.split(".")[0].replace("_forward", "_backward")).default
     y = forward(*args)[0]
-    with _RecordCalls(backward) as record:
+    with FusedattnOpCalls() as record:
         y.backward(torch.randn_like(y))
-    assert len(record.calls) == 1
-    detach = lambda a: a.detach() if isinstance(a, torch.Tensor) else a  # noqa: E731 - no double backward
-    torch.library.opcheck(backward, [[detach(t) for t in a] if isinstance(a, list) else detach(a)
-                                     for a in record.calls[0]])
+    assert [op for op, _ in record.calls] == [backward]
+    torch.library.opcheck(backward, record.calls[0][1])
 
 
 @pytest.mark.parametrize("attn", ["se", "eca"])

@@ -75,6 +75,10 @@ def test_ultralytics_cbam_refusals():
     _, report = fusedattn.convert(m)
     assert report.left and "no bias" in report.left[0][2], str(report)
     m = UltralyticsCBAM(8)
+    m.spatial_attention.cv1 = nn.Conv2d(2, 1, 3, padding=1, dilation=2, bias=False)   # not what the kernels compute
+    _, report = fusedattn.convert(m)
+    assert report.left and "2->1 k x k conv" in report.left[0][2], str(report)
+    m = UltralyticsCBAM(8)
     m.spatial_attention.act = nn.Hardsigmoid()
     _, report = fusedattn.convert(m)
     assert report.left and "spatial_attention.act is not sigmoid" in report.left[0][2], str(report)

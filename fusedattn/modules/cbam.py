@@ -10,7 +10,7 @@ from ..ops.validation import check_activation, check_params_match
 from ..ops.sync_batchnorm import cbam_synchronized, synchronizing
 from ..ops.unsupported import NotScriptable
 from ..reference.channels import make_divisible
-from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, require, update_running_stats
+from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, one_layer_fc, require, update_running_stats
 
 # state_dict keys of the other layouts -> fusedattn.CBAM's (timm's) keys
 _KEY_PREFIXES = [
@@ -20,6 +20,16 @@ _KEY_PREFIXES = [
     ("ChannelGate.mlp.1.", "channel.fc1."), ("ChannelGate.mlp.3.", "channel.fc2."),  # (c)
     ("SpatialGate.spatial.conv.", "spatial.conv.conv."), ("SpatialGate.spatial.bn.", "spatial.conv.bn."),
 ]
+
+
+def _spatial_kernel_size(conv: nn.Conv2d, who: str) -> int:
+    """k of a spatial-attention conv the fused gate computes: 2 -> 1 channels, k x k, padding k // 2,
+    stride 1, no dilation."""
+    k = conv.kernel_size[0]
+    require(conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.in_channels == 2 and conv.out_channels == 1,
+            f"{who}: the spatial conv must be a 2->1 k x k conv with padding k // 2")
+    return k
 
 
 class _ChannelMLP(nn.Module):
@@ -137,10 +147,7 @@ class CBAM(NotScriptable, KeyAliases, nn.Module):
             conv, bn, max_first = m.SpatialGate.spatial.conv, bn_of(getattr(m.SpatialGate.spatial, "bn", None)), True
         else:
             raise ValueError(f"CBAM.from_module: {type(m).__name__} matches no known CBAM layout")
-        k = conv.kernel_size[0]
-        require(conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2) and conv.stride == (1, 1)
-                and conv.in_channels == 2 and conv.out_channels == 1,
-                "CBAM.from_module: the spatial conv must be a 2->1 k x k conv with padding k // 2")
+        k = _spatial_kernel_size(conv, "CBAM.from_module")
         new = cls(fc1.in_channels, rd_channels=fc1.out_channels, spatial_kernel_size=k,
                   mlp_bias=fc1.bias is not None, spatial_norm=bn is not None, spatial_bias=conv.bias is not None,
                   max_first=max_first, bn_momentum=bn.momentum if bn is not None else 0.1,
@@ -194,18 +201,13 @@ class UltralyticsCBAM(NotScriptable, nn.Module):
         spatial_attention.cv1), with its weights, device, dtype and mode."""
         who = "UltralyticsCBAM.from_module"
         ca, sa = m.channel_attention, m.spatial_attention
-        fc, conv = getattr(ca, "fc", None), getattr(sa, "cv1", None)
-        require(isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.in_channels == fc.out_channels
-                and fc.bias is not None, f"{who}: channel_attention.fc is not a C -> C 1x1 conv with bias")
+        fc, conv = one_layer_fc(ca, who), getattr(sa, "cv1", None)
         pool = getattr(ca, "pool", None)
         require(isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)),
                 f"{who}: channel_attention.pool is not AdaptiveAvgPool2d(1)")
         for part, name in ((ca, "channel_attention"), (sa, "spatial_attention")):
             require(is_sigmoid(getattr(part, "act", None)), f"{who}: {name}.act is not sigmoid")
         require(isinstance(conv, nn.Conv2d), f"{who}: spatial_attention.cv1 is not a Conv2d")
-        k = conv.kernel_size[0]
-        require(k in (3, 7) and conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2)
-                and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.in_channels == 2
-                and conv.out_channels == 1 and conv.bias is None,
-                f"{who}: spatial_attention.cv1 must be a 2 -> 1 k x k conv (k 3 or 7), padding k // 2, no bias")
+        k = _spatial_kernel_size(conv, who)
+        require(k in (3, 7) and conv.bias is None, f"{who}: spatial_attention.cv1 must have k 3 or 7 and no bias")
         return copy_into(cls(fc.in_channels, kernel_size=k), m)

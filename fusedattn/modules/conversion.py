@@ -148,3 +148,12 @@ def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tens
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)   # (1 - m) r + m mean: one op
         bn.running_var.lerp_((var * (n / (n - 1))).to(bn.running_var.dtype), momentum)
+
+
+def one_layer_fc(m: nn.Module, who: str) -> nn.Conv2d:
+    """m.fc, checked to be a one-layer gate's C -> C 1x1 conv with a bias."""
+    fc = getattr(m, "fc", None)
+    require(isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.groups == 1
+            and fc.in_channels == fc.out_channels, f"{who}: {type(m).__name__}.fc is not an ungrouped C -> C 1x1 conv")
+    require(fc.bias is not None, f"{who}: fc without bias")
+    return fc

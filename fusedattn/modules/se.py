@@ -18,7 +18,7 @@ from ..ops.se import se, se_block
 from ..ops.validation import check_activation, check_params_match
 from ..ops.unsupported import NotScriptable
 from ..reference.channels import make_divisible
-from .conversion import KeyAliases, activation_arg, copy_into, require
+from .conversion import KeyAliases, activation_arg, copy_into, one_layer_fc, require
 
 
 class SE(NotScriptable, KeyAliases, nn.Module):
@@ -178,15 +178,6 @@ class SqueezeExcitation(SE):
         return cls(fc1.in_channels, fc1.out_channels, activation=act, scale_activation=gate)
 
 
-def _one_layer_fc(m: nn.Module, who: str) -> nn.Conv2d:
-    """m.fc, checked to be a one-layer gate's C -> C 1x1 conv with a bias."""
-    fc = getattr(m, "fc", None)
-    require(isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.groups == 1
-            and fc.in_channels == fc.out_channels, f"{who}: {type(m).__name__}.fc is not an ungrouped C -> C 1x1 conv")
-    require(fc.bias is not None, f"{who}: fc without bias")
-    return fc
-
-
 class EffectiveSE(SE):
     """Fused timm ``EffectiveSEModule`` (eSE of VoVNet / CenterMask): y = x * gate(fc(pool(x))), one C -> C
     1x1 conv with bias, gate_layer hard sigmoid by default (or sigmoid), pool 0.5 * (mean + max) with
@@ -203,7 +194,7 @@ class EffectiveSE(SE):
     @classmethod
     def _from_layout(cls, m: nn.Module) -> "EffectiveSE":
         who = "EffectiveSE.from_module"
-        fc = _one_layer_fc(m, who)
+        fc = one_layer_fc(m, who)
         return cls(fc.in_channels, add_maxpool=bool(getattr(m, "add_maxpool", False)),
                    gate_layer=_arg(getattr(m, "gate", None), "gate", who, gate=True))
 
@@ -223,6 +214,6 @@ class ChannelAttention(SE):
     @classmethod
     def _from_layout(cls, m: nn.Module) -> "ChannelAttention":
         who = "ChannelAttention.from_module"
-        new = cls(_one_layer_fc(m, who).in_channels)
+        new = cls(one_layer_fc(m, who).in_channels)
         new.gate_fn = _arg(getattr(m, "act", None), "act", who, gate=True)
         return new

@@ -13,7 +13,6 @@ intermediate).
 import types
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import kernels
@@ -22,16 +21,20 @@ from ..kernels.layout import suggested_memory_format
 from .cpu_math import cbam_math
 from .registration import define_block
 from .spatial_gate import SpatialParams, spatial_gate_backward, spatial_gate_forward
-from .validation import acc_dtype, as_dtype, check_activation, check_channel_mlp, check_param
+from .validation import acc_dtype, check_activation, check_channel_mlp, check_param
 
 
 # ---- plain-PyTorch path (CPU): the same four stages as fusedattn.kernels.cbam ------------
 
 def _mlp_logits(pooled, w1, b1, w2, b2):
-    C, RD = w2.shape[0], w1.shape[0]
+    """(hidden pre-ReLU, logits) of the channel MLP on the pooled rows; w2 None: the one-layer gate
+    (hidden [N, 0], logits fc1(pooled))."""
+    RD, C = w1.shape[0], pooled.shape[1]
     hidden = pooled @ w1.reshape(RD, C).to(pooled.dtype).t()
     if b1 is not None:
         hidden = hidden + b1.to(pooled.dtype)
+    if w2 is None:
+        return pooled.new_empty((pooled.shape[0], 0)), hidden
     z = hidden.relu() @ w2.reshape(C, RD).to(pooled.dtype).t()
     if b2 is not None:
         z = z + b2.to(pooled.dtype)
@@ -39,16 +42,12 @@ def _mlp_logits(pooled, w1, b1, w2, b2):
 
 
 def cbam_channel_forward_torch(x, w1, b1, w2, b2):
-    B, C = x.shape[:2]
+    B = x.shape[0]
     dt = acc_dtype(x)
-    if w2 is None:   # Ultralytics: one C -> C layer on the mean
-        pooled = x.mean((2, 3), dtype=dt)
-        ca = torch.sigmoid(F.linear(pooled, w1.reshape(C, C).to(dt), as_dtype(b1, dt)))
-        hidden = pooled.new_empty((B, 0))
-    else:
-        pooled = torch.cat([x.mean((2, 3), dtype=dt), x.amax((2, 3)).to(dt)])
-        hidden, z = _mlp_logits(pooled, w1, b1, w2, b2)
-        ca = torch.sigmoid(z[:B] + z[B:])
+    mean = x.mean((2, 3), dtype=dt)
+    pooled = mean if w2 is None else torch.cat([mean, x.amax((2, 3)).to(dt)])   # Ultralytics: the mean alone
+    hidden, z = _mlp_logits(pooled, w1, b1, w2, b2)
+    ca = torch.sigmoid(z if w2 is None else z[:B] + z[B:])
     x1 = x.to(dt) * ca[:, :, None, None]
     return ca, pooled, hidden, torch.stack([x1.mean(1), x1.amax(1)], 1)
 

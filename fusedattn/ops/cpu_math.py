@@ -16,14 +16,16 @@ from .validation import acc_dtype, as_dtype, in_layout_of
 
 
 def _mlp(v, w1, b1, w2, b2, dt, mlp_act=RELU):
-    """fc2(act(fc1(v))) on [B, C] vectors (act: an activation-table code), with 1x1-conv ([out, in, 1, 1]) or Linear weights.
+    """fc2(act(fc1(v))) on [B, C] vectors (act: an activation-table code), with 1x1-conv ([out, in, 1, 1]) or Linear
+    weights; w2 None: the one-layer gate's fc1(v).
 
     Linear on [B, C], not conv2d on [B, C, 1, 1]: CPU convolution may pick oneDNN, whose
     [B, C, 1, 1] output has channels_last strides, and x * gate would then come out
     channels_last (a copy back to x's layout, x-sized, for nothing)."""
-    w1, w2 = w1.reshape(w1.shape[0], -1), w2.reshape(w2.shape[0], -1)
-    hidden = activation(F.linear(v, as_dtype(w1, dt), as_dtype(b1, dt)), mlp_act)
-    return F.linear(hidden, as_dtype(w2, dt), as_dtype(b2, dt))
+    z = F.linear(v, as_dtype(w1.reshape(w1.shape[0], -1), dt), as_dtype(b1, dt))
+    if w2 is None:
+        return z
+    return F.linear(activation(z, mlp_act), as_dtype(w2.reshape(w2.shape[0], -1), dt), as_dtype(b2, dt))
 
 
 def _mean_hw(x, dt):
@@ -35,10 +37,9 @@ def _channel_attention(x, w1, b1, w2, b2, dt):
     """CBAM's first half: x * sigmoid(mlp(mean_hw x) + mlp(max_hw x)), in dtype dt; w2 None:
     x * sigmoid(fc1(mean_hw x)) (Ultralytics)."""
     B, C = x.shape[:2]
-    if w2 is None:
-        logits = F.linear(_mean_hw(x, dt), as_dtype(w1.reshape(C, C), dt), as_dtype(b1, dt))
-    else:
-        logits = _mlp(_mean_hw(x, dt), w1, b1, w2, b2, dt) + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
+    logits = _mlp(_mean_hw(x, dt), w1, b1, w2, b2, dt)
+    if w2 is not None:   # the max-pooled branch through the same MLP
+        logits = logits + _mlp(as_dtype(x.amax((2, 3)), dt), w1, b1, w2, b2, dt)
     return as_dtype(x, dt) * logits.sigmoid().view(B, C, 1, 1)
 
 
@@ -55,11 +56,7 @@ def se_math(x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn):
     s = _mean_hw(x, dt)
     if add_maxpool:
         s = 0.5 * s + 0.5 * as_dtype(x.amax((2, 3)), dt)
-    if w2 is None:   # the one-layer gate
-        logits = F.linear(s, as_dtype(w1.reshape(C, C), dt), as_dtype(b1, dt))
-    else:
-        logits = _mlp(s, w1, b1, w2, b2, dt, mlp_act)
-    gate = activation(logits, gate_fn).view(B, C, 1, 1)
+    gate = activation(_mlp(s, w1, b1, w2, b2, dt, mlp_act), gate_fn).view(B, C, 1, 1)
     return (_finish(x, as_dtype(x, dt) * gate, shortcut, act),)
 
 
@@ -81,8 +78,8 @@ def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
     """CBAM's output from its own submodules (fc1, fc2 1x1 convs, fc2 None: one layer; the spatial
     conv and its BatchNorm, which updates its running statistics itself, as in the eager block).
     For float32 and float64 x (the accumulation dtype)."""
-    x1 = _channel_attention(x, fc1.weight, fc1.bias, *((fc2.weight, fc2.bias) if fc2 is not None else (None, None)),
-                            x.dtype)
+    w2, b2 = (fc2.weight, fc2.bias) if fc2 is not None else (None, None)
+    x1 = _channel_attention(x, fc1.weight, fc1.bias, w2, b2, x.dtype)
     maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
     s = conv(torch.cat(maps[::-1] if max_first else maps, 1))
     return in_layout_of(x, x1 * (bn(s) if bn is not None else s).sigmoid())
