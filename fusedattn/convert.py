@@ -14,6 +14,7 @@ Blocks are recognised by structure (the submodules and their kinds), not by clas
            fc1 / fc2 + activation + scale_activation (torchvision.ops.SqueezeExcitation);
            one C -> C 1x1 conv fc + gate (timm EffectiveSEModule); fc + act + pool = AdaptiveAvgPool2d(1)
            (Ultralytics ChannelAttention)
+    SimAM  a float e_lambda, no parameters, a sigmoid child                   the SimAM authors' simam_module
 
 A recognised block the fused module cannot express (another activation, a norm layer, an MLP
 variant, ...) is left in place and reported with the reason; nothing inside a recognised block
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .modules import (CBAM, ECA, PSA, SE, ChannelAttention, EffectiveSE, SelectiveKernel, SqueezeExcitation,
-                      SqueezeExcite, UltralyticsCBAM)
+from .modules import (CBAM, ECA, PSA, SE, ChannelAttention, EffectiveSE, SelectiveKernel, SimAM,
+                      SqueezeExcitation, SqueezeExcite, UltralyticsCBAM)
 
 
 def _has(m: nn.Module, path: str, kind=nn.Module) -> bool:
@@ -93,12 +94,16 @@ def _is_se(m):
     return len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[2], nn.Linear)
 
 
+def _is_simam(m):
+    return isinstance(getattr(m, "e_lambda", None), (int, float)) and not any(True for _ in m.parameters())
+
+
 #: (block kind, structural test, fused class), tried in this order (outer layouts first)
 KINDS = [("SK", _is_sk, SelectiveKernel), ("PSA", _is_psa, PSA), ("CBAM", _is_cbam, CBAM),
          ("CBAM", _is_ultralytics_cbam, UltralyticsCBAM),
          ("ECA", _is_eca, ECA), ("SE", _is_squeeze_excite, SqueezeExcite),
          ("SE", _is_squeeze_excitation, SqueezeExcitation), ("SE", _is_effective_se, EffectiveSE),
-         ("SE", _is_channel_attention, ChannelAttention), ("SE", _is_se, SE)]
+         ("SE", _is_channel_attention, ChannelAttention), ("SE", _is_se, SE), ("SimAM", _is_simam, SimAM)]
 FUSED = tuple(cls for _, _, cls in KINDS)  # CECA is an ECA
 
 

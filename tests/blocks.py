@@ -9,7 +9,7 @@ from torch import nn
 
 import fusedattn
 from fusedattn.reference import (CbamModule, CecaModule, ChannelAttention, EcaModule, EffectiveSEModule, PSAModule,
-                                 SelectiveKernel, SEModule, SqueezeExcite, UltralyticsCBAM)
+                                 SelectiveKernel, SEModule, SimAM, SqueezeExcite, UltralyticsCBAM)
 
 
 class ResidualTail(nn.Module):
@@ -32,7 +32,8 @@ def fused_copy(ref):
         return ResidualTail(fused_copy(ref.attn))
     kind = {SEModule: fusedattn.SE, SqueezeExcite: fusedattn.SqueezeExcite, EffectiveSEModule: fusedattn.EffectiveSE,
             ChannelAttention: fusedattn.ChannelAttention, EcaModule: fusedattn.ECA, CecaModule: fusedattn.ECA,
-            CbamModule: fusedattn.CBAM, UltralyticsCBAM: fusedattn.UltralyticsCBAM, SelectiveKernel: fusedattn.SelectiveKernel, PSAModule: fusedattn.PSA}
+            CbamModule: fusedattn.CBAM, UltralyticsCBAM: fusedattn.UltralyticsCBAM, SelectiveKernel: fusedattn.SelectiveKernel, PSAModule: fusedattn.PSA,
+            SimAM: fusedattn.SimAM}
     return kind[type(ref)].from_module(ref)
 
 
@@ -84,4 +85,5 @@ BLOCKS = {
     "sk-eval": Row(lambda c: SelectiveKernel(c, c, rd_channels=max(c // 2, 1), split_input=c % 2 == 0).eval(),
                    unfused=True),
     "psa": Row(_psa, unfused=True),
+    "simam": Row(lambda c: SimAM(c), any_channels=True),
 }

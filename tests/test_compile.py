@@ -81,6 +81,8 @@ def _opcheck_case(op, device):
         return ops.se_forward.default, (x, p(6, 6, 1, 1), p(6), None, None, True, None, 0, 0, 9)
     if op == "eca":
         return ops.eca_forward.default, (x, p(1, 1, 3), None, True, None, 0)
+    if op == "simam":
+        return ops.simam_forward.default, (x, 1e-4)
     if op in ("se-res-relu", "eca-res-silu"):
         res = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
         if op == "se-res-relu":
@@ -104,7 +106,7 @@ def _opcheck_case(op, device):
 
 
 @pytest.mark.parametrize("op", ["se", "se-one-layer", "eca", "cbam", "cbam-one-layer", "psa", "sk-train", "sk-eval", "se-res-relu",
-                                "eca-res-silu"])
+                                "eca-res-silu", "simam"])
 def test_opcheck(triton_backend, op, device):
     """opcheck on the forward op and on the backward op with the arguments autograd gives it: the
     fake impls (the plain-PyTorch path on fake tensors, ops/registration.py) against the Triton

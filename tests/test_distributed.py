@@ -22,7 +22,10 @@ WORLD = 2
 BATCH = 4  # samples per step, split in halves between the processes
 STEPS = 3
 
-MODELS = {name: (lambda name=name: fused_copy(BLOCKS[name]()), (C, 5, 5)) for name in BLOCKS}
+#: every row with parameters (SimAM has none: nothing for DDP to synchronize; it trains inside the
+#: bundled ResNet below)
+MODELS = {name: (lambda name=name: fused_copy(BLOCKS[name]()), (C, 5, 5)) for name in BLOCKS
+          if any(True for _ in BLOCKS[name]().parameters())}
 MODELS.update({f"resnet18-{a}": (lambda a=a: fusedattn.models.resnet18(attn=a, width=8, num_classes=10).eval(),
                                  (3, 8, 8)) for a in ("se", "eca", "cbam")})
 #: models with a BatchNorm inside a fused block, trained with batch statistics

@@ -50,6 +50,9 @@ def test_dtype_mismatch_raises_like_the_reference(block, x_dtype, module_dtype):
     (was: silently computed); under autocast it runs."""
     block = block.to(module_dtype).eval()
     x = torch.randn(2, 16, 4, 4, dtype=x_dtype)
+    if not any(True for _ in block.parameters()):   # SimAM: nothing to mismatch, x's dtype it is
+        assert block(x).dtype == x_dtype == BLOCKS[block.row_name]().to(module_dtype)(x).dtype
+        return
     # SK's and PSA's branch convs meet x first: PyTorch's own error there, as in the reference
     match = "should be the same|expected scalar type" if block.row.unfused else \
         f"is {module_dtype} but the input is {x_dtype}"

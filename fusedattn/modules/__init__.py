@@ -3,6 +3,7 @@ from .cbam import CBAM, UltralyticsCBAM
 from .eca import CECA, ECA
 from .psa import PSA
 from .se import SE, ChannelAttention, EffectiveSE, SqueezeExcitation, SqueezeExcite
+from .simam import SimAM
 from .sk import SelectiveKernel
 
-__all__ = ["SE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSE", "ChannelAttention", "ECA", "CECA", "CBAM", "UltralyticsCBAM", "PSA", "SelectiveKernel"]
+__all__ = ["SE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSE", "ChannelAttention", "ECA", "CECA", "CBAM", "UltralyticsCBAM", "PSA", "SelectiveKernel", "SimAM"]

@@ -3,6 +3,7 @@ from .cbam import cbam
 from .eca import eca
 from .psa import psa_attention
 from .se import se
+from .simam import simam
 from .sk import sk_attention
 
-__all__ = ["se", "eca", "cbam", "psa_attention", "sk_attention"]
+__all__ = ["se", "eca", "cbam", "psa_attention", "sk_attention", "simam"]

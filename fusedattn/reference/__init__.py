@@ -8,8 +8,9 @@ from .channels import eca_kernel_size, make_divisible
 from .eca import CecaModule, EcaModule
 from .psa import PSAModule, SEWeightModule, psa_attention_reference
 from .se import ChannelAttention, EffectiveSEModule, LinearSE, SEModule, SqueezeExcitation, SqueezeExcite
+from .simam import SimAM, simam_module
 from .sk import ConvNormAct, SelectiveKernel, SelectiveKernelAttn, sk_attention_reference
 
 __all__ = ["SEModule", "LinearSE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSEModule", "ChannelAttention", "EcaModule", "CecaModule", "CbamModule", "UltralyticsCBAM", "SpatialAttention", "TutorialCBAM",
            "ConvBiasCBAM", "OriginalCBAM", "PSAModule", "SEWeightModule", "psa_attention_reference",
-           "SelectiveKernel", "SelectiveKernelAttn", "ConvNormAct", "sk_attention_reference", "make_divisible", "eca_kernel_size"]
+           "SelectiveKernel", "SelectiveKernelAttn", "ConvNormAct", "sk_attention_reference", "make_divisible", "eca_kernel_size", "SimAM", "simam_module"]

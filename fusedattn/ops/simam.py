@@ -1,0 +1,103 @@
+"""SimAM as one opaque op:  y = x * sigmoid((x - mu)^2 / (4 (var + e_lambda)) + 0.5)
+(mu, var over H*W per sample and channel, var with HW - 1 in the denominator)
+
+``fusedattn::simam_forward`` / ``fusedattn::simam_backward``: CUDA tensors run the Triton kernels
+(fusedattn.kernels.simam: one launch each way); CPU tensors the plain-PyTorch math below.
+"""
+import torch
+from torch import Tensor
+
+from ..backend import uses_triton
+from ..kernels.layout import suggested_memory_format
+from ..kernels.simam import simam_backward, simam_forward
+from .registration import define_block
+from .validation import acc_dtype, check_activation
+
+
+# ---- plain-PyTorch path (CPU) -------------------------------------------------------
+
+def _statistics(x, e_lambda, dt):
+    """(x - mu in dt, centre = mean_hw(x - x[:, :, :1, :1]) [B, C, 1, 1], rinv = 1 / (4 (var +
+    e_lambda)) [B, C, 1, 1]): the kernels' shifted data (exact differences in float32 for data far
+    from 0), mean, then squared deviations."""
+    u = x.to(dt) - x[:, :, :1, :1].to(dt)
+    centre = u.mean((2, 3), keepdim=True)
+    dev = u - centre
+    n = x.shape[2] * x.shape[3] - 1
+    var = dev.square().sum((2, 3), keepdim=True) / n if n > 0 else torch.full_like(centre, float("nan"))
+    return dev, centre, 1.0 / (4.0 * (var + e_lambda))
+
+
+def simam_forward_torch(x, e_lambda):
+    dt = acc_dtype(x)
+    dev, centre, rinv = _statistics(x, e_lambda, dt)
+    y = (x.to(dt) * torch.sigmoid(dev.square() * rinv + 0.5)).to(x.dtype)
+    return y.contiguous(memory_format=suggested_memory_format(x)), centre.flatten(1), rinv.flatten(1)
+
+
+def simam_backward_torch(dy, x, centre, rinv):
+    """The kernels' formula (kernels/simam.py) in PyTorch."""
+    dt = centre.dtype
+    N = x.shape[2] * x.shape[3]
+    xf, g = x.to(dt), dy.to(dt)
+    r = rinv[:, :, None, None]
+    dev = (xf - xf[:, :, :1, :1]) - centre[:, :, None, None]
+    s = torch.sigmoid(dev.square() * r + 0.5)
+    q = g * xf * s * (1 - s)
+    k_var = 4 * r.square() * (q * dev.square()).sum((2, 3), keepdim=True) / (N - 1.0 if N > 1 else 0.0)
+    k_mean = 2 * r * (q * dev).sum((2, 3), keepdim=True) / N
+    dx = g * s + 2 * dev * (q * r - k_var) - k_mean
+    return dx.to(x.dtype).contiguous(memory_format=suggested_memory_format(x))
+
+
+def simam_math(x, e_lambda):
+    """Eager CPU math under PyTorch's autograd (float32 accumulation, the shifted statistics)."""
+    dt = acc_dtype(x)
+    dev, _, rinv = _statistics(x, e_lambda, dt)
+    return ((x.to(dt) * torch.sigmoid(dev.square() * rinv + 0.5)).to(x.dtype),)
+
+
+# ---- custom ops ----------------------------------------------------------------------
+
+def simam_forward_impl(x: Tensor, e_lambda: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, centre [B, C] = mean_hw(x - x[:, :, 0, 0]), rinv [B, C] = 1 / (4 (var + e_lambda)))."""
+    return (simam_forward if uses_triton(x) else simam_forward_torch)(x, e_lambda)
+
+
+def simam_backward_impl(dy: Tensor, x: Tensor, centre: Tensor, rinv: Tensor) -> tuple[Tensor]:
+    """(dx,)"""
+    return ((simam_backward if uses_triton(x) else simam_backward_torch)(dy, x, centre, rinv),)
+
+
+def _setup_context(ctx, inputs, output):
+    x, _ = inputs
+    _, centre, rinv = output
+    ctx.save_for_backward(x, centre, rinv)
+
+
+def _gradients(ctx, run, dy, *_unused):
+    x, centre, rinv = ctx.saved_tensors
+    return run(dy, x, centre, rinv)[0], None
+
+
+simam_block = define_block("simam", simam_forward_impl, simam_backward_impl, _setup_context, _gradients,
+                           simam_forward_torch, simam_math)
+
+
+# ---- functional API ------------------------------------------------------------------
+
+def simam(x: Tensor, e_lambda: float = 1e-4) -> Tensor:
+    """SimAM on x [B, C, H, W]: x * sigmoid((x - mu)^2 / (4 (var + e_lambda)) + 0.5), mu and var
+    (HW - 1 in the denominator) over H*W per sample and channel. H*W = 1 gives NaN, as the
+    reference (0 / 0 variance)."""
+    check_activation(x)
+    e_lambda = check_e_lambda(e_lambda)
+    return simam_block(x, e_lambda)
+
+
+def check_e_lambda(e_lambda) -> float:
+    if isinstance(e_lambda, bool) or not isinstance(e_lambda, (int, float)):
+        raise TypeError(f"e_lambda must be a float, got {type(e_lambda).__name__}")
+    if not 0 <= e_lambda < float("inf"):
+        raise ValueError(f"e_lambda must be a finite number >= 0, got {e_lambda}")
+    return float(e_lambda)
