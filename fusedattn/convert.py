@@ -14,6 +14,7 @@ Blocks are recognised by structure (the submodules and their kinds), not by clas
            fc1 / fc2 + activation + scale_activation (torchvision.ops.SqueezeExcitation);
            one C -> C 1x1 conv fc + gate (timm EffectiveSEModule); fc + act + pool = AdaptiveAvgPool2d(1)
            (Ultralytics ChannelAttention)
+    Coord  conv1 + conv_h + conv_w 1x1 convs (+ bn1)                         timm CoordAttn, the authors' CoordAtt
     SimAM  a float e_lambda, no parameters, a sigmoid child                   the SimAM authors' simam_module
 
 A recognised block the fused module cannot express (another activation, a norm layer, an MLP
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .modules import (CBAM, ECA, PSA, SE, ChannelAttention, EffectiveSE, SelectiveKernel, SimAM,
+from .modules import (CBAM, ECA, CoordAttn, PSA, SE, ChannelAttention, EffectiveSE, SelectiveKernel, SimAM,
                       SqueezeExcitation, SqueezeExcite, UltralyticsCBAM)
 
 
@@ -94,6 +95,10 @@ def _is_se(m):
     return len(layers) == 4 and isinstance(layers[0], nn.Linear) and isinstance(layers[2], nn.Linear)
 
 
+def _is_coord_attn(m):
+    return all(_has(m, n, nn.Conv2d) for n in ("conv1", "conv_h", "conv_w"))
+
+
 def _is_simam(m):
     return isinstance(getattr(m, "e_lambda", None), (int, float)) and not any(True for _ in m.parameters())
 
@@ -101,6 +106,7 @@ def _is_simam(m):
 #: (block kind, structural test, fused class), tried in this order (outer layouts first)
 KINDS = [("SK", _is_sk, SelectiveKernel), ("PSA", _is_psa, PSA), ("CBAM", _is_cbam, CBAM),
          ("CBAM", _is_ultralytics_cbam, UltralyticsCBAM),
+         ("CoordAttn", _is_coord_attn, CoordAttn),
          ("ECA", _is_eca, ECA), ("SE", _is_squeeze_excite, SqueezeExcite),
          ("SE", _is_squeeze_excitation, SqueezeExcitation), ("SE", _is_effective_se, EffectiveSE),
          ("SE", _is_channel_attention, ChannelAttention), ("SE", _is_se, SE), ("SimAM", _is_simam, SimAM)]

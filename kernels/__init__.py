@@ -19,6 +19,7 @@ Files, one concept each:
   split_softmax softmax across PSA's splits, forward and backward
   path_sum      branch-tensor setup (PSA, SK); pool / weighted sum over SK's paths and their gradients
   epilogue      residual epilogue act(x * gate + shortcut): the activation's gradient pass
+  coord_attn    Coordinate Attention: strip means / strip gradient sums, the strip-gated scale
   simam         SimAM: per-(b, c) statistics and the energy gate, one launch each way
   sk_gate       SK's fc_reduce, BatchNorm, fc_select and path softmax, forward and backward
   se, eca, cbam, psa, sk   block launchers

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusedattn
-from fusedattn.reference import (CbamModule, CecaModule, ChannelAttention, EcaModule, EffectiveSEModule, PSAModule,
+from fusedattn.reference import (CbamModule, CecaModule, ChannelAttention, CoordAtt, CoordAttn, EcaModule, EffectiveSEModule, PSAModule,
                                  SelectiveKernel, SEModule, SimAM, SqueezeExcite, UltralyticsCBAM)
 
 
@@ -33,7 +33,7 @@ def fused_copy(ref):
     kind = {SEModule: fusedattn.SE, SqueezeExcite: fusedattn.SqueezeExcite, EffectiveSEModule: fusedattn.EffectiveSE,
             ChannelAttention: fusedattn.ChannelAttention, EcaModule: fusedattn.ECA, CecaModule: fusedattn.ECA,
             CbamModule: fusedattn.CBAM, UltralyticsCBAM: fusedattn.UltralyticsCBAM, SelectiveKernel: fusedattn.SelectiveKernel, PSAModule: fusedattn.PSA,
-            SimAM: fusedattn.SimAM}
+            SimAM: fusedattn.SimAM, CoordAttn: fusedattn.CoordAttn, CoordAtt: fusedattn.CoordAttn}
     return kind[type(ref)].from_module(ref)
 
 
@@ -86,4 +86,8 @@ BLOCKS = {
                    unfused=True),
     "psa": Row(_psa, unfused=True),
     "simam": Row(lambda c: SimAM(c), any_channels=True),
+    "coord-train": Row(lambda c: CoordAttn(c, rd_channels=max(c // 4, 1)).train(), batchnorm_train=True),
+    "coord-eval-skip-hardsigmoid": Row(lambda c: CoordAttn(c, rd_channels=max(c // 4, 1), bias=True, act_layer="silu",
+                                                           gate_layer="hard_sigmoid", has_skip=True).eval()),
+    "coord-authors": Row(lambda c: CoordAtt(c, c, reduction=4).train(), batchnorm_train=True),
 }

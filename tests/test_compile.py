@@ -83,6 +83,9 @@ def _opcheck_case(op, device):
         return ops.eca_forward.default, (x, p(1, 1, 3), None, True, None, 0)
     if op == "simam":
         return ops.simam_forward.default, (x, 1e-4)
+    if op == "coord-train":   # conv biases, bn1 with batch statistics, hardswish, sigmoid
+        return ops.coord_attn_forward.default, (x, p(3, 6, 1, 1), p(3), p(3), p(3), None, None, True, True, 1e-5,
+                                                p(6, 3, 1, 1), p(6), p(6, 3, 1, 1), p(6), 7, 8, False)
     if op in ("se-res-relu", "eca-res-silu"):
         res = make_x((2, 6, 3, 4), torch.float64, "channels_last", device, requires_grad=True)
         if op == "se-res-relu":
@@ -106,7 +109,7 @@ def _opcheck_case(op, device):
 
 
 @pytest.mark.parametrize("op", ["se", "se-one-layer", "eca", "cbam", "cbam-one-layer", "psa", "sk-train", "sk-eval", "se-res-relu",
-                                "eca-res-silu", "simam"])
+                                "eca-res-silu", "simam", "coord-train"])
 def test_opcheck(triton_backend, op, device):
     """opcheck on the forward op and on the backward op with the arguments autograd gives it: the
     fake impls (the plain-PyTorch path on fake tensors, ops/registration.py) against the Triton

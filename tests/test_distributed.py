@@ -22,14 +22,17 @@ WORLD = 2
 BATCH = 4  # samples per step, split in halves between the processes
 STEPS = 3
 
-#: every row with parameters (SimAM has none: nothing for DDP to synchronize; it trains inside the
-#: bundled ResNet below)
-MODELS = {name: (lambda name=name: fused_copy(BLOCKS[name]()), (C, 5, 5)) for name in BLOCKS
-          if any(True for _ in BLOCKS[name]().parameters())}
-MODELS.update({f"resnet18-{a}": (lambda a=a: fusedattn.models.resnet18(attn=a, width=8, num_classes=10).eval(),
-                                 (3, 8, 8)) for a in ("se", "eca", "cbam")})
 #: models with a BatchNorm inside a fused block, trained with batch statistics
 SYNCED = ["cbam-train", "sk-train"]
+#: every row with parameters (SimAM has none: nothing for DDP to synchronize), except batch-statistics
+#: rows without a synchronized mode (CoordAttn's bn1: each process normalises with its own half of
+#: the batch, as an nn.BatchNorm2d under DDP does; torch.nn.SyncBatchNorm.convert_sync_batchnorm
+#: swaps its bn1 for a SyncBatchNorm, which the fused module then runs as a module, test_coord_attn.py)
+MODELS = {name: (lambda name=name: fused_copy(BLOCKS[name]()), (C, 5, 5)) for name in BLOCKS
+          if any(True for _ in BLOCKS[name]().parameters())
+          and (name in SYNCED or not BLOCKS[name].batchnorm_train)}
+MODELS.update({f"resnet18-{a}": (lambda a=a: fusedattn.models.resnet18(attn=a, width=8, num_classes=10).eval(),
+                                 (3, 8, 8)) for a in ("se", "eca", "cbam")})
 
 
 def _paths_in_eval(sk):

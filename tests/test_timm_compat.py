@@ -46,6 +46,12 @@ BLOCKS = {
     "cbam": ("cbam.CbamModule", fusedattn.CBAM, reference.CbamModule, dict(channels=32), 32),
     "cbam-k3": ("cbam.CbamModule", fusedattn.CBAM, reference.CbamModule,
                 dict(channels=24, rd_ratio=1 / 4, spatial_kernel_size=3), 24),
+    "coord": ("coord_attn.CoordAttn", fusedattn.CoordAttn, reference.CoordAttn, dict(channels=48), 48),
+    "coord-skip-bias-hardsigmoid": ("coord_attn.CoordAttn", fusedattn.CoordAttn, reference.CoordAttn,
+                                    dict(channels=32, rd_ratio=1 / 4, bias=True, act_layer=nn.SiLU,
+                                         gate_layer="hardsigmoid", has_skip=True), 32),
+    "coord-no-norm": ("coord_attn.CoordAttn", fusedattn.CoordAttn, reference.CoordAttn,
+                      dict(channels=24, rd_channels=8, norm_layer=None, act_layer=nn.ReLU), 24),
     "sk": ("selective_kernel.SelectiveKernel", fusedattn.SelectiveKernel, reference.SelectiveKernel,
            dict(in_channels=16, out_channels=32), 16),
 }

@@ -60,8 +60,8 @@ def activation_grad(grad: Tensor, z: Tensor, code: int) -> Tensor:
 
 def gate_grad(grad: Tensor, g: Tensor, code: int) -> Tensor:
     """grad * f'(z) from the gate's output g = f(z) (sigmoid or hard_sigmoid), as the kernels do."""
-    if code == ACTIVATIONS["hard_sigmoid"]:
-        return grad * ((g > 0) & (g < 1)) * HARD_SIGMOID_SLOPE
+    if code == ACTIVATIONS["hard_sigmoid"]:   # a select, as PyTorch's: a NaN grad where the gate is flat gives 0
+        return torch.where((g > 0) & (g < 1), grad * HARD_SIGMOID_SLOPE, 0.0)
     return aten.sigmoid_backward(grad, g)
 
 

@@ -95,3 +95,24 @@ def cbam_math(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, run
                                                      running_var, use_bn, bn_training, eps, max_first),
                                  batch_stats)
     return in_layout_of(x, x1 * sa), mean.detach(), var.detach()
+
+
+def coord_attn_module_math(x, conv1, bn1, conv_h, conv_w, act, gate, skip):
+    """Coordinate Attention's output from its own submodules (bn1 None or an nn.BatchNorm2d that
+    updates its running statistics itself, as in the eager block); act, gate: table codes. For
+    float32 and float64 x. The strip vectors as [B, C, H + W] and the 1x1 convs as matmuls over
+    them (no [B, C, H + W, 1] conv2d)."""
+    H = x.shape[2]
+    p = torch.cat([x.mean(3), x.mean(2)], dim=2)
+    z = torch.matmul(conv1.weight.reshape(conv1.weight.shape[0], -1), p)
+    if conv1.bias is not None:
+        z = z + conv1.bias[:, None]
+    if bn1 is not None:
+        z = bn1(z[..., None])[..., 0]
+    t = activation(z, act)
+    a = []
+    for conv, part in ((conv_h, t[:, :, :H]), (conv_w, t[:, :, H:])):
+        logits = torch.matmul(conv.weight.reshape(conv.weight.shape[0], -1), part)
+        a.append(activation(logits if conv.bias is None else logits + conv.bias[:, None], gate))
+    y = x * a[0][..., None] * a[1][:, :, None, :]
+    return in_layout_of(x, y + x if skip else y)

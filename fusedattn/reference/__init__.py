@@ -5,6 +5,7 @@ check every fused path against them in float64.
 """
 from .cbam import CbamModule, ConvBiasCBAM, OriginalCBAM, SpatialAttention, TutorialCBAM, UltralyticsCBAM
 from .channels import eca_kernel_size, make_divisible
+from .coord_attn import CoordAtt, CoordAttn
 from .eca import CecaModule, EcaModule
 from .psa import PSAModule, SEWeightModule, psa_attention_reference
 from .se import ChannelAttention, EffectiveSEModule, LinearSE, SEModule, SqueezeExcitation, SqueezeExcite
@@ -13,4 +14,4 @@ from .sk import ConvNormAct, SelectiveKernel, SelectiveKernelAttn, sk_attention_
 
 __all__ = ["SEModule", "LinearSE", "SqueezeExcite", "SqueezeExcitation", "EffectiveSEModule", "ChannelAttention", "EcaModule", "CecaModule", "CbamModule", "UltralyticsCBAM", "SpatialAttention", "TutorialCBAM",
            "ConvBiasCBAM", "OriginalCBAM", "PSAModule", "SEWeightModule", "psa_attention_reference",
-           "SelectiveKernel", "SelectiveKernelAttn", "ConvNormAct", "sk_attention_reference", "make_divisible", "eca_kernel_size", "SimAM", "simam_module"]
+           "SelectiveKernel", "SelectiveKernelAttn", "ConvNormAct", "sk_attention_reference", "make_divisible", "eca_kernel_size", "SimAM", "simam_module", "CoordAttn", "CoordAtt"]

@@ -8,7 +8,6 @@ The authors' module (``simam_module`` of their code) under a readable name; its 
 (``e_lambda``, ``activaton`` as they spell it) so that convert() recognises either. With
 H * W = 1, n = 0 and v = 0 / 0: the output is NaN, as the authors' module gives.
 """
-import torch
 from torch import nn
 
 
