@@ -11,10 +11,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from .modules import CBAM, ECA, PSA, SE, SelectiveKernel
+from .modules import CBAM, ECA, PSA, SE, CoordAttn, SelectiveKernel, SimAM
 from .modules.sk import fused_sk_tail
 from .ops import psa_attention
-from .reference import (CbamModule, EcaModule, PSAModule, SelectiveKernel as SelectiveKernelReference,
+from .reference import (CbamModule, CoordAttn as CoordAttnReference, EcaModule, SimAM as SimAMReference, PSAModule, SelectiveKernel as SelectiveKernelReference,
                         SelectiveKernelAttn, SEModule, SEWeightModule, psa_attention_reference,
                         sk_attention_reference)
 
@@ -95,6 +95,8 @@ BLOCKS: dict[str, Block] = {
     "sk_tail": Block(lambda c: SKTail(c), _fused_copy, lambda s: [s] * 2),
     "se_residual": Block(lambda c: ResidualTail(SEModule(c)), _fused_residual, lambda s: [s] * 2),
     "eca_residual": Block(lambda c: ResidualTail(EcaModule(c)), _fused_residual, lambda s: [s] * 2),
+    "coord": Block(lambda c: CoordAttnReference(c), CoordAttn.from_module),   # timm's CoordAttn
+    "simam": Block(lambda c: SimAMReference(), SimAM.from_module),
 }
 
 PROVIDERS = ("eager", "compiled", "fused")

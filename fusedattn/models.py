@@ -8,14 +8,16 @@ torchvision's layout (stem conv1/bn1/relu/maxpool, layer1..layer4, avgpool, fc; 
 forward), with the attention as ``attn`` in every block, applied to the residual branch before
 the addition, as in SE-/ECA-/CBAM-ResNets. Fused and reference models have the same state_dict.
 With fused SE or ECA the block's tail  relu(attn(out) + identity)  is one fused op (the residual
-epilogue); CBAM is fused as a block, then added and activated by PyTorch.
+epilogue); CBAM, Coordinate Attention (timm's CoordAttn) and SimAM are fused as blocks, then added
+and activated by PyTorch.
 """
 from torch import nn
 
-from .modules import CBAM, ECA, SE
-from .reference import CbamModule, EcaModule, SEModule
+from .modules import CBAM, ECA, SE, CoordAttn, SimAM
+from .reference import CbamModule, CoordAttn as CoordAttnReference, EcaModule, SEModule, SimAM as SimAMReference
 
-ATTENTIONS = {"se": (SEModule, SE), "eca": (EcaModule, ECA), "cbam": (CbamModule, CBAM)}
+ATTENTIONS = {"se": (SEModule, SE), "eca": (EcaModule, ECA), "cbam": (CbamModule, CBAM),
+              "coord": (CoordAttnReference, CoordAttn), "simam": (SimAMReference, SimAM)}
 
 
 def make_attention(attn: str | None, channels: int, fused: bool) -> nn.Module | None:

@@ -118,7 +118,8 @@ class StripPlan(NamedTuple):
 
 def plan_strips(x: torch.Tensor, elems: int = 2048) -> StripPlan:
     """[BLOCK_C, BLOCK_W] tiles of about ``elems`` elements, longest along the contiguous axis (W
-    in NCHW, C in channels_last); H split until the grid has the device's target program count."""
+    in NCHW, C in channels_last); H split until the grid has the device's target program count, in
+    at most H / 8 splits."""
     B, C, H, W = x.shape
     pc, pw = next_pow2(C), next_pow2(W)
     if abs(x.stride(1)) == 1 and abs(x.stride(3)) != 1:
@@ -129,7 +130,9 @@ def plan_strips(x: torch.Tensor, elems: int = 2048) -> StripPlan:
         block_c = min(pc, max(elems // block_w, 1))
     n_cblocks, n_wtiles = cdiv(C, block_c), cdiv(W, block_w)
     programs = B * n_cblocks * n_wtiles
-    splits = min(max(cdiv(config.device_target_programs(x.device), programs), 1), H)
+    # each H split writes a [B, C, W] partial of column sums: at most H / 8 splits keeps them under
+    # 1/8 of x's size (one split per row would add a pass)
+    splits = min(max(cdiv(config.device_target_programs(x.device), programs), 1), max(H // 8, 1))
     h_per_split = cdiv(H, splits)
     return StripPlan(block_c, block_w, n_cblocks, n_wtiles, cdiv(H, h_per_split), h_per_split)
 

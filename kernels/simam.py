@@ -1,5 +1,5 @@
 """SimAM, forward and backward, one launch each: per (b, c) statistics over H*W, then the
-elementwise pass, in the same program.
+elementwise pass, in the same program (batch 1: H*W split over programs, two launches).
 
     mu = mean_hw x,  var = sum_hw (x - mu)^2 / (HW - 1),  r = 1 / (4 (var + e_lambda))
     y = x * s,  s = sigmoid((x - mu)^2 r + 0.5)
@@ -22,13 +22,15 @@ x - mu is then u - mean(u), never x - (a rounded mu). No E[x^2] - E[x]^2, which 
 when |mean| >> std. The saved per-(b, c) vector is ``centre`` = mean(u); the backward reloads the
 shift x[b, c, 0].
 """
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from . import config
 from .activations import sigmoid
-from .layout import STREAM_WARPS, ChannelView, acc_dtype, acc_torch_dtype, cdiv, channel_view, tile_shape
+from .layout import STREAM_WARPS, ChannelView, acc_dtype, acc_torch_dtype, cdiv, channel_view, next_pow2, tile_shape
 
 
 @triton.jit
@@ -54,46 +56,110 @@ def _energy_gate(v, shift, centre, r):
 
 
 @triton.jit
-def simam_forward_kernel(
-    x_ptr, sxb, sxc, sxhw,
-    y_ptr, syb, syc, syhw,
-    centre_ptr, rinv_ptr,
-    C, HW, n_cblocks, lam_hi, lam_lo,
-    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
-):
-    b, c, cm = _slab(C, n_cblocks, BLOCK_C)
-    x_rows = x_ptr + b * sxb + c[:, None] * sxc
-    shift = _shift(x_rows, cm).to(ACC)
+def _merge(mean, m2, n_seen, t_mean, t_m2, n_new):
+    """Chan, Golub and LeVeque: (mean, M2) of n_seen values merged with those of n_new more."""
+    n_all = n_seen + n_new
+    delta = t_mean - mean
+    return mean + delta * (n_new / n_all), m2 + t_m2 + delta * delta * (n_seen * n_new / n_all)
+
+
+@triton.jit
+def _count(n, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+    """n (an int, a loop index) as a [BLOCK_C] vector of the accumulation dtype."""
+    return (n + tl.zeros([BLOCK_C], dtype=tl.int32)).to(ACC)
+
+
+@triton.jit
+def _range_statistics(x_rows, sxhw, shift, cm, hw_start, hw_end,
+                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """(mean, M2) per channel of u = x - shift over positions [hw_start, hw_end), tile by tile."""
     mean = tl.zeros([BLOCK_C], dtype=ACC)
     m2 = tl.zeros([BLOCK_C], dtype=ACC)
-    for hw0 in range(0, HW, BLOCK_HW):
+    for hw0 in range(hw_start, hw_end, BLOCK_HW):
         hw = hw0 + tl.arange(0, BLOCK_HW)
-        m = cm[:, None] & (hw < HW)[None, :]
+        m = cm[:, None] & (hw < hw_end)[None, :]
         u = tl.load(x_rows + hw.to(tl.int64)[None, :] * sxhw, mask=m, other=0.0,
                     eviction_policy="evict_last").to(ACC) - shift
         u = tl.where(m, u, 0.0)
-        n_seen_i = hw0 + tl.zeros([BLOCK_C], dtype=tl.int32)    # every earlier tile was full
-        n_tile = tl.minimum(HW - n_seen_i, BLOCK_HW).to(ACC)
+        n_tile = tl.minimum(_count(hw_end - hw0, BLOCK_C, ACC), BLOCK_HW)
         t_mean = tl.sum(u, axis=1) / n_tile
         t_dev = tl.where(m, u - t_mean[:, None], 0.0)
-        t_m2 = tl.sum(t_dev * t_dev, axis=1)
-        n_seen = n_seen_i.to(ACC)
-        n_all = n_seen + n_tile
-        delta = t_mean - mean
-        mean += delta * (n_tile / n_all)
-        m2 += t_m2 + delta * delta * (n_seen * n_tile / n_all)
-    lam = tl.cast(lam_hi, ACC) + tl.cast(lam_lo, ACC)
-    r = 1.0 / (4.0 * (m2 / (HW - 1.0) + lam))
-    tl.store(centre_ptr + b * C + c, mean, mask=cm)
-    tl.store(rinv_ptr + b * C + c, r, mask=cm)
+        mean, m2 = _merge(mean, m2, _count(hw0 - hw_start, BLOCK_C, ACC), t_mean, tl.sum(t_dev * t_dev, axis=1),
+                          n_tile)     # every earlier tile of the range was full
+    return mean, m2
 
-    y_rows = y_ptr + b * syb + c[:, None] * syc
-    for hw0 in range(0, HW, BLOCK_HW):
+
+@triton.jit
+def _grad_sums(x_rows, sxhw, dy_rows, sdhw, shift, centre, r, cm, hw_start, hw_end,
+               BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """(sum q (x - mu)^2, sum q (x - mu)) per channel over [hw_start, hw_end)."""
+    s_d = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    s_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    for hw0 in range(hw_start, hw_end, BLOCK_HW):
         hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-        m = cm[:, None] & (hw < HW)
-        v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-        s, _ = _energy_gate(v, shift, mean, r)
-        tl.store(y_rows + hw * syhw, (v * s).to(y_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
+        m = cm[:, None] & (hw < hw_end)
+        v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
+        g = tl.load(dy_rows + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
+        s, dev = _energy_gate(v, shift, centre, r)
+        q = g * v * s * (1.0 - s)
+        s_d += q * dev * dev
+        s_c += q * dev
+    return tl.sum(s_d, axis=1), tl.sum(s_c, axis=1)
+
+
+@triton.jit
+def _split_range(HW, hw_per_split):
+    hw_start = tl.program_id(1) * hw_per_split
+    return hw_start, tl.minimum(hw_start + hw_per_split, HW)
+
+
+@triton.jit
+def simam_forward_kernel(
+    x_ptr, sxb, sxc, sxhw,
+    y_ptr, syb, syc, syhw,
+    centre_ptr, rinv_ptr, part_mean_ptr, part_m2_ptr,
+    B, C, HW, hw_per_split, n_splits, n_cblocks, lam_hi, lam_lo,
+    PHASE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    """PHASE 0: the whole block, one program per (sample, channel block). H*W split over
+    programs (grid axis 1): PHASE 1 writes each split's (mean, M2) partials [S, B, C]; PHASE 2
+    merges them (each program the same way, in split order), split 0 stores centre and rinv, and
+    every program writes y over its split."""
+    b, c, cm = _slab(C, n_cblocks, BLOCK_C)
+    x_rows = x_ptr + b * sxb + c[:, None] * sxc
+    shift = _shift(x_rows, cm).to(ACC)
+    hw_start, hw_end = _split_range(HW, hw_per_split)
+    if PHASE == 1:
+        mean, m2 = _range_statistics(x_rows, sxhw, shift, cm, hw_start, hw_end, BLOCK_C, BLOCK_HW, ACC)
+        part = (tl.program_id(1) * B + b) * C + c
+        tl.store(part_mean_ptr + part, mean, mask=cm)
+        tl.store(part_m2_ptr + part, m2, mask=cm)
+    else:
+        if PHASE == 0:
+            mean, m2 = _range_statistics(x_rows, sxhw, shift, cm, 0, HW, BLOCK_C, BLOCK_HW, ACC)
+        else:
+            mean = tl.zeros([BLOCK_C], dtype=ACC)
+            m2 = tl.zeros([BLOCK_C], dtype=ACC)
+            for s in range(0, n_splits):
+                part = (s * B + b) * C + c
+                n_new = tl.minimum(_count(HW - s * hw_per_split, BLOCK_C, ACC), _count(hw_per_split, BLOCK_C, ACC))
+                mean, m2 = _merge(mean, m2, _count(s * hw_per_split, BLOCK_C, ACC),
+                                  tl.load(part_mean_ptr + part, mask=cm, other=0.0),
+                                  tl.load(part_m2_ptr + part, mask=cm, other=0.0), n_new)
+        lam = tl.cast(lam_hi, ACC) + tl.cast(lam_lo, ACC)
+        r = 1.0 / (4.0 * (m2 / (HW - 1.0) + lam))
+        if tl.program_id(1) == 0:
+            tl.store(centre_ptr + b * C + c, mean, mask=cm)
+            tl.store(rinv_ptr + b * C + c, r, mask=cm)
+        if PHASE == 0:
+            hw_start, hw_end = 0, HW
+        y_rows = y_ptr + b * syb + c[:, None] * syc
+        for hw0 in range(hw_start, hw_end, BLOCK_HW):
+            hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+            m = cm[:, None] & (hw < hw_end)
+            v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+            s, _ = _energy_gate(v, shift, mean, r)
+            tl.store(y_rows + hw * syhw, (v * s).to(y_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
 
 
 @triton.jit
@@ -101,46 +167,73 @@ def simam_backward_kernel(
     dy_ptr, sdb, sdc, sdhw,
     x_ptr, sxb, sxc, sxhw,
     dx_ptr, sgb, sgc, sghw,
-    centre_ptr, rinv_ptr,
-    C, HW, n_cblocks,
-    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+    centre_ptr, rinv_ptr, part_d_ptr, part_c_ptr,
+    B, C, HW, hw_per_split, n_splits, n_cblocks,
+    PHASE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
+    """PHASE 0: the whole backward per (sample, channel block); split: PHASE 1 writes each split's
+    two sums [S, B, C], PHASE 2 adds them in split order and writes dx over its split."""
     b, c, cm = _slab(C, n_cblocks, BLOCK_C)
     x_rows = x_ptr + b * sxb + c[:, None] * sxc
     dy_rows = dy_ptr + b * sdb + c[:, None] * sdc
     shift = _shift(x_rows, cm).to(ACC)
     centre = tl.load(centre_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
     r = tl.load(rinv_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
-    s_d = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
-    s_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
-    for hw0 in range(0, HW, BLOCK_HW):
-        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-        m = cm[:, None] & (hw < HW)
-        v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
-        g = tl.load(dy_rows + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
-        s, dev = _energy_gate(v, shift, centre, r)
-        q = g * v * s * (1.0 - s)
-        s_d += q * dev * dev
-        s_c += q * dev
-    k_var = 4.0 * r * r * tl.sum(s_d, axis=1) / (HW - 1.0)
-    k_mean = 2.0 * r * tl.sum(s_c, axis=1) / HW
+    hw_start, hw_end = _split_range(HW, hw_per_split)
+    if PHASE == 1:
+        s_d, s_c = _grad_sums(x_rows, sxhw, dy_rows, sdhw, shift, centre, r, cm, hw_start, hw_end,
+                              BLOCK_C, BLOCK_HW, ACC)
+        part = (tl.program_id(1) * B + b) * C + c
+        tl.store(part_d_ptr + part, s_d, mask=cm)
+        tl.store(part_c_ptr + part, s_c, mask=cm)
+    else:
+        if PHASE == 0:
+            hw_start, hw_end = 0, HW
+            s_d, s_c = _grad_sums(x_rows, sxhw, dy_rows, sdhw, shift, centre, r, cm, 0, HW, BLOCK_C, BLOCK_HW, ACC)
+        else:
+            s_d = tl.zeros([BLOCK_C], dtype=ACC)
+            s_c = tl.zeros([BLOCK_C], dtype=ACC)
+            for s in range(0, n_splits):
+                part = (s * B + b) * C + c
+                s_d += tl.load(part_d_ptr + part, mask=cm, other=0.0)
+                s_c += tl.load(part_c_ptr + part, mask=cm, other=0.0)
+        k_var = 4.0 * r * r * s_d / (HW - 1.0)
+        k_mean = 2.0 * r * s_c / HW
+        dx_rows = dx_ptr + b * sgb + c[:, None] * sgc
+        for hw0 in range(hw_start, hw_end, BLOCK_HW):
+            hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+            m = cm[:, None] & (hw < hw_end)
+            v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+            g = tl.load(dy_rows + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+            s, dev = _energy_gate(v, shift, centre, r)
+            q = g * v * s * (1.0 - s)
+            dx = g * s + 2.0 * dev * (q * r[:, None] - k_var[:, None]) - k_mean[:, None]
+            tl.store(dx_rows + hw * sghw, dx.to(dx_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
 
-    dx_rows = dx_ptr + b * sgb + c[:, None] * sgc
-    for hw0 in range(0, HW, BLOCK_HW):
-        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-        m = cm[:, None] & (hw < HW)
-        v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-        g = tl.load(dy_rows + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-        s, dev = _energy_gate(v, shift, centre, r)
-        q = g * v * s * (1.0 - s)
-        dx = g * s + 2.0 * dev * (q * r[:, None] - k_var[:, None]) - k_mean[:, None]
-        tl.store(dx_rows + hw * sghw, dx.to(dx_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
+
+class SimAMPlan(NamedTuple):
+    block_c: int
+    block_hw: int
+    n_cblocks: int
+    n_splits: int       # 1: one launch; more: partials, then the merge and output launch
+    hw_per_split: int
 
 
-def _plan(xv: ChannelView, C: int, HW: int) -> tuple[int, int, int]:
-    """(BLOCK_C, BLOCK_HW, channel blocks): about 2048-element tiles along the contiguous axis."""
+def plan_simam(xv: ChannelView, B: int, C: int, HW: int) -> SimAMPlan:
+    """About 2048-element tiles along the contiguous axis (in channels_last 32 channels wide, not
+    128: four times the programs, B = 64 at the first ResNet stage gives 512); H*W split over
+    programs (two launches) only when B x channel blocks is under half the device's target program
+    count (batch 1), into at most one split per tile."""
     block_c, block_hw = tile_shape(xv, C, HW)
-    return block_c, block_hw, cdiv(C, block_c)
+    if block_c > 32 and abs(xv.sc) == 1:
+        block_c, block_hw = 32, min(next_pow2(HW), 64)
+    n_cblocks = cdiv(C, block_c)
+    target = config.device_target_programs(xv.tensor.device)
+    splits = 1
+    if 2 * B * n_cblocks < target:
+        splits = min(cdiv(target, B * n_cblocks), cdiv(HW, block_hw))
+    hw_per_split = cdiv(cdiv(HW, splits), block_hw) * block_hw
+    return SimAMPlan(block_c, block_hw, n_cblocks, cdiv(HW, hw_per_split), hw_per_split)
 
 
 def _split_float(v: float) -> tuple[float, float]:
@@ -162,13 +255,17 @@ def simam_forward(x: torch.Tensor, e_lambda: float):
     dt = acc_torch_dtype(x.dtype)
     centre = config.new_buffer((B, C), dt, x.device)
     rinv = config.new_buffer((B, C), dt, x.device)
-    block_c, block_hw, n_cb = _plan(xv, C, H * W)
+    plan = plan_simam(xv, B, C, H * W)
+    parts = [config.new_buffer((plan.n_splits, B, C), dt, x.device) for _ in range(2)] if plan.n_splits > 1 \
+        else [centre, rinv]
     lam_hi, lam_lo = _split_float(e_lambda)
-    simam_forward_kernel[(B * n_cb,)](
-        xv.tensor, xv.sb, xv.sc, xv.shw, y, yv.sb, yv.sc, yv.shw, centre, rinv,
-        C, H * W, n_cb, lam_hi, lam_lo,
-        BLOCK_C=block_c, BLOCK_HW=block_hw, ACC=acc_dtype(x.dtype), num_warps=STREAM_WARPS,
-    )
+    for phase in ((0,) if plan.n_splits == 1 else (1, 2)):
+        simam_forward_kernel[(B * plan.n_cblocks, plan.n_splits)](
+            xv.tensor, xv.sb, xv.sc, xv.shw, y, yv.sb, yv.sc, yv.shw, centre, rinv, *parts,
+            B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks, lam_hi, lam_lo,
+            PHASE=phase, BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype),
+            num_warps=STREAM_WARPS,
+        )
     return y, centre, rinv
 
 
@@ -178,10 +275,14 @@ def simam_backward(dy: torch.Tensor, x: torch.Tensor, centre: torch.Tensor, rinv
     xv, dyv = channel_view(x), channel_view(dy)
     dx = config.new_like(xv.tensor)
     dxv = channel_view(dx)
-    block_c, block_hw, n_cb = _plan(xv, C, H * W)
-    simam_backward_kernel[(B * n_cb,)](
-        dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, dx, dxv.sb, dxv.sc, dxv.shw,
-        centre, rinv, C, H * W, n_cb,
-        BLOCK_C=block_c, BLOCK_HW=block_hw, ACC=acc_dtype(x.dtype), num_warps=STREAM_WARPS,
-    )
+    plan = plan_simam(xv, B, C, H * W)
+    parts = [config.new_buffer((plan.n_splits, B, C), centre.dtype, x.device) for _ in range(2)] \
+        if plan.n_splits > 1 else [centre, rinv]
+    for phase in ((0,) if plan.n_splits == 1 else (1, 2)):
+        simam_backward_kernel[(B * plan.n_cblocks, plan.n_splits)](
+            dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, dx, dxv.sb, dxv.sc, dxv.shw,
+            centre, rinv, *parts, B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks,
+            PHASE=phase, BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype),
+            num_warps=STREAM_WARPS,
+        )
     return dx

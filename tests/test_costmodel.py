@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="counts traffic under Triton's interpreter")
 
 BLOCKS = ["se", "eca", "ceca", "cbam", "ultralytics_cbam", "sk_tail", "psa_tail", "se_residual", "eca_residual",
-          "efficientnet_se", "mobilenetv3_se", "ese"]
+          "efficientnet_se", "mobilenetv3_se", "ese", "coord", "simam"]
 
 #: (HBM bytes read + written, L2 re-reads) / x's bytes, and launches per call, at the small case
 #: below; fwd and fwd+bwd. L2 re-reads: bytes an earlier launch left in L2, and bytes a program
@@ -50,6 +50,14 @@ BUDGETS = {
     ("efficientnet_se", "fwd"): (2.04, 1.00, 1), ("efficientnet_se", "fwd+bwd"): (5.11, 2.01, 3),
     ("mobilenetv3_se", "fwd"): (2.04, 1.00, 1), ("mobilenetv3_se", "fwd+bwd"): (5.11, 2.01, 3),
     ("ese", "fwd"): (2.15, 1.03, 9), ("ese", "fwd+bwd"): (6.38, 1.05, 22),
+    # Coordinate Attention: x read twice from HBM and y written once forward (strip means, strip scale),
+    # backward x and dy once (strip gradient sums), dy again and dx once; plus the [B, C, H + W] strip
+    # vectors (4 / H of x here, H = 12; 4 / 56 at 56 x 56). Triton launches only: its gate is PyTorch.
+    ("coord", "fwd"): (3.33, 0.0, 2), ("coord", "fwd+bwd"): (8.0, 0.0, 4),
+    # SimAM: B x channel blocks (6 here) is under half the target programs of this H100-like plan (528),
+    # so H*W is split: partial statistics, then merge and output (x's second read from HBM here: the
+    # small case is larger than its L2); the one-launch plan of larger batches: test below
+    ("simam", "fwd"): (3.10, 0.02, 2), ("simam", "fwd+bwd"): (8.21, 0.05, 4),
 }
 #: The same for the chunked pipeline that SE runs when one program would be too slow (and SE /
 #: ECA backward with an epilogue activation; config.one_launch = False forces it): per chunk pool,
@@ -107,6 +115,17 @@ def check_budget(block, pass_, budgets):
 @pytest.mark.parametrize("block", BLOCKS)
 def test_passes_and_launches_within_budget(block, pass_):
     check_budget(block, pass_, BUDGETS)
+
+
+@pytest.mark.parametrize("pass_, budget", [("fwd", (2.02, 1.01, 1)), ("fwd+bwd", (5.03, 3.02, 2))])
+def test_simam_one_launch_within_budget(pass_, budget):
+    """SimAM at B x channel blocks above half the target programs: one launch each way, each program
+    reading its slab twice (the second time from L1/L2), x written once; dy and x read likewise."""
+    case = small_case("simam", pass_)
+    launches = count_case(case, case.shape, None, 8, h100_like(case).l2_bytes)
+    hbm, l2 = totals(launches)
+    x = x_bytes(case)
+    assert hbm / x <= budget[0] + SLACK and l2 / x <= budget[1] + SLACK and len(launches) <= budget[2]
 
 
 @pytest.mark.parametrize("block, pass_", sorted(PIPELINE_BUDGETS))

@@ -12,8 +12,9 @@ from helpers import DTYPES, LAYOUTS, ODD_SHAPES, TOL, check_against_reference, m
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
-#: odd shapes plus one with H*W = 2000 (two 1024-wide tiles in NCHW: the statistics' merge)
-SHAPES = ODD_SHAPES[:1] + ODD_SHAPES[2:] + [(2, 3, 40, 50)]
+#: odd shapes plus H*W = 2000: two 1024-wide tiles in NCHW (the statistics' merge) in one launch
+#: (B = 2), and at batch 1 split over two programs (partial statistics, then merge and output)
+SHAPES = ODD_SHAPES[:1] + ODD_SHAPES[2:] + [(2, 3, 40, 50), (1, 2, 40, 50)]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -91,3 +92,13 @@ def test_convert_finds_the_authors_module():
     assert isinstance(converted[1], fusedattn.SimAM) and len(report.replaced) == 1
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     assert rel_err(converted(x), model(x)) < 1e-12
+
+
+def test_plans_reach_both_routes():
+    """The shapes above run the one-launch kernels and the H*W split (two launches: partial
+    statistics, then merge and output) under the interpreter's plan (4 target programs)."""
+    from fusedattn.kernels.layout import channel_view
+    from fusedattn.kernels.simam import plan_simam
+    one = plan_simam(channel_view(torch.empty(3, 19, 7, 5)), 3, 19, 35)
+    split = plan_simam(channel_view(torch.empty(1, 2, 40, 50)), 1, 2, 2000)
+    assert one.n_splits == 1 and split.n_splits == 2

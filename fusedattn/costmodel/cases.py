@@ -6,7 +6,9 @@ stay cuDNN); SE and ECA also with the residual epilogue (se_residual / eca_resid
 family of the mobile networks at their own shapes (224x224 input): timm EfficientNet-B0's
 SqueezeExcite (SiLU / sigmoid, rd from the block's input), MobileNetV3-Large's (ReLU / hard
 sigmoid) and VoVNet's EffectiveSEModule (one C -> C layer, hard sigmoid); Ultralytics' (YOLO) CBAM
-at the ResNet-50 stage shapes.
+at the ResNet-50 stage shapes. Coordinate Attention (timm's CoordAttn: bn1 with batch statistics at
+B = 64, running ones at B = 1) and SimAM at the ResNet-50 stage shapes; CoordAttn's gate on the
+[B, C, H + W] strip vectors is PyTorch (its launches are not Triton's: not in this model's counts).
 """
 import copy
 from typing import NamedTuple
@@ -35,6 +37,8 @@ BLOCKS: dict[str, Block] = {
     "mobilenetv3_se": Block(lambda c: TimmSqueezeExcite(c, rd_channels=make_divisible(c / 4, 8), act_layer=nn.ReLU,
                                                         gate_layer=nn.Hardsigmoid), SqueezeExcite.from_module),
     "ese": Block(lambda c: EffectiveSEModule(c), EffectiveSE.from_module),
+    "coord": BENCH_BLOCKS["coord"],
+    "simam": BENCH_BLOCKS["simam"],
 }
 
 STAGES = ((256, 56), (512, 28), (1024, 14), (2048, 7))
