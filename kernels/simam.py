@@ -114,52 +114,82 @@ def _split_range(HW, hw_per_split):
 
 
 @triton.jit
+def simam_statistics_kernel(
+    x_ptr, sxb, sxc, sxhw, part_mean_ptr, part_m2_ptr,
+    B, C, HW, hw_per_split, n_cblocks,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    """H*W split over programs (grid axis 1): each split's (mean, M2) of x - x[b, c, 0], [S, B, C]."""
+    b, c, cm = _slab(C, n_cblocks, BLOCK_C)
+    x_rows = x_ptr + b * sxb + c[:, None] * sxc
+    hw_start, hw_end = _split_range(HW, hw_per_split)
+    mean, m2 = _range_statistics(x_rows, sxhw, _shift(x_rows, cm).to(ACC), cm, hw_start, hw_end,
+                                 BLOCK_C, BLOCK_HW, ACC)
+    part = (tl.program_id(1) * B + b) * C + c
+    tl.store(part_mean_ptr + part, mean, mask=cm)
+    tl.store(part_m2_ptr + part, m2, mask=cm)
+
+
+@triton.jit
 def simam_forward_kernel(
     x_ptr, sxb, sxc, sxhw,
     y_ptr, syb, syc, syhw,
     centre_ptr, rinv_ptr, part_mean_ptr, part_m2_ptr,
-    B, C, HW, hw_per_split, n_splits, n_cblocks, lam_hi, lam_lo,
-    PHASE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+    B, C, HW, hw_per_split, n_splits, n_cblocks,
+    LAMBDA: tl.constexpr, SPLIT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ACC: tl.constexpr,
 ):
-    """PHASE 0: the whole block, one program per (sample, channel block). H*W split over
-    programs (grid axis 1): PHASE 1 writes each split's (mean, M2) partials [S, B, C]; PHASE 2
-    merges them (each program the same way, in split order), split 0 stores centre and rinv, and
-    every program writes y over its split."""
+    """Without SPLIT: the whole block, one program per (sample, channel block). With SPLIT (after
+    simam_statistics_kernel): the partials merged (each program the same way, in split order),
+    split 0 stores centre and rinv, every program writes y over its split."""
     b, c, cm = _slab(C, n_cblocks, BLOCK_C)
     x_rows = x_ptr + b * sxb + c[:, None] * sxc
     shift = _shift(x_rows, cm).to(ACC)
-    hw_start, hw_end = _split_range(HW, hw_per_split)
-    if PHASE == 1:
-        mean, m2 = _range_statistics(x_rows, sxhw, shift, cm, hw_start, hw_end, BLOCK_C, BLOCK_HW, ACC)
-        part = (tl.program_id(1) * B + b) * C + c
-        tl.store(part_mean_ptr + part, mean, mask=cm)
-        tl.store(part_m2_ptr + part, m2, mask=cm)
+    if SPLIT:
+        hw_start, hw_end = _split_range(HW, hw_per_split)
+        mean = tl.zeros([BLOCK_C], dtype=ACC)
+        m2 = tl.zeros([BLOCK_C], dtype=ACC)
+        for split in range(0, n_splits):
+            part = (split * B + b) * C + c
+            n_new = tl.minimum(_count(HW - split * hw_per_split, BLOCK_C, ACC), _count(hw_per_split, BLOCK_C, ACC))
+            mean, m2 = _merge(mean, m2, _count(split * hw_per_split, BLOCK_C, ACC),
+                              tl.load(part_mean_ptr + part, mask=cm, other=0.0),
+                              tl.load(part_m2_ptr + part, mask=cm, other=0.0), n_new)
     else:
-        if PHASE == 0:
-            mean, m2 = _range_statistics(x_rows, sxhw, shift, cm, 0, HW, BLOCK_C, BLOCK_HW, ACC)
-        else:
-            mean = tl.zeros([BLOCK_C], dtype=ACC)
-            m2 = tl.zeros([BLOCK_C], dtype=ACC)
-            for s in range(0, n_splits):
-                part = (s * B + b) * C + c
-                n_new = tl.minimum(_count(HW - s * hw_per_split, BLOCK_C, ACC), _count(hw_per_split, BLOCK_C, ACC))
-                mean, m2 = _merge(mean, m2, _count(s * hw_per_split, BLOCK_C, ACC),
-                                  tl.load(part_mean_ptr + part, mask=cm, other=0.0),
-                                  tl.load(part_m2_ptr + part, mask=cm, other=0.0), n_new)
-        lam = tl.cast(lam_hi, ACC) + tl.cast(lam_lo, ACC)
-        r = 1.0 / (4.0 * (m2 / (HW - 1.0) + lam))
-        if tl.program_id(1) == 0:
-            tl.store(centre_ptr + b * C + c, mean, mask=cm)
-            tl.store(rinv_ptr + b * C + c, r, mask=cm)
-        if PHASE == 0:
-            hw_start, hw_end = 0, HW
-        y_rows = y_ptr + b * syb + c[:, None] * syc
-        for hw0 in range(hw_start, hw_end, BLOCK_HW):
-            hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-            m = cm[:, None] & (hw < hw_end)
-            v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-            s, _ = _energy_gate(v, shift, mean, r)
-            tl.store(y_rows + hw * syhw, (v * s).to(y_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
+        hw_start, hw_end = 0, HW
+        mean, m2 = _range_statistics(x_rows, sxhw, shift, cm, 0, HW, BLOCK_C, BLOCK_HW, ACC)
+    r = 1.0 / (4.0 * (m2 / (HW - 1.0) + LAMBDA))
+    if tl.program_id(1) == 0:
+        tl.store(centre_ptr + b * C + c, mean, mask=cm)
+        tl.store(rinv_ptr + b * C + c, r, mask=cm)
+    y_rows = y_ptr + b * syb + c[:, None] * syc
+    for hw0 in range(hw_start, hw_end, BLOCK_HW):
+        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+        m = cm[:, None] & (hw < hw_end)
+        v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+        s, _ = _energy_gate(v, shift, mean, r)
+        tl.store(y_rows + hw * syhw, (v * s).to(y_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
+
+
+@triton.jit
+def simam_grad_sums_kernel(
+    dy_ptr, sdb, sdc, sdhw,
+    x_ptr, sxb, sxc, sxhw,
+    centre_ptr, rinv_ptr, part_d_ptr, part_c_ptr,
+    B, C, HW, hw_per_split, n_cblocks,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    """H*W split over programs: each split's two sums of the backward, [S, B, C]."""
+    b, c, cm = _slab(C, n_cblocks, BLOCK_C)
+    x_rows = x_ptr + b * sxb + c[:, None] * sxc
+    centre = tl.load(centre_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
+    r = tl.load(rinv_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
+    hw_start, hw_end = _split_range(HW, hw_per_split)
+    s_d, s_c = _grad_sums(x_rows, sxhw, dy_ptr + b * sdb + c[:, None] * sdc, sdhw, _shift(x_rows, cm).to(ACC),
+                          centre, r, cm, hw_start, hw_end, BLOCK_C, BLOCK_HW, ACC)
+    part = (tl.program_id(1) * B + b) * C + c
+    tl.store(part_d_ptr + part, s_d, mask=cm)
+    tl.store(part_c_ptr + part, s_c, mask=cm)
 
 
 @triton.jit
@@ -169,46 +199,39 @@ def simam_backward_kernel(
     dx_ptr, sgb, sgc, sghw,
     centre_ptr, rinv_ptr, part_d_ptr, part_c_ptr,
     B, C, HW, hw_per_split, n_splits, n_cblocks,
-    PHASE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+    SPLIT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
-    """PHASE 0: the whole backward per (sample, channel block); split: PHASE 1 writes each split's
-    two sums [S, B, C], PHASE 2 adds them in split order and writes dx over its split."""
+    """Without SPLIT: the whole backward per (sample, channel block); with SPLIT (after
+    simam_grad_sums_kernel): the partial sums added in split order, dx written over its split."""
     b, c, cm = _slab(C, n_cblocks, BLOCK_C)
     x_rows = x_ptr + b * sxb + c[:, None] * sxc
     dy_rows = dy_ptr + b * sdb + c[:, None] * sdc
     shift = _shift(x_rows, cm).to(ACC)
     centre = tl.load(centre_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
     r = tl.load(rinv_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
-    hw_start, hw_end = _split_range(HW, hw_per_split)
-    if PHASE == 1:
-        s_d, s_c = _grad_sums(x_rows, sxhw, dy_rows, sdhw, shift, centre, r, cm, hw_start, hw_end,
-                              BLOCK_C, BLOCK_HW, ACC)
-        part = (tl.program_id(1) * B + b) * C + c
-        tl.store(part_d_ptr + part, s_d, mask=cm)
-        tl.store(part_c_ptr + part, s_c, mask=cm)
+    if SPLIT:
+        hw_start, hw_end = _split_range(HW, hw_per_split)
+        s_d = tl.zeros([BLOCK_C], dtype=ACC)
+        s_c = tl.zeros([BLOCK_C], dtype=ACC)
+        for split in range(0, n_splits):
+            part = (split * B + b) * C + c
+            s_d += tl.load(part_d_ptr + part, mask=cm, other=0.0)
+            s_c += tl.load(part_c_ptr + part, mask=cm, other=0.0)
     else:
-        if PHASE == 0:
-            hw_start, hw_end = 0, HW
-            s_d, s_c = _grad_sums(x_rows, sxhw, dy_rows, sdhw, shift, centre, r, cm, 0, HW, BLOCK_C, BLOCK_HW, ACC)
-        else:
-            s_d = tl.zeros([BLOCK_C], dtype=ACC)
-            s_c = tl.zeros([BLOCK_C], dtype=ACC)
-            for s in range(0, n_splits):
-                part = (s * B + b) * C + c
-                s_d += tl.load(part_d_ptr + part, mask=cm, other=0.0)
-                s_c += tl.load(part_c_ptr + part, mask=cm, other=0.0)
-        k_var = 4.0 * r * r * s_d / (HW - 1.0)
-        k_mean = 2.0 * r * s_c / HW
-        dx_rows = dx_ptr + b * sgb + c[:, None] * sgc
-        for hw0 in range(hw_start, hw_end, BLOCK_HW):
-            hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-            m = cm[:, None] & (hw < hw_end)
-            v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-            g = tl.load(dy_rows + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
-            s, dev = _energy_gate(v, shift, centre, r)
-            q = g * v * s * (1.0 - s)
-            dx = g * s + 2.0 * dev * (q * r[:, None] - k_var[:, None]) - k_mean[:, None]
-            tl.store(dx_rows + hw * sghw, dx.to(dx_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
+        hw_start, hw_end = 0, HW
+        s_d, s_c = _grad_sums(x_rows, sxhw, dy_rows, sdhw, shift, centre, r, cm, 0, HW, BLOCK_C, BLOCK_HW, ACC)
+    k_var = 4.0 * r * r * s_d / (HW - 1.0)
+    k_mean = 2.0 * r * s_c / HW
+    dx_rows = dx_ptr + b * sgb + c[:, None] * sgc
+    for hw0 in range(hw_start, hw_end, BLOCK_HW):
+        hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
+        m = cm[:, None] & (hw < hw_end)
+        v = tl.load(x_rows + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+        g = tl.load(dy_rows + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
+        s, dev = _energy_gate(v, shift, centre, r)
+        q = g * v * s * (1.0 - s)
+        dx = g * s + 2.0 * dev * (q * r[:, None] - k_var[:, None]) - k_mean[:, None]
+        tl.store(dx_rows + hw * sghw, dx.to(dx_ptr.dtype.element_ty), mask=m, eviction_policy="evict_first")
 
 
 class SimAMPlan(NamedTuple):
@@ -236,14 +259,6 @@ def plan_simam(xv: ChannelView, B: int, C: int, HW: int) -> SimAMPlan:
     return SimAMPlan(block_c, block_hw, n_cblocks, cdiv(HW, hw_per_split), hw_per_split)
 
 
-def _split_float(v: float) -> tuple[float, float]:
-    """v as float32 high part + float32 low part: a scalar argument of a Triton kernel is float32,
-    and their sum in float64 is v to about 48 bits (the float64 path's gradcheck needs e_lambda
-    as exactly as the reference uses it)."""
-    hi = float(torch.tensor(v, dtype=torch.float32))
-    return hi, float(torch.tensor(v - hi, dtype=torch.float32))
-
-
 def simam_forward(x: torch.Tensor, e_lambda: float):
     """x [B, C, H, W] -> (y like x in its memory format, centre [B, C], rinv [B, C]) with
     centre = mean_hw(x - x[:, :, 0, 0]) and rinv = 1 / (4 (var + e_lambda)) in the accumulation
@@ -256,16 +271,17 @@ def simam_forward(x: torch.Tensor, e_lambda: float):
     centre = config.new_buffer((B, C), dt, x.device)
     rinv = config.new_buffer((B, C), dt, x.device)
     plan = plan_simam(xv, B, C, H * W)
-    parts = [config.new_buffer((plan.n_splits, B, C), dt, x.device) for _ in range(2)] if plan.n_splits > 1 \
-        else [centre, rinv]
-    lam_hi, lam_lo = _split_float(e_lambda)
-    for phase in ((0,) if plan.n_splits == 1 else (1, 2)):
-        simam_forward_kernel[(B * plan.n_cblocks, plan.n_splits)](
-            xv.tensor, xv.sb, xv.sc, xv.shw, y, yv.sb, yv.sc, yv.shw, centre, rinv, *parts,
-            B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks, lam_hi, lam_lo,
-            PHASE=phase, BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype),
-            num_warps=STREAM_WARPS,
-        )
+    split = plan.n_splits > 1
+    parts = [config.new_buffer((plan.n_splits, B, C), dt, x.device) for _ in range(2)] if split else [centre, rinv]
+    grid = (B * plan.n_cblocks, plan.n_splits)
+    meta = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype), num_warps=STREAM_WARPS)
+    if split:
+        simam_statistics_kernel[grid](xv.tensor, xv.sb, xv.sc, xv.shw, *parts, B, C, H * W, plan.hw_per_split,
+                                      plan.n_cblocks, **meta)
+    # e_lambda a constexpr: a float argument would reach the float64 variant rounded to float32
+    simam_forward_kernel[grid](
+        xv.tensor, xv.sb, xv.sc, xv.shw, y, yv.sb, yv.sc, yv.shw, centre, rinv, *parts,
+        B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks, LAMBDA=e_lambda, SPLIT=split, **meta)
     return y, centre, rinv
 
 
@@ -276,13 +292,15 @@ def simam_backward(dy: torch.Tensor, x: torch.Tensor, centre: torch.Tensor, rinv
     dx = config.new_like(xv.tensor)
     dxv = channel_view(dx)
     plan = plan_simam(xv, B, C, H * W)
-    parts = [config.new_buffer((plan.n_splits, B, C), centre.dtype, x.device) for _ in range(2)] \
-        if plan.n_splits > 1 else [centre, rinv]
-    for phase in ((0,) if plan.n_splits == 1 else (1, 2)):
-        simam_backward_kernel[(B * plan.n_cblocks, plan.n_splits)](
-            dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, dx, dxv.sb, dxv.sc, dxv.shw,
-            centre, rinv, *parts, B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks,
-            PHASE=phase, BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype),
-            num_warps=STREAM_WARPS,
-        )
+    split = plan.n_splits > 1
+    parts = [config.new_buffer((plan.n_splits, B, C), centre.dtype, x.device) for _ in range(2)] if split \
+        else [centre, rinv]
+    grid = (B * plan.n_cblocks, plan.n_splits)
+    meta = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype), num_warps=STREAM_WARPS)
+    if split:
+        simam_grad_sums_kernel[grid](dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, centre,
+                                     rinv, *parts, B, C, H * W, plan.hw_per_split, plan.n_cblocks, **meta)
+    simam_backward_kernel[grid](
+        dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, dx, dxv.sb, dxv.sc, dxv.shw,
+        centre, rinv, *parts, B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks, SPLIT=split, **meta)
     return dx

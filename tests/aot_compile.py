@@ -30,17 +30,24 @@ from fusedattn.kernels.activations import ACTIVATIONS  # noqa: E402
 STREAMING = {"channel_pool_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel",
              "spatial_pool_kernel", "cbam_channel_grad_kernel", "cbam_input_grad_kernel", "path_pool_kernel",
              "path_combine_kernel", "path_combine_backward_kernel", "se_one_launch_kernel",
-             "eca_one_launch_kernel", "se_one_launch_backward_kernel", "eca_one_launch_backward_kernel"}
+             "eca_one_launch_kernel", "se_one_launch_backward_kernel", "eca_one_launch_backward_kernel",
+             "simam_forward_kernel", "simam_backward_kernel", "simam_statistics_kernel", "simam_grad_sums_kernel",
+             "strip_sums_kernel", "strip_scale_kernel"}
 WRITERS = {"se_one_launch_kernel", "eca_one_launch_kernel", "se_one_launch_backward_kernel",
            "eca_one_launch_backward_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel", "cbam_input_grad_kernel",
-           "path_combine_kernel", "path_combine_backward_kernel"}
+           "path_combine_kernel", "path_combine_backward_kernel", "simam_forward_kernel", "simam_backward_kernel",
+           "strip_scale_kernel"}
 
 
-def known_exception(kernel: str, layout: str, hw: int) -> bool:
+def known_exception(kernel: str, layout: str, hw: int, row_bytes: int = 0) -> bool:
     """Streaming variants not yet at 128 bits (issue 11 removes them): contiguous NCHW whose H*W
     is not a multiple of 16 elements (14x14, 7x7: the JIT's divisibility hint is 16 elements,
     so row starts cannot be proven 16-byte aligned); and, found by this check, the backward
-    scale pass in channels_last at those stages (channel_scale_backward_kernel, loads 16/32 bits)."""
+    scale pass in channels_last at those stages (channel_scale_backward_kernel, loads 16/32 bits).
+    Coordinate Attention's strip kernels walk NCHW row by row: a row that is not a multiple of 16
+    bytes (28 x bf16 = 56 bytes) starts unaligned every other row, whatever the hints (64 bits)."""
+    if kernel in ("strip_sums_kernel", "strip_scale_kernel") and layout == "nchw" and row_bytes % 16:
+        return True
     if hw % 16 == 0:
         return False
     return layout == "nchw" or kernel == "channel_scale_backward_kernel"
@@ -145,6 +152,18 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
         kernels.cbam_spatial_grad_inputs(dy, x, ca, maps)
         kernels.cbam_channel_backward(dy, x, fc1, fc2, bias, ca, pooled, hidden, maps, sa,
                                       torch.randn_like(sa), torch.randn_like(sa))
+    # SimAM: one launch each way, and the H*W split (partials, then merge and output) at batch 1
+    from fusedattn.kernels import coord_attn, simam
+    for xs, dys in ((x, dy), (x[:1], dy[:1])):
+        y, centre, rinv = simam.simam_forward(xs, 1e-4)
+        simam.simam_backward(dys, xs, centre, rinv)
+    # Coordinate Attention's strip passes: means, gated scale (with and without the skip), gradient sums, dx
+    x_h, x_w = coord_attn.strip_means(x)
+    a_h, a_w = torch.rand_like(x_h), torch.rand_like(x_w)
+    for skip in (False, True) if variants else (True,):
+        coord_attn.strip_scale(x, a_h, a_w, skip)
+        coord_attn.strip_scale(dy, a_h, a_w, skip, torch.randn_like(x_h), torch.randn_like(x_w))
+    coord_attn.strip_gate_grads(dy, x, a_h, a_w)
     # the spatial gate on the maps: no BN, BN with running / batch statistics; bias, affine, order
     conv_w = torch.randn(1, 2, 7, 7).to(dtype)
     one = torch.rand(1).to(dtype) + 0.5
@@ -191,8 +210,8 @@ def main(argv=None) -> int:
             rep = reports[key]
             if dtype == torch.float64 and rep.f32_scalars:
                 rounded.append(f"{launch.kernel} ({rep.f32_scalars})")
-            if benchmarked and launch.kernel in STREAMING and not known_exception(launch.kernel, layout,
-                                                                                  shape[2] * shape[3]):
+            if benchmarked and launch.kernel in STREAMING and not known_exception(
+                    launch.kernel, layout, shape[2] * shape[3], shape[3] * dtype.itemsize):
                 wide = max(rep.load_bits, default=0) >= 128 and (
                     launch.kernel not in WRITERS or max(rep.store_bits, default=0) >= 128)
                 if not wide:

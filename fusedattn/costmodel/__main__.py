@@ -31,19 +31,25 @@ from .model import (CONSTANTS, count_in_subprocess, eager_us, extrapolate, induc
 
 
 def plan(case: Case):
-    """(launches of the fwd+bwd run, number of them in the forward) on the dry-run driver."""
+    """(launches of the fwd+bwd run, number of them in the forward, {pass: the ATen kernels the
+    fused path runs besides its Triton launches}) on the dry-run driver: Triton's launches are
+    recorded, not made; the PyTorch ops around them (CoordAttn's gate on the strip vectors, a
+    partials' sum, a layout copy) run on CPU tensors and are counted as eager counts its ops."""
     _, fused = make_pair(case._replace(pass_="fwd+bwd"))
     xs = make_inputs(case, requires_grad=True)
     with dry_run() as launches:
         with torch.no_grad():
-            fused(*xs)
+            forward_ops = count_eager(lambda: fused(*xs))
         n_fwd = len(launches)
         launches.clear()
-        y = fused(*xs)
+
+        def forward_backward():
+            y = fused(*xs)
+            y.backward(torch.empty_like(y))
+        both_ops = count_eager(forward_backward)
         n_fwd_grad = len(launches)
-        y.backward(torch.empty_like(y))
     assert n_fwd == n_fwd_grad, (case, n_fwd, n_fwd_grad)
-    return list(launches), n_fwd
+    return list(launches), n_fwd, {"fwd": forward_ops, "fwd+bwd": both_ops}
 
 
 def host_times(case: Case, n_launches: int, eager_kernels: int, rounds: int = 15) -> dict:
@@ -88,7 +94,8 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
     reports = {}
     out = []
     for case in selected:
-        launches, n_fwd = plans[case._replace(pass_="fwd+bwd")]
+        launches, n_fwd, torch_ops = plans[case._replace(pass_="fwd+bwd")]
+        torch_ops = torch_ops[case.pass_]
         traffic = extrapolate(counted[case._replace(pass_="fwd+bwd")], real_sizes(launches))
         if case.pass_ == "fwd":
             launches, traffic = launches[:n_fwd], traffic[:n_fwd]
@@ -113,16 +120,20 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
         entry = {
             "case": case._asdict(), "key": case.key, "x_bytes": x_bytes,
             "launches": rows,
-            "fused": {"kernels": len(rows), "hbm_read": sum(r["hbm_read"] for r in rows),
-                      "l2_read": sum(r["l2_read"] for r in rows), "write": sum(r["write"] for r in rows),
-                      "us": sum(r["us"] for r in rows)},
+            # the fused path's PyTorch kernels (not in the interpreter's traffic counts): their bytes go to HBM
+            "fused": {"kernels": len(rows) + len(torch_ops),
+                      "hbm_read": sum(r["hbm_read"] for r in rows) + sum(o.read_bytes for o in torch_ops),
+                      "l2_read": sum(r["l2_read"] for r in rows),
+                      "write": sum(r["write"] for r in rows) + sum(o.write_bytes for o in torch_ops),
+                      "us": sum(r["us"] for r in rows) + eager_us(torch_ops, profile),
+                      "torch_ops": [[o.name, o.read_bytes + o.write_bytes] for o in torch_ops]},
             "eager": {"kernels": len(ops), "bytes": sum(o.read_bytes + o.write_bytes for o in ops),
                       "us": eager_us(ops, profile), "ops": [[o.name, o.read_bytes + o.write_bytes] for o in ops]},
             "inductor": inductor_estimate(traffic, ops, profile),
         }
         if with_host:
             clock = time.perf_counter()
-            entry["host"] = host_times(case, len(rows), len(ops))
+            entry["host"] = host_times(case, len(rows) + len(torch_ops), len(ops))
             spent["host times"] += time.perf_counter() - clock
         out.append(entry)
     config.profile = None
@@ -144,8 +155,8 @@ def triton_path_host_times(profile) -> list[dict]:
             for shape in ((1, 64, 4, 4), (8, 256, 14, 14)):
                 for pass_ in ("fwd", "fwd+bwd"):
                     case = Case(block, *shape, "fp32", "nchw", pass_)
-                    launches, n_fwd = plan(case)
-                    n = n_fwd if pass_ == "fwd" else len(launches)
+                    launches, n_fwd, torch_ops = plan(case)
+                    n = (n_fwd if pass_ == "fwd" else len(launches)) + len(torch_ops[pass_])
                     ref, _ = make_pair(case, device="meta")
                     kernels = len(count_eager(runner(ref, make_inputs(case, device="meta"), pass_)))
                     rows.append({"key": case.key, "launches": n, "eager_kernels": kernels,

@@ -1,9 +1,11 @@
 """fusedattn.SimAM: drop-in for the SimAM authors' ``simam_module`` (no parameters)."""
 import math
 
+import torch
 from torch import nn
 
-from ..ops.simam import check_e_lambda, simam_block
+from ..ops.dispatch import plain_eager
+from ..ops.simam import check_e_lambda, simam_block, simam_math
 from ..ops.unsupported import NotScriptable
 from ..ops.validation import check_activation
 from .conversion import is_sigmoid, require
@@ -23,6 +25,8 @@ class SimAM(NotScriptable, nn.Module):
 
     def forward(self, x):
         check_activation(x)
+        if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
+            return simam_math(x, self.e_lambda)[0]
         return simam_block(x, self.e_lambda)
 
     def extra_repr(self):

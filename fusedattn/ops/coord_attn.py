@@ -13,6 +13,7 @@ vectors (1 / min(H, W) of x's size) is the PyTorch math below, on every device. 
 of it in PyTorch.
 """
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..backend import plain_pytorch, uses_triton
@@ -23,163 +24,194 @@ from .validation import acc_dtype, as_dtype, check_activation, check_param, in_l
 
 
 # ---- the gate on the strip vectors (every device) --------------------------------------
+# Rows are the strip positions of all samples, [(H + W) B, C] (kernels/coord_attn.py's layout): the
+# 1x1 convs are matrix products on them, bn1 a BatchNorm over rd channels of (H + W) B rows, the h
+# rows the first H B of them. About 7 ATen kernels forward and 12 backward.
 
-def _conv1x1(w: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    """A 1x1 conv over positions: w [out, in, 1, 1] on v [B, in, L] -> [B, out, L]."""
-    z = torch.matmul(w.reshape(w.shape[0], -1), v)
-    return z if bias is None else z + bias[:, None]
-
-
-def _normalise(z, bn_weight, bn_bias, mean, var, eps):
-    """(bn(z), 1 / sqrt(var + eps)) with per-channel statistics of z [B, rd, L]."""
-    invstd = torch.rsqrt(var + eps)
-    return (z - mean[:, None]) * (invstd * bn_weight)[:, None] + bn_bias[:, None], invstd
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty((0,))
 
 
 def gate_forward(p, w1, b1, bn_weight, bn_bias, running_mean, running_var, use_bn, batch_stats, eps, wh, bh, ww, bw,
-                 act, gate, H):
-    """(z [B, rd, L], a [B, C, L] = [a_h, a_w], batch mean [rd], batch biased var [rd]) from the
-    strip means p [B, C, L]; the statistics are empty unless bn1 normalises with the batch's."""
+                 act, gate, hb, traced=False):
+    """(z = conv1(p), u = bn1(z) (empty without bn1), t = act(u) (empty for identity), a = gate of
+    [conv_h(t_h); conv_w(t_w)], bn1's batch mean, 1 / sqrt(var + eps) and biased var (empty unless
+    batch statistics)) from the strip rows p [(H + W) B, C]; hb = H B, the h rows. traced: for
+    exporters and torch.jit.trace (no out= products)."""
     dt = p.dtype
     w1, b1, wh, bh, ww, bw = (as_dtype(t, dt) for t in (w1, b1, wh, bh, ww, bw))
-    z = _conv1x1(w1, p, b1)
-    mean, var = z.new_empty((0,)), z.new_empty((0,))   # two: outputs may not alias
+    z = F.linear(p, w1.flatten(1), b1)
+    mean, invstd, var = _empty(z), _empty(z), _empty(z)
     u = z
     if use_bn:
-        if batch_stats:
-            # two passes, as nn.BatchNorm2d (an inf in z gives an inf mean, not var_mean's NaN)
-            mean = z.mean((0, 2))
-            var = (z - mean[:, None]).square().mean((0, 2))
-            u, _ = _normalise(z, as_dtype(bn_weight, dt), as_dtype(bn_bias, dt), mean, var, eps)
-        else:
-            u, _ = _normalise(z, as_dtype(bn_weight, dt), as_dtype(bn_bias, dt), as_dtype(running_mean, dt),
-                              as_dtype(running_var, dt), eps)
-    t = activation(u, act)
-    a = torch.cat([_conv1x1(wh, t[:, :, :H], bh), _conv1x1(ww, t[:, :, H:], bw)], dim=2)
-    return z, activation(a, gate), mean, var
-
-
-def gate_backward(da, p, z, a, w1, bn_weight, bn_bias, mean, var, use_bn, batch_stats, eps, wh, ww, act, gate, H,
-                  has_bias):
-    """Gradients of gate_forward from da [B, C, L] (d of a_h, a_w): (dp [B, C, L], dw1, db1,
-    dbn_weight, dbn_bias, dwh, dbh, dww, dbw); biases' None without bias, bn's None without bn1."""
-    dt = p.dtype
-    w1, wh, ww = as_dtype(w1, dt), as_dtype(wh, dt), as_dtype(ww, dt)
-    dlogit = gate_grad(da, a, gate)
-    u, invstd = z, None
-    if use_bn:
         gamma, beta = as_dtype(bn_weight, dt), as_dtype(bn_bias, dt)
-        u, invstd = _normalise(z, gamma, beta, as_dtype(mean, dt), as_dtype(var, dt), eps)
-    t = activation(u, act)
-    grads = []
-    dt_parts = []
-    for w, d, tt in ((wh, dlogit[:, :, :H], t[:, :, :H]), (ww, dlogit[:, :, H:], t[:, :, H:])):
-        grads += [torch.matmul(d, tt.transpose(1, 2)).sum(0).reshape(w.shape), d.sum((0, 2)) if has_bias else None]
-        dt_parts.append(torch.matmul(w.reshape(w.shape[0], -1).t(), d))
-    du = activation_grad(torch.cat(dt_parts, dim=2), u, act)
-    dgamma = dbeta = None
-    dz = du
-    if use_bn:
-        xhat = (z - as_dtype(mean, dt)[:, None]) * invstd[:, None]
-        dbeta, dgamma = du.sum((0, 2)), (du * xhat).sum((0, 2))
-        if batch_stats:
-            n = z.shape[0] * z.shape[2]
-            dz = (gamma * invstd)[:, None] * (du - (dbeta[:, None] + xhat * dgamma[:, None]) / n)
+        stats = (None, None) if batch_stats else (as_dtype(running_mean, dt), as_dtype(running_var, dt))
+        if traced:   # ONNX has no native_batch_norm: F.batch_norm, with the statistics as standard ops
+            u = F.batch_norm(z, *stats, gamma, beta, batch_stats, 0.0, eps)
+            if batch_stats:
+                var, mean = torch.var_mean(z, 0, correction=0)
+                invstd = torch.rsqrt(var + eps)
         else:
-            dz = du * (gamma * invstd)[:, None]
-    dw1 = torch.matmul(dz, p.transpose(1, 2)).sum(0).reshape(w1.shape)
-    db1 = dz.sum((0, 2)) if has_bias else None
-    dp = torch.matmul(w1.reshape(w1.shape[0], -1).t(), dz)
-    return dp, dw1, db1, dgamma, dbeta, *grads
+            u, mean, invstd = torch.native_batch_norm(z, gamma, beta, *stats, batch_stats, 0.0, eps)
+            if batch_stats:
+                var = torch.var(z, 0, correction=0)
+        if not batch_stats:
+            mean, invstd = _empty(z), _empty(z)
+    t = activation(u, act)
+    return (z, u if use_bn else _empty(z), t if act else _empty(z), activation(_h_and_w_rows(t, hb, wh, bh, ww, bw, traced), gate),
+            mean, invstd, var)
+
+
+def _h_and_w_rows(t, hb, wh, bh, ww, bw, traced):
+    """[conv_h(t[:hb]); conv_w(t[hb:])]: each product written into its rows of one tensor (no
+    cat), or concatenated while an exporter traces (out= does not differentiate)."""
+    if traced:
+        return torch.cat([F.linear(t[:hb], wh.flatten(1), bh), F.linear(t[hb:], ww.flatten(1), bw)])
+    logits = t.new_empty((t.shape[0], wh.shape[0]))
+    for w, b, rows in ((wh, bh, slice(0, hb)), (ww, bw, slice(hb, None))):
+        if b is None:
+            torch.mm(t[rows], w.flatten(1).t(), out=logits[rows])
+        else:
+            torch.addmm(b, t[rows], w.flatten(1).t(), out=logits[rows])
+    return logits
+
+
+def gate_backward(da, p, z, u, t, a, w1, bn_weight, running_mean, running_var, mean, invstd, use_bn, batch_stats,
+                  eps, wh, ww, act, gate, hb, has_bias):
+    """Gradients of gate_forward from da [(H + W) B, C] (d of a): (dp, dw1, db1, dbn_weight,
+    dbn_bias, dwh, dbh, dww, dbw); biases' None without bias, bn's None without bn1."""
+    dt = p.dtype
+    w1f, whf, wwf = (as_dtype(w, dt).flatten(1) for w in (w1, wh, ww))
+    u = u if use_bn else z
+    t = t if act else u
+    dlogit = gate_grad(da, a, gate)
+    grads = []
+    dt_rows = z.new_empty(z.shape)
+    for wf, rows in ((whf, slice(0, hb)), (wwf, slice(hb, None))):
+        d = dlogit[rows]
+        grads += [torch.mm(d.t(), t[rows]), d.sum(0) if has_bias else None]
+        torch.mm(d, wf, out=dt_rows[rows])
+    dz = activation_grad(dt_rows, u, act)
+    dgamma = dbeta = None
+    if use_bn:
+        affine = bn_weight is not None
+        stats = (None, None, mean, invstd) if batch_stats else (as_dtype(running_mean, dt), as_dtype(running_var, dt),
+                                                                 None, None)
+        dz, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
+            dz, z, as_dtype(bn_weight, dt), *stats, batch_stats, eps, [True, affine, affine])
+    dw1 = torch.mm(dz.t(), p)
+    db1 = dz.sum(0) if has_bias else None
+    return torch.mm(dz, w1f), dw1, db1, dgamma, dbeta, *grads
 
 
 # ---- the op ---------------------------------------------------------------------------
 
 def _strip_means_torch(x, dt):
+    """[H + W, B, C]: the means over W, then the means over H."""
     xf = x.to(dt)
-    return xf.mean(3), xf.mean(2)
+    return torch.cat([xf.mean(3).permute(2, 0, 1), xf.mean(2).permute(2, 0, 1)], 0)
+
+
+def _as_bchw(v: Tensor, H: int) -> tuple[Tensor, Tensor]:
+    """[H + W, B, C] -> views a_h [B, C, H, 1], a_w [B, C, 1, W] (the plain-PyTorch path)."""
+    return v[:H].permute(1, 2, 0).unsqueeze(3), v[H:].permute(1, 2, 0).unsqueeze(2)
 
 
 def coord_attn_forward_impl(x: Tensor, w1: Tensor, b1: Tensor | None, bn_weight: Tensor | None,
                             bn_bias: Tensor | None, running_mean: Tensor | None, running_var: Tensor | None,
                             use_bn: bool, batch_stats: bool, eps: float, wh: Tensor, bh: Tensor | None, ww: Tensor,
                             bw: Tensor | None, act: int, gate: int, skip: bool
-                            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(y, p [B, C, H + W] strip means, z [B, rd, H + W] conv1's output, a [B, C, H + W] = [a_h,
-    a_w], bn1's batch mean and biased variance [rd] (empty unless batch statistics))."""
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, p [H + W, B, C] strip means, z, u, t [(H + W) B, rd] (conv1's output, bn1's, act's:
+    u and t empty where they equal the one before), a [H + W, B, C] = [a_h; a_w], bn1's batch mean,
+    1 / sqrt(var + eps) and biased variance [rd] (empty unless batch statistics))."""
+    return _forward(x, w1, b1, bn_weight, bn_bias, running_mean, running_var, use_bn, batch_stats, eps, wh, bh, ww, bw,
+                    act, gate, skip)
+
+
+def _forward(x, w1, b1, bn_weight, bn_bias, running_mean, running_var, use_bn, batch_stats, eps, wh, bh, ww, bw, act,
+             gate, skip, traced=False):
     B, C, H, W = x.shape
     dt = acc_dtype(x)
     triton_path = uses_triton(x)
-    x_h, x_w = strip_means(x) if triton_path else _strip_means_torch(x, dt)
-    p = torch.cat([x_h, x_w], dim=2)
-    z, a, mean, var = gate_forward(p, w1, b1, bn_weight, bn_bias, running_mean, running_var, use_bn, batch_stats,
-                                   eps, wh, bh, ww, bw, act, gate, H)
-    a_h, a_w = a[:, :, :H], a[:, :, H:]
+    p = strip_means(x) if triton_path else _strip_means_torch(x, dt)
+    z, u, t, a, mean, invstd, var = gate_forward(p.view(-1, C), w1, b1, bn_weight, bn_bias, running_mean,
+                                                 running_var, use_bn, batch_stats, eps, wh, bh, ww, bw, act, gate,
+                                                 H * B, traced)
+    a = a.view(H + W, B, C)
     if triton_path:
-        y = strip_scale(x, a_h.contiguous(), a_w.contiguous(), skip)
+        y = strip_scale(x, a, skip)
     else:
+        a_h, a_w = _as_bchw(a, H)
         xf = x.to(dt)
-        y = xf * a_h[..., None] * a_w[:, :, None, :]
+        y = xf * a_h * a_w
         y = in_layout_of(x, y + xf if skip else y)
-    return y, p, z, a, mean, var
+    return y, p, z, u, t, a, mean, invstd, var
 
 
-def coord_attn_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, bn_weight: Tensor | None, bn_bias: Tensor | None,
-                             mean: Tensor | None, var: Tensor | None, use_bn: bool, batch_stats: bool, eps: float,
-                             wh: Tensor, ww: Tensor, p: Tensor, z: Tensor, a: Tensor, act: int, gate: int, skip: bool,
+def coord_attn_backward_impl(dy: Tensor, x: Tensor, w1: Tensor, bn_weight: Tensor | None,
+                             running_mean: Tensor | None, running_var: Tensor | None, mean: Tensor, invstd: Tensor,
+                             use_bn: bool, batch_stats: bool, eps: float, wh: Tensor, ww: Tensor, p: Tensor,
+                             z: Tensor, u: Tensor, t: Tensor, a: Tensor, act: int, gate: int, skip: bool,
                              has_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                                                       Tensor]:
-    """(dx, dw1, db1, dbn_weight, dbn_bias, dwh, dbh, dww, dbw); None for absent parameters.
-    mean / var: what bn1 normalised with (batch or running statistics)."""
+    """(dx, dw1, db1, dbn_weight, dbn_bias, dwh, dbh, dww, dbw); None for absent parameters."""
     B, C, H, W = x.shape
     dt = p.dtype
-    a_h, a_w = a[:, :, :H].contiguous(), a[:, :, H:].contiguous()
     triton_path = uses_triton(x)
     if triton_path:
-        da_h, da_w = strip_gate_grads(dy, x, a_h, a_w)
+        da = strip_gate_grads(dy, x, a)
     else:
         g = dy.to(dt) * x.to(dt)
-        da_h, da_w = (g * a_w[:, :, None, :]).sum(3), (g * a_h[..., None]).sum(2)
-    dp, *weight_grads = gate_backward(torch.cat([da_h, da_w], dim=2), p, z, a, w1, bn_weight, bn_bias, mean, var,
-                                      use_bn, batch_stats, eps, wh, ww, act, gate, H, has_bias)
-    k_h, k_w = dp[:, :, :H] / W, dp[:, :, H:] / H
+        a_h, a_w = _as_bchw(a, H)
+        da = torch.cat([(g * a_w).sum(3).permute(2, 0, 1), (g * a_h).sum(2).permute(2, 0, 1)], 0)
+    dp, *weight_grads = gate_backward(da.view(-1, C), p.view(-1, C), z, u, t, a.view(-1, C), w1, bn_weight,
+                                      running_mean, running_var, mean, invstd, use_bn, batch_stats, eps, wh, ww, act,
+                                      gate, H * B, has_bias)
+    dp = dp.view(H + W, B, C)
     if triton_path:
-        dx = strip_scale(dy, a_h, a_w, skip, k_h.contiguous(), k_w.contiguous())
+        dx = strip_scale(dy, a, skip, dp)
     else:
+        a_h, a_w = _as_bchw(a, H)
+        k_h, k_w = _as_bchw(dp, H)
         g = dy.to(dt)
-        dx = g * a_h[..., None] * a_w[:, :, None, :] + k_h[..., None] + k_w[:, :, None, :]
+        dx = g * a_h * a_w + k_h / W + k_w / H
         dx = in_layout_of(x, dx + g if skip else dx)
-    return (dx, *weight_grads)
+    dw1, db1, dgamma, dbeta, dwh, dbh, dww, dbw = weight_grads
+    weights = (as_dtype(dw1, w1.dtype).view(w1.shape), as_dtype(dwh, wh.dtype).view(wh.shape),
+               as_dtype(dww, ww.dtype).view(ww.shape))
+    vectors = (as_dtype(g_, w1.dtype) if g_ is not None else None for g_ in (db1, dgamma, dbeta, dbh, dbw))
+    db1, dgamma, dbeta, dbh, dbw = vectors    # the biases and bn1's in their weights' dtype
+    return dx, weights[0], db1, dgamma, dbeta, weights[1], dbh, weights[2], dbw
 
 
 def _setup_context(ctx, inputs, output):
     (x, w1, b1, bn_weight, bn_bias, running_mean, running_var, use_bn, batch_stats, eps, wh, bh, ww, bw, act, gate,
      skip) = inputs
-    _, p, z, a, mean, var = output
-    if use_bn and not batch_stats:
-        mean, var = running_mean, running_var
+    _, p, z, u, t, a, mean, invstd, _ = output
     ctx.flags = (use_bn, batch_stats, eps, act, gate, skip, b1 is not None)
-    ctx.save_for_backward(x, w1, bn_weight, bn_bias, mean, var, wh, ww, p, z, a)
+    stats = (None, None) if batch_stats or not use_bn else (running_mean, running_var)
+    ctx.save_for_backward(x, w1, bn_weight, *stats, mean, invstd, wh, ww, p, z, u, t, a)
 
 
 def _gradients(ctx, run, dy, *_unused):
-    x, w1, bn_weight, bn_bias, mean, var, wh, ww, p, z, a = ctx.saved_tensors
+    x, w1, bn_weight, running_mean, running_var, mean, invstd, wh, ww, p, z, u, t, a = ctx.saved_tensors
     use_bn, batch_stats, eps, act, gate, skip, has_bias = ctx.flags
-    dx, dw1, db1, dgamma, dbeta, dwh, dbh, dww, dbw = run(dy, x, w1, bn_weight, bn_bias, mean, var, use_bn,
-                                                          batch_stats, eps, wh, ww, p, z, a, act, gate, skip,
-                                                          has_bias)
+    dx, dw1, db1, dgamma, dbeta, dwh, dbh, dww, dbw = run(dy, x, w1, bn_weight, running_mean, running_var, mean,
+                                                          invstd, use_bn, batch_stats, eps, wh, ww, p, z, u, t, a,
+                                                          act, gate, skip, has_bias)
     return dx, dw1, db1, dgamma, dbeta, None, None, None, None, None, dwh, dbh, dww, dbw, None, None, None
 
 
 def coord_attn_torch(*args):
     """The op's forward in plain PyTorch (ONNX export and torch.jit.trace trace it)."""
     with plain_pytorch():
-        return coord_attn_forward_impl(*args)
+        return _forward(*args, traced=True)
 
 
 #: the caller's outputs: (y, bn1's batch mean, batch biased variance)
 coord_attn_block = define_block("coord_attn", coord_attn_forward_impl, coord_attn_backward_impl, _setup_context,
-                                _gradients, coord_attn_torch, result=lambda out: (out[0], out[4], out[5]))
+                                _gradients, coord_attn_torch, result=lambda out: (out[0], out[6], out[8]))
 
 
 # ---- functional API ------------------------------------------------------------------

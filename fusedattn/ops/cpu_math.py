@@ -98,21 +98,17 @@ def cbam_math(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, run
 
 
 def coord_attn_module_math(x, conv1, bn1, conv_h, conv_w, act, gate, skip):
-    """Coordinate Attention's output from its own submodules (bn1 None or an nn.BatchNorm2d that
+    """Coordinate Attention's output from its own submodules (bn1 None or a BatchNorm module that
     updates its running statistics itself, as in the eager block); act, gate: table codes. For
-    float32 and float64 x. The strip vectors as [B, C, H + W] and the 1x1 convs as matmuls over
-    them (no [B, C, H + W, 1] conv2d)."""
+    float32 and float64 x. The strip vectors as [B, H + W, C] rows (views) and the 1x1 convs as
+    Linear on them: one op each with the bias, and no module call per conv or activation."""
     H = x.shape[2]
-    p = torch.cat([x.mean(3), x.mean(2)], dim=2)
-    z = torch.matmul(conv1.weight.reshape(conv1.weight.shape[0], -1), p)
-    if conv1.bias is not None:
-        z = z + conv1.bias[:, None]
+    p = torch.cat([x.mean(3), x.mean(2)], dim=2).transpose(1, 2)      # [B, H + W, C]
+    z = F.linear(p, conv1.weight.flatten(1), conv1.bias)                 # [B, H + W, rd]
     if bn1 is not None:
-        z = bn1(z[..., None])[..., 0]
+        z = bn1(z.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
     t = activation(z, act)
-    a = []
-    for conv, part in ((conv_h, t[:, :, :H]), (conv_w, t[:, :, H:])):
-        logits = torch.matmul(conv.weight.reshape(conv.weight.shape[0], -1), part)
-        a.append(activation(logits if conv.bias is None else logits + conv.bias[:, None], gate))
-    y = x * a[0][..., None] * a[1][:, :, None, :]
+    a_h = activation(F.linear(t[:, :H], conv_h.weight.flatten(1), conv_h.bias), gate)   # [B, H, C]
+    a_w = activation(F.linear(t[:, H:], conv_w.weight.flatten(1), conv_w.bias), gate)   # [B, W, C]
+    y = x * a_h.transpose(1, 2).unsqueeze(-1) * a_w.transpose(1, 2).unsqueeze(2)
     return in_layout_of(x, y + x if skip else y)

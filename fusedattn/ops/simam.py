@@ -51,10 +51,12 @@ def simam_backward_torch(dy, x, centre, rinv):
 
 
 def simam_math(x, e_lambda):
-    """Eager CPU math under PyTorch's autograd (float32 accumulation, the shifted statistics)."""
-    dt = acc_dtype(x)
-    dev, _, rinv = _statistics(x, e_lambda, dt)
-    return ((x.to(dt) * torch.sigmoid(dev.square() * rinv + 0.5)).to(x.dtype),)
+    """Eager CPU math under PyTorch's autograd, for float32 and float64 x: the shifted data (as the
+    kernels), then var_mean (one op for both statistics), fewer ops than the reference."""
+    u = x - x[:, :, :1, :1]
+    var, centre = torch.var_mean(u, dim=(2, 3), keepdim=True)
+    dev = u - centre
+    return (x * torch.sigmoid(dev.square() * (0.25 / (var + e_lambda)) + 0.5),)
 
 
 # ---- custom ops ----------------------------------------------------------------------
