@@ -158,12 +158,11 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
         y, centre, rinv = simam.simam_forward(xs, 1e-4)
         simam.simam_backward(dys, xs, centre, rinv)
     # Coordinate Attention's strip passes: means, gated scale (with and without the skip), gradient sums, dx
-    x_h, x_w = coord_attn.strip_means(x)
-    a_h, a_w = torch.rand_like(x_h), torch.rand_like(x_w)
+    a = torch.rand_like(coord_attn.strip_means(x))
     for skip in (False, True) if variants else (True,):
-        coord_attn.strip_scale(x, a_h, a_w, skip)
-        coord_attn.strip_scale(dy, a_h, a_w, skip, torch.randn_like(x_h), torch.randn_like(x_w))
-    coord_attn.strip_gate_grads(dy, x, a_h, a_w)
+        coord_attn.strip_scale(x, a, skip)
+        coord_attn.strip_scale(dy, a, skip, torch.randn_like(a))
+    coord_attn.strip_gate_grads(dy, x, a)
     # the spatial gate on the maps: no BN, BN with running / batch statistics; bias, affine, order
     conv_w = torch.randn(1, 2, 7, 7).to(dtype)
     one = torch.rand(1).to(dtype) + 0.5

@@ -128,6 +128,30 @@ def test_simam_one_launch_within_budget(pass_, budget):
     assert hbm / x <= budget[0] + SLACK and l2 / x <= budget[1] + SLACK and len(launches) <= budget[2]
 
 
+#: ATen kernels a fused call runs besides its Triton launches (what the interpreter's traffic counts
+#: miss; python -m fusedattn.costmodel adds them from the dry run): CoordAttn's gate on the strip
+#: vectors (conv1, bn1, act, conv_h, conv_w, gate: 6 or 7 forward, 9 more backward) plus bn1's
+#: running-statistics update in train() (4: num_batches_tracked, two lerp_, the unbiased variance)
+TORCH_KERNELS = {("se", "fwd"): 0, ("se", "fwd+bwd"): 0, ("simam", "fwd"): 0, ("simam", "fwd+bwd"): 0,
+                 ("coord", "fwd"): 11, ("coord", "fwd+bwd"): 20}
+
+
+@pytest.mark.parametrize("block, pass_", sorted(TORCH_KERNELS))
+def test_pytorch_kernels_besides_triton(block, pass_, monkeypatch):
+    from fusedattn import backend
+    from fusedattn.costmodel.cases import make_inputs, make_pair, runner
+    from fusedattn.costmodel.eager import count_eager
+
+    monkeypatch.setattr(config, "poison_outputs", False)   # the tests' NaN fills are no kernels of a call
+    case = small_case(block, pass_)
+    _, fused = make_pair(case)
+    with backend.use_backend("triton"):
+        ops = count_eager(runner(fused, make_inputs(case), pass_))
+    # copy_: the interpreter's own transfers to and from its "device" memory
+    names = [o.name for o in ops if o.name != "copy_"]
+    assert len(names) <= TORCH_KERNELS[block, pass_], names
+
+
 @pytest.mark.parametrize("block, pass_", sorted(PIPELINE_BUDGETS))
 def test_pipeline_passes_and_launches_within_budget(block, pass_, monkeypatch):
     monkeypatch.setattr(config, "one_launch", False)

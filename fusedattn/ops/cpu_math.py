@@ -100,15 +100,17 @@ def cbam_math(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias, run
 def coord_attn_module_math(x, conv1, bn1, conv_h, conv_w, act, gate, skip):
     """Coordinate Attention's output from its own submodules (bn1 None or a BatchNorm module that
     updates its running statistics itself, as in the eager block); act, gate: table codes. For
-    float32 and float64 x. The strip vectors as [B, H + W, C] rows (views) and the 1x1 convs as
-    Linear on them: one op each with the bias, and no module call per conv or activation."""
-    H = x.shape[2]
-    p = torch.cat([x.mean(3), x.mean(2)], dim=2).transpose(1, 2)      # [B, H + W, C]
-    z = F.linear(p, conv1.weight.flatten(1), conv1.bias)                 # [B, H + W, rd]
+    float32 and float64 x. The reference's ATen ops (the strips as [B, C, H + W, 1], 1x1
+    convolutions: one backward op each for input and weight), without its module calls, and the
+    two gates multiplied into one [B, C, H, W] factor first: one broadcast product and one plain
+    one over x, where x * a_w * a_h makes two broadcast products (several times slower on CPU)."""
+    H, W = x.shape[2:]
+    p = torch.cat([x.mean(3, keepdim=True), x.mean(2, keepdim=True).transpose(-1, -2)], dim=2)
+    z = F.conv2d(p, conv1.weight, conv1.bias)
     if bn1 is not None:
-        z = bn1(z.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
-    t = activation(z, act)
-    a_h = activation(F.linear(t[:, :H], conv_h.weight.flatten(1), conv_h.bias), gate)   # [B, H, C]
-    a_w = activation(F.linear(t[:, H:], conv_w.weight.flatten(1), conv_w.bias), gate)   # [B, W, C]
-    y = x * a_h.transpose(1, 2).unsqueeze(-1) * a_w.transpose(1, 2).unsqueeze(2)
+        z = bn1(z)
+    t_h, t_w = torch.split(activation(z, act), [H, W], dim=2)
+    a_h = activation(F.conv2d(t_h, conv_h.weight, conv_h.bias), gate)                      # [B, C, H, 1]
+    a_w = activation(F.conv2d(t_w, conv_w.weight, conv_w.bias), gate).transpose(-1, -2)    # [B, C, 1, W]
+    y = x * (a_h * a_w)
     return in_layout_of(x, y + x if skip else y)
