@@ -59,7 +59,8 @@ chunk_bytes: int | None = None
 #: ``None`` means 4 per SM on CUDA, 4 under the interpreter.
 target_programs: int | None = None
 
-#: Force (True) or forbid (False) the one-launch SE forward (kernels/one_launch.py); ``None``:
+#: Force (True) or forbid (False) the one-launch SE forward (kernels/one_launch.py), and SimAM's
+#: one launch against its H*W split (kernels/simam.py); ``None``:
 #: the launcher's rule. Tests force both paths.
 one_launch: bool | None = None
 #: The same for SE's backward alone (``None``: as ``one_launch``). The cost model pins a real case's

@@ -138,22 +138,22 @@ class StripPlan(NamedTuple):
 
 
 def plan_strips(x: torch.Tensor, elems: int = 2048) -> StripPlan:
-    """[BLOCK_C, BLOCK_W] tiles of about ``elems`` elements, longest along the contiguous axis (W
-    in NCHW, C in channels_last); H split until the grid has the device's target program count, in
-    at most H / 8 splits."""
+    """[BLOCK_C, BLOCK_W] tiles of about ``elems`` elements. NCHW: along W. channels_last: up to 64
+    columns (one W tile to W = 64: no row partials) by 32 to 256 channels (64-byte runs and more).
+    H split only when the grid has under half the device's target program count (batch 1), in at
+    most H / 8 splits: each writes a [W, B, C] partial of column sums, under 1/8 of x's size."""
     B, C, H, W = x.shape
     pc, pw = next_pow2(C), next_pow2(W)
-    if abs(x.stride(1)) == 1 and abs(x.stride(3)) != 1:   # up to 256 channels x 8 or 16 columns
-        block_w = min(pw, 16)
-        block_c = min(pc, max(elems // block_w, 1), 256)
+    if abs(x.stride(1)) == 1 and abs(x.stride(3)) != 1:
+        block_w = min(pw, 64)
+        block_c = min(pc, max(elems // block_w, 32), 256)
     else:
         block_w = min(pw, 1024)
         block_c = min(pc, max(elems // block_w, 1))
     n_cblocks, n_wtiles = cdiv(C, block_c), cdiv(W, block_w)
     programs = B * n_cblocks * n_wtiles
-    # each H split writes a [W, B, C] partial of column sums: at most H / 8 splits keeps them under
-    # 1/8 of x's size (one split per row would add a pass)
-    splits = min(max(cdiv(config.device_target_programs(x.device), programs), 1), max(H // 8, 1))
+    target = config.device_target_programs(x.device)
+    splits = min(cdiv(target, programs), max(H // 8, 1)) if 2 * programs < target else 1
     h_per_split = cdiv(H, splits)
     return StripPlan(block_c, block_w, n_cblocks, n_wtiles, cdiv(H, h_per_split), h_per_split)
 

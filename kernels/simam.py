@@ -108,6 +108,14 @@ def _grad_sums(x_rows, sxhw, dy_rows, sdhw, shift, centre, r, cm, hw_start, hw_e
 
 
 @triton.jit
+def _store_partials(ptr_a, ptr_b, va, vb, B, b, C, c, cm):
+    """This split's two per-channel partials into [S, B, C] buffers."""
+    part = (tl.program_id(1) * B + b) * C + c
+    tl.store(ptr_a + part, va, mask=cm)
+    tl.store(ptr_b + part, vb, mask=cm)
+
+
+@triton.jit
 def _split_range(HW, hw_per_split):
     hw_start = tl.program_id(1) * hw_per_split
     return hw_start, tl.minimum(hw_start + hw_per_split, HW)
@@ -125,9 +133,7 @@ def simam_statistics_kernel(
     hw_start, hw_end = _split_range(HW, hw_per_split)
     mean, m2 = _range_statistics(x_rows, sxhw, _shift(x_rows, cm).to(ACC), cm, hw_start, hw_end,
                                  BLOCK_C, BLOCK_HW, ACC)
-    part = (tl.program_id(1) * B + b) * C + c
-    tl.store(part_mean_ptr + part, mean, mask=cm)
-    tl.store(part_m2_ptr + part, m2, mask=cm)
+    _store_partials(part_mean_ptr, part_m2_ptr, mean, m2, B, b, C, c, cm)
 
 
 @triton.jit
@@ -187,9 +193,7 @@ def simam_grad_sums_kernel(
     hw_start, hw_end = _split_range(HW, hw_per_split)
     s_d, s_c = _grad_sums(x_rows, sxhw, dy_ptr + b * sdb + c[:, None] * sdc, sdhw, _shift(x_rows, cm).to(ACC),
                           centre, r, cm, hw_start, hw_end, BLOCK_C, BLOCK_HW, ACC)
-    part = (tl.program_id(1) * B + b) * C + c
-    tl.store(part_d_ptr + part, s_d, mask=cm)
-    tl.store(part_c_ptr + part, s_c, mask=cm)
+    _store_partials(part_d_ptr, part_c_ptr, s_d, s_c, B, b, C, c, cm)
 
 
 @triton.jit
@@ -242,18 +246,23 @@ class SimAMPlan(NamedTuple):
     hw_per_split: int
 
 
-def plan_simam(xv: ChannelView, B: int, C: int, HW: int) -> SimAMPlan:
+def plan_simam(xv: ChannelView, B: int, C: int, HW: int, backward: bool = False) -> SimAMPlan:
     """About 2048-element tiles along the contiguous axis (in channels_last 32 channels wide, not
     128: four times the programs, B = 64 at the first ResNet stage gives 512); H*W split over
     programs (two launches) only when B x channel blocks is under half the device's target program
-    count (batch 1), into at most one split per tile."""
+    count (batch 1), into at most one split per tile. config.one_launch (config.one_launch_backward
+    for the backward) forces one launch (True) or two splits at least (False; the cost model pins a
+    real case's plan on its scaled copy so)."""
     block_c, block_hw = tile_shape(xv, C, HW)
     if block_c > 32 and abs(xv.sc) == 1:
         block_c, block_hw = 32, min(next_pow2(HW), 64)
     n_cblocks = cdiv(C, block_c)
     target = config.device_target_programs(xv.tensor.device)
+    forced = config.one_launch_backward if backward and config.one_launch_backward is not None else config.one_launch
+    if forced is False and HW > 1:
+        return SimAMPlan(block_c, block_hw, n_cblocks, 2, cdiv(HW, 2))
     splits = 1
-    if 2 * B * n_cblocks < target:
+    if 2 * B * n_cblocks < target and forced is None:
         splits = min(cdiv(target, B * n_cblocks), cdiv(HW, block_hw))
     hw_per_split = cdiv(cdiv(HW, splits), block_hw) * block_hw
     return SimAMPlan(block_c, block_hw, n_cblocks, cdiv(HW, hw_per_split), hw_per_split)
@@ -291,7 +300,7 @@ def simam_backward(dy: torch.Tensor, x: torch.Tensor, centre: torch.Tensor, rinv
     xv, dyv = channel_view(x), channel_view(dy)
     dx = config.new_like(xv.tensor)
     dxv = channel_view(dx)
-    plan = plan_simam(xv, B, C, H * W)
+    plan = plan_simam(xv, B, C, H * W, backward=True)
     split = plan.n_splits > 1
     parts = [config.new_buffer((plan.n_splits, B, C), centre.dtype, x.device) for _ in range(2)] if split \
         else [centre, rinv]

@@ -43,11 +43,14 @@ def plan(case: Case):
         n_fwd = len(launches)
         launches.clear()
 
+        forward_launches = []
+
         def forward_backward():
             y = fused(*xs)
+            forward_launches.append(len(launches))
             y.backward(torch.empty_like(y))
         both_ops = count_eager(forward_backward)
-        n_fwd_grad = len(launches)
+        n_fwd_grad = forward_launches[0]
     assert n_fwd == n_fwd_grad, (case, n_fwd, n_fwd_grad)
     return list(launches), n_fwd, {"fwd": forward_ops, "fwd+bwd": both_ops}
 
@@ -82,7 +85,10 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
     spent["plans (dry run, sm_90 compiles)"] = time.perf_counter() - clock
     keys = sorted(plans, key=lambda c: c.key)
     def one_program(launches):
-        return any("one_launch" in launch.kernel or launch.kernel.endswith("_small_kernel") for launch in launches)
+        names = [launch.kernel for launch in launches]
+        if any(n.startswith("simam_") for n in names):   # SimAM: one launch each way unless H*W is split
+            return not any(n in ("simam_statistics_kernel", "simam_grad_sums_kernel") for n in names)
+        return any("one_launch" in n or n.endswith("_small_kernel") for n in names)
 
     # config.one_launch: the one-launch blocks' and the spatial gate's plan (one rule for both passes);
     # config.one_launch_backward: SE's backward, which a sample may not fit where its forward does
