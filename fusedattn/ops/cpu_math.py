@@ -101,9 +101,11 @@ def coord_attn_module_math(x, conv1, bn1, conv_h, conv_w, act, gate, skip):
     """Coordinate Attention's output from its own submodules (bn1 None or a BatchNorm module that
     updates its running statistics itself, as in the eager block); act, gate: table codes. For
     float32 and float64 x. The reference's ATen ops (the strips as [B, C, H + W, 1], 1x1
-    convolutions: one backward op each for input and weight), without its module calls, and the
-    two gates multiplied into one [B, C, H, W] factor first: one broadcast product and one plain
-    one over x, where x * a_w * a_h makes two broadcast products (several times slower on CPU)."""
+    convolutions: one backward op each for input and weight), without its module calls. Without
+    gradients the two gates are multiplied into one [B, C, H, W] factor first, then x into it in
+    place: one broadcast product and one plain one, where x * a_w * a_h makes two broadcast
+    products (several times slower on CPU); under autograd the reference's order (its backward
+    makes fewer x-sized temporaries: measured 4.9 ms against 6.5 ms at 8x256x14x14)."""
     H, W = x.shape[2:]
     p = torch.cat([x.mean(3, keepdim=True), x.mean(2, keepdim=True).transpose(-1, -2)], dim=2)
     z = F.conv2d(p, conv1.weight, conv1.bias)
@@ -112,5 +114,8 @@ def coord_attn_module_math(x, conv1, bn1, conv_h, conv_w, act, gate, skip):
     t_h, t_w = torch.split(activation(z, act), [H, W], dim=2)
     a_h = activation(F.conv2d(t_h, conv_h.weight, conv_h.bias), gate)                      # [B, C, H, 1]
     a_w = activation(F.conv2d(t_w, conv_w.weight, conv_w.bias), gate).transpose(-1, -2)    # [B, C, 1, W]
-    y = x * (a_h * a_w)
+    if torch._C._is_tracing() or (torch.is_grad_enabled() and (x.requires_grad or a_h.requires_grad)):
+        y = x * a_w * a_h   # (a trace records one graph, whatever the grad mode of its check run)
+    else:
+        y = torch.mul(a_h, a_w, out=torch.empty_like(x)).mul_(x)   # in x's memory format
     return in_layout_of(x, y + x if skip else y)

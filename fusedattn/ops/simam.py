@@ -63,7 +63,7 @@ def simam_math(x, e_lambda):
     scale = 0.25 * n if n else float("nan")   # n = 0: 0 / 0 variance, NaN as the reference
     # x[b, c, 0, 0] as a [B, C, 1, 1] view (one op); x - mu does not depend on it: no gradient
     shift = x.as_strided((B, C, 1, 1), x.stride()).detach()
-    if torch.is_grad_enabled() and x.requires_grad:
+    if torch._C._is_tracing() or (torch.is_grad_enabled() and x.requires_grad):   # a trace: one graph
         u = x - shift
         dev = u - u.mean((2, 3), keepdim=True)
         d = dev * dev
