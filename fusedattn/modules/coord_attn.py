@@ -49,11 +49,10 @@ class CoordAttn(NotScriptable, nn.Module):
             # the block in plain PyTorch with bn1 run as the module it is
             return coord_attn_module_math(x, conv1, bn, conv_h, conv_w, self.act_code, self.gate_code, self.has_skip)
         batch_stats = bn is not None and (self.training or bn.running_mean is None)
+        norm = (bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None else (None,) * 4
         y, mean, var = coord_attn_block(
-            x, conv1.weight, conv1.bias, bn.weight if bn is not None else None, bn.bias if bn is not None else None,
-            bn.running_mean if bn is not None else None, bn.running_var if bn is not None else None,
-            bn is not None, batch_stats, bn.eps if bn is not None else 0.0, conv_h.weight, conv_h.bias,
-            conv_w.weight, conv_w.bias, self.act_code, self.gate_code, self.has_skip)
+            x, conv1.weight, conv1.bias, *norm, bn is not None, batch_stats, bn.eps if bn is not None else 0.0,
+            conv_h.weight, conv_h.bias, conv_w.weight, conv_w.bias, self.act_code, self.gate_code, self.has_skip)
         if bn is not None and self.training and bn.track_running_stats:
             update_running_stats(bn, mean, var, x.shape[0] * (x.shape[2] + x.shape[3]))
         return y

@@ -1,14 +1,14 @@
 """Coordinate Attention as one opaque op:
 
-    p = [mean_w x, mean_h x]  [B, C, H + W]
-    z = conv1(p) [B, rd, H + W],  t = act(bn1(z))     (bn1 optional; batch statistics over B and
-                                                        the H + W positions, or running ones)
-    a_h = gate(conv_h(t[..., :H])),  a_w = gate(conv_w(t[..., H:]))
+    p = [mean_w x; mean_h x]  [H + W, B, C] (position-major, as kernels/coord_attn.py keeps it)
+    z = conv1(p) [(H + W) B, rd],  t = act(bn1(z))   (bn1 optional; batch statistics over B and
+                                                      the H + W positions, or running ones)
+    a_h = gate(conv_h(t_h)),  a_w = gate(conv_w(t_w))  (the first H B rows, the last W B)
     y = x * a_h[b, c, h] * a_w[b, c, w]  (+ x with skip)
 
 ``fusedattn::coord_attn_forward`` / ``_backward``. CUDA tensors: the x-sized passes are Triton
 kernels (fusedattn.kernels.coord_attn: two passes forward, reading x twice and writing y once;
-two backward, reading x once and dy twice, writing dx once); the gate on the [B, C, H + W] strip
+two backward, reading x once and dy twice, writing dx once); the gate on the [H + W, B, C] strip
 vectors (1 / min(H, W) of x's size) is the PyTorch math below, on every device. CPU tensors: all
 of it in PyTorch.
 """
@@ -26,7 +26,7 @@ from .validation import acc_dtype, as_dtype, check_activation, check_param, in_l
 # ---- the gate on the strip vectors (every device) --------------------------------------
 # Rows are the strip positions of all samples, [(H + W) B, C] (kernels/coord_attn.py's layout): the
 # 1x1 convs are matrix products on them, bn1 a BatchNorm over rd channels of (H + W) B rows, the h
-# rows the first H B of them. About 7 ATen kernels forward and 12 backward.
+# rows the first H B of them. 6 ATen kernels forward (7 with batch statistics), 9 backward.
 
 def _empty(like: Tensor) -> Tensor:
     return like.new_empty((0,))

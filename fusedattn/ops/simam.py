@@ -16,35 +16,32 @@ from .validation import acc_dtype, check_activation
 
 # ---- plain-PyTorch path (CPU) -------------------------------------------------------
 
-def _statistics(x, e_lambda, dt):
-    """(x - mu in dt, centre = mean_hw(x - x[:, :, :1, :1]) [B, C, 1, 1], rinv = 1 / (4 (var +
-    e_lambda)) [B, C, 1, 1]): the kernels' shifted data (exact differences in float32 for data far
-    from 0), mean, then squared deviations."""
-    u = x.to(dt) - x[:, :, :1, :1].to(dt)
-    centre = u.mean((2, 3), keepdim=True)
-    dev = u - centre
-    n = x.shape[2] * x.shape[3] - 1
-    var = dev.square().sum((2, 3), keepdim=True) / n if n > 0 else torch.full_like(centre, float("nan"))
-    return dev, centre, 1.0 / (4.0 * (var + e_lambda))
+def _gate(dev, rinv):
+    """s = sigmoid((x - mu)^2 rinv + 0.5)."""
+    return torch.sigmoid(dev * dev * rinv + 0.5)
 
 
 def simam_forward_torch(x, e_lambda):
-    dt = acc_dtype(x)
-    dev, centre, rinv = _statistics(x, e_lambda, dt)
-    y = (x.to(dt) * torch.sigmoid(dev.square() * rinv + 0.5)).to(x.dtype)
+    xf = x.to(acc_dtype(x))
+    u = xf - xf[:, :, :1, :1]          # the kernels' shifted data: exact differences far from 0
+    centre = u.mean((2, 3), keepdim=True)
+    dev = u - centre
+    n = x.shape[2] * x.shape[3] - 1
+    var = (dev * dev).sum((2, 3), keepdim=True) / n if n > 0 else torch.full_like(centre, float("nan"))
+    rinv = 1.0 / (4.0 * (var + e_lambda))
+    y = (xf * _gate(dev, rinv)).to(x.dtype)
     return y.contiguous(memory_format=suggested_memory_format(x)), centre.flatten(1), rinv.flatten(1)
 
 
 def simam_backward_torch(dy, x, centre, rinv):
     """The kernels' formula (kernels/simam.py) in PyTorch."""
-    dt = centre.dtype
     N = x.shape[2] * x.shape[3]
-    xf, g = x.to(dt), dy.to(dt)
+    xf, g = x.to(centre.dtype), dy.to(centre.dtype)
     r = rinv[:, :, None, None]
     dev = (xf - xf[:, :, :1, :1]) - centre[:, :, None, None]
-    s = torch.sigmoid(dev.square() * r + 0.5)
+    s = _gate(dev, r)
     q = g * xf * s * (1 - s)
-    k_var = 4 * r.square() * (q * dev.square()).sum((2, 3), keepdim=True) / (N - 1.0 if N > 1 else 0.0)
+    k_var = 4 * r * r * (q * dev * dev).sum((2, 3), keepdim=True) / (N - 1.0 if N > 1 else 0.0)
     k_mean = 2 * r * (q * dev).sum((2, 3), keepdim=True) / N
     dx = g * s + 2 * dev * (q * r - k_var) - k_mean
     return dx.to(x.dtype).contiguous(memory_format=suggested_memory_format(x))
