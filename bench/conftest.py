@@ -43,6 +43,12 @@ def pytest_sessionfinish(session, exitstatus):
     out = os.environ.get("FUSEDATTN_BENCH_OUT")
     if out is None and not full_sweep(session.config):
         return
+    write_results(out)
+    print(f"\nbench results written to {out or 'bench/results/'}")
+
+
+def write_results(out: str | None) -> None:
+    """The result document of the rows so far, to ``out`` (None: bench/results/<gpu>-<time>.json)."""
     name = torch.cuda.get_device_name() if CUDA else (platform.processor() or "cpu")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if out is None:
@@ -65,11 +71,13 @@ def pytest_sessionfinish(session, exitstatus):
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(doc, indent=1))
-    print(f"\nbench results written to {out}")
 
 
 @pytest.fixture
 def record():
     def add(**row):
         RESULTS.append(row)
+        out = os.environ.get("FUSEDATTN_BENCH_OUT")
+        if out:   # after every row: a sweep killed at a lease's time limit keeps what it measured
+            write_results(out)
     return add

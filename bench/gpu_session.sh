@@ -34,7 +34,7 @@ if [ "$STAGE" = lease ]; then
   FUSEDATTN_BENCH_OUT="$OUT/blocks.json" timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \
     --benchmark-only -q -p no:cacheprovider --benchmark-disable-gc > "$OUT/blocks.log" 2>&1; tail -4 "$OUT/blocks.log"
   timeout -s INT -k 15 190 python3 -m pytest -n 12 -v --tb=short -rfE -p no:cacheprovider --timeout 150 \
-    --junitxml="$OUT/junit.xml" tests/test_block_table.py tests/test_se.py tests/test_eca.py tests/test_cbam.py \
+    --junitxml="$OUT/junit.xml" tests/test_simam.py tests/test_coord_attn.py tests/test_block_table.py tests/test_se.py tests/test_eca.py tests/test_cbam.py \
     tests/test_ultralytics_cbam.py tests/test_one_layer_gate.py tests/test_activations.py \
     tests/test_spatial_gate.py tests/test_sk.py tests/test_psa.py tests/test_mlp_gate.py \
     tests/test_one_launch.py tests/test_residual_epilogue.py tests/test_cuda_graph.py \

@@ -10,7 +10,9 @@ Per block, pass (forward; forward+backward, with the backward alone beside it) a
   kernels    device kernels per call (torch.profiler), and their summed device time in us
 Then torch.profiler's top host ops (self CPU time) of the fused forward+backward, which name the
 Python and launch work between the kernels, and the host cost of one Triton launch with 4 and with
-28 arguments (the cost model's per-launch constant). On CPU tensors it runs too (the CPU route;
+28 arguments (the cost model's per-launch constant). ``--cprofile N``: cProfile over N fused
+forward calls per block, the Python functions by own time (where the host time of a call goes
+below the one lump torch.profiler shows for the op). On CPU tensors it runs too (the CPU route;
 host = wall; the launch timing needs a GPU or Triton's interpreter and is skipped without either).
 """
 import argparse
@@ -126,12 +128,36 @@ def profile_block(block, shape, dtype, layout, device, calls):
     return rows, fused_prof
 
 
+def cprofile_forward(block, shape, dtype, layout, device, calls, top=25):
+    """cProfile's table of ``calls`` fused forward calls (no grad), by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    module = measure.make_modules(block, shape[1], device, dtype, ("fused",))["fused"].train(shape[0] > 1)
+    xs = measure.make_inputs(block, shape, dtype, layout, device, requires_grad=False)
+    with torch.no_grad():
+        module(*xs)
+        _sync(device)
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(calls):
+            module(*xs)
+        prof.disable()
+    _sync(device)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default=None, help="B,C,H,W (default 64,256,56,56 on a GPU, 2,64,8,8 on CPU)")
     parser.add_argument("--blocks", default="se,eca,cbam")
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--top", type=int, default=12, help="host ops listed per block")
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N",
+                        help="cProfile N fused forward calls per block (0: none)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     default = "64,256,56,56" if device.type == "cuda" else "2,64,8,8"
@@ -150,6 +176,10 @@ def main(argv=None):
             print(f"  fused {block} fwd+bwd, top host ops by self CPU time (5 calls):")
             table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=60)
             print("\n".join("    " + line for line in table.splitlines()))
+        if args.cprofile:
+            print(f"  fused {block} forward, cProfile of {args.cprofile} calls:")
+            text = cprofile_forward(block, shape, dtype, "channels_last", device, args.cprofile)
+            print("\n".join("    " + line for line in text.splitlines() if line.strip()))
     from fusedattn.backend import interpreter_enabled
     if device.type == "cuda" or interpreter_enabled():
         four, many = launch_cost_us(device)

@@ -39,7 +39,7 @@ def print_environment(device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"  device: {device} ({name})")
     print(f"  backend setting: {get_backend()} (FUSEDATTN_BACKEND), Triton interpreter: {interpreter_enabled()}")
-    probe = torch.empty(0, device=device)
+    probe = torch.empty(1, device=device)   # one sample (an empty batch takes the plain path anywhere)
     for block in benchmark.BLOCKS:
         path = "Triton kernels" if uses_triton(probe) else "plain-PyTorch path"
         print(f"  {block}: {path} on {device.type} tensors")

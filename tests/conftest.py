@@ -79,6 +79,14 @@ def device():
     return DEVICE
 
 
+@pytest.fixture
+def deterministic_cudnn(monkeypatch):
+    """cuDNN's deterministic algorithms (the unfused rows' branch convs, PyTorch's, on a GPU:
+    its default float64 conv backward differs run to run)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+
+
 @pytest.fixture(params=["triton", "torch"])
 def backend(request):
     """Run a test through the Triton kernels and through the plain-PyTorch path."""

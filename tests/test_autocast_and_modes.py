@@ -73,7 +73,7 @@ def test_more_than_2_pow_31_elements(layout):
         x = x.to(memory_format=torch.channels_last)
     assert x.numel() > 2**31
     for block in (fusedattn.SE(4, rd_channels=2), fusedattn.CBAM(4, rd_channels=2).eval()):
-        block = block.cuda()
+        block = block.to("cuda", torch.bfloat16)   # the module in x's dtype, as PyTorch's layers want
         with torch.no_grad():
             y = block(x)
             with fusedattn.use_backend("torch"):
@@ -82,9 +82,10 @@ def test_more_than_2_pow_31_elements(layout):
         assert rel_err(y[:, :, :64], y_ref[:, :, :64]) < 2e-2
         del y, y_ref
     A = 8  # SK's tail on two paths of x's size (path pointers + 64-bit offsets)
-    p = dict(fc_reduce_weight=torch.randn(A, 4, 1, 1, device="cuda"), bn_weight=torch.rand(A, device="cuda") + 0.5,
-             bn_bias=torch.randn(A, device="cuda"), fc_select_weight=torch.randn(8, A, 1, 1, device="cuda"),
-             running_mean=torch.zeros(A, device="cuda"), running_var=torch.ones(A, device="cuda"), bn_training=False)
+    p = dict(fc_reduce_weight=torch.randn(A, 4, 1, 1), bn_weight=torch.rand(A) + 0.5, bn_bias=torch.randn(A),
+             fc_select_weight=torch.randn(8, A, 1, 1), running_mean=torch.zeros(A), running_var=torch.ones(A))
+    p = {k: v.to("cuda", torch.bfloat16) for k, v in p.items()}   # x's dtype, as the ops want
+    p["bn_training"] = False
     with torch.no_grad():
         y = fusedattn.sk_attention([x, x.flip(0)], **p)
         with fusedattn.use_backend("torch"):

@@ -13,7 +13,8 @@ from torch.utils._pytree import tree_map
 
 from blocks import BLOCKS, fused_copy
 from fusedattn.ops import dispatch
-from helpers import DTYPES, LAYOUTS, SAME64, FusedattnOpCalls, check_against_reference, grads_of, make_x, rel_err
+from helpers import (DTYPES, LAYOUTS, SAME64, FusedattnOpCalls, check_against_reference, conv_memory_format, grads_of,
+                     make_x, rel_err)
 
 ROWS = list(BLOCKS)
 SHAPE = (3, 16, 5, 7)   # C = 16 (the rows' default); odd H, W; B = 3 (BatchNorm statistics over a batch)
@@ -41,11 +42,13 @@ def test_row_matches_reference(backend, name, dtype, layout, device):
     y, dx = check_against_reference(fused, ref, x, dtype, f"{name} {dtype} {layout}",
                                     unfused_bound=BLOCKS[name].unfused and dtype != torch.float64)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    if BLOCKS[name].unfused and layout == "channels_last":   # PyTorch's branch convs set it (CUDA float64: NCHW)
+        fmt = conv_memory_format(x)
     assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize("name", ROWS)
-def test_row_gradcheck_float64(triton_backend, name, device):
+def test_row_gradcheck_float64(triton_backend, name, device, deterministic_cudnn):
     """Input and every parameter, through the Triton kernels (a random projection of the Jacobian:
     fast_mode, to bound CI time; the blocks' own suites run full Jacobians)."""
     _, fused = _fresh(name, device)
@@ -92,8 +95,9 @@ def test_row_state_dict(name):
 
 
 @pytest.mark.parametrize("name", ROWS)
-def test_row_deterministic(triton_backend, name, device):
-    """Two forward + backward calls give bitwise the same output and gradients (no atomics)."""
+def test_row_deterministic(triton_backend, name, device, deterministic_cudnn):
+    """Two forward + backward calls give bitwise the same output and gradients (no atomics; SK's and
+    PSA's branch convs, PyTorch's, with cuDNN's deterministic algorithms)."""
     _, fused = _fresh(name, device, torch.float32)
     x = make_x(SHAPE, torch.float32, "channels_last", device)
     dy = torch.randn(fused(x).shape, device=device)

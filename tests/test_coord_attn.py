@@ -12,7 +12,7 @@ import fusedattn
 from fusedattn.kernels import config
 from fusedattn.kernels.coord_attn import plan_strips
 from fusedattn.reference import CoordAtt, CoordAttn
-from helpers import DTYPES, LAYOUTS, check_against_reference, make_x, rel_err
+from helpers import DTYPES, LAYOUTS, SAME64, check_against_reference, make_x, rel_err
 
 
 def _random(ref):
@@ -73,7 +73,7 @@ def test_strided_views(backend, view, device):
                                      dict(gate_layer="hard_sigmoid", has_skip=True, bias=True, act_layer="gelu")],
                          ids=["default", "no-norm", "skip-hardsigmoid"])
 def test_gradcheck_full_jacobian(triton_backend, options, device):
-    fused = fusedattn.CoordAttn.from_module(_random(CoordAttn(6, rd_channels=3, **options)).double().train())
+    fused = fusedattn.CoordAttn.from_module(_random(CoordAttn(6, rd_channels=3, **options)).double().train()).to(device)
     x = torch.randn(2, 6, 2, 3, dtype=torch.float64, device=device, requires_grad=True)
     names = [n for n, _ in fused.named_parameters()]
 
@@ -97,7 +97,7 @@ def test_running_statistics_follow_the_reference(backend, device):
         for name, buf in ref.bn1.named_buffers():
             assert torch.allclose(getattr(fused.bn1, name).cpu(), buf, rtol=1e-12, atol=1e-14), name
         x = torch.randn(2, 16, 4, 4, dtype=torch.float64, device=device)
-        assert rel_err(fused.eval()(x).cpu(), ref.eval()(x.cpu())) < 1e-12
+        assert rel_err(fused.eval()(x).cpu(), ref.eval()(x.cpu())) <= SAME64   # the reference on the CPU
 
 
 def test_authors_layout_and_convert():

@@ -8,7 +8,7 @@ from torch import nn
 import fusedattn
 from fusedattn.kernels import config
 from fusedattn.reference import ChannelAttention, EffectiveSEModule
-from helpers import DTYPES, LAYOUTS, ODD_SHAPES, check_against_reference, make_x
+from helpers import DTYPES, LAYOUTS, ODD_SHAPES, check_against_reference, float64_bound, make_x
 
 
 def _pair(kind, C, **kw):
@@ -70,9 +70,10 @@ def test_one_layer_gate_residual_epilogue(backend, device):
     g = torch.randn_like(want)
     got = torch.autograd.grad(y, (x, r, fused.fc.weight), g)
     exp = torch.autograd.grad(want, (x, r, ref.fc.weight), g)
-    assert torch.allclose(y, want, rtol=1e-12, atol=1e-12)
+    bound = float64_bound(ref, device)   # SAME64; PyTorch's CUDA hard sigmoid rounds 1/6 to float32
+    assert torch.allclose(y, want, rtol=bound, atol=bound)
     for a, e in zip(got, exp):
-        assert torch.allclose(a, e, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(a, e, rtol=max(1e-10, bound), atol=bound)
 
 
 def test_one_layer_gate_state_dict_and_errors():

@@ -95,8 +95,9 @@ def gate_backward(da, p, z, u, t, a, w1, bn_weight, running_mean, running_var, m
     dgamma = dbeta = None
     if use_bn:
         affine = bn_weight is not None
+        # CUDA's kernel wants the saved statistics defined in eval too: the forward's empty ones
         stats = (None, None, mean, invstd) if batch_stats else (as_dtype(running_mean, dt), as_dtype(running_var, dt),
-                                                                 None, None)
+                                                                 mean, invstd)
         dz, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
             dz, z, as_dtype(bn_weight, dt), *stats, batch_stats, eps, [True, affine, affine])
     dw1 = torch.mm(dz.t(), p)

@@ -53,7 +53,7 @@ def simam_math(x, e_lambda):
     folded: r = (HW - 1) / 4 / (sum (x - mu)^2 + (HW - 1) e_lambda), e = 0.5 + (x - mu)^2 r. Under
     autograd as many ATen ops as the reference and none of its pow; without gradients in place
     (one x-sized buffer, not six)."""
-    if x.dtype not in _HALF:   # float16 / bfloat16 (the functional op): float32 math, as the kernels
+    if x.dtype not in (torch.float32, torch.float64):   # float16 / bfloat16 (the functional op): float32 math, as the kernels
         return (simam_math(x.float(), e_lambda)[0].to(x.dtype),)
     B, C, H, W = x.shape
     n = H * W - 1
@@ -65,15 +65,23 @@ def simam_math(x, e_lambda):
         dev = u - u.mean((2, 3), keepdim=True)
         d = dev * dev
         rcp = (d.sum((2, 3), keepdim=True) + n * e_lambda).reciprocal()
-        return (x * torch.sigmoid(torch.addcmul(_HALF[x.dtype], d, rcp, value=scale)),)
+        return (x * torch.sigmoid(torch.addcmul(_half(x), d, rcp, value=scale)),)
     d = x - shift
     d.sub_(d.mean((2, 3), keepdim=True)).mul_(d)
     rcp = d.sum((2, 3), keepdim=True).add_(n * e_lambda).reciprocal_()
-    return (torch.addcmul(_HALF[x.dtype], d, rcp, value=scale, out=d).sigmoid_().mul_(x),)
+    return (torch.addcmul(_half(x), d, rcp, value=scale, out=d).sigmoid_().mul_(x),)
 
 
-#: 0.5 as a 0-dim CPU tensor per dtype: addcmul's first operand, made once
-_HALF = {dt: torch.tensor(0.5, dtype=dt) for dt in (torch.float32, torch.float64)}
+#: 0.5 as a 0-dim tensor per (dtype, device): addcmul's first operand, made once (CUDA's addcmul
+#: takes no CPU scalar tensor there; the plain path runs on CUDA under backend 'torch')
+_HALF = {(dt, torch.device("cpu")): torch.tensor(0.5, dtype=dt) for dt in (torch.float32, torch.float64)}
+
+
+def _half(x):
+    half = _HALF.get((x.dtype, x.device))
+    if half is None:
+        half = _HALF[x.dtype, x.device] = torch.tensor(0.5, dtype=x.dtype, device=x.device)
+    return half
 
 
 # ---- custom ops ----------------------------------------------------------------------
