@@ -11,8 +11,9 @@
 #                                     their SE blocks (16 torch.compile runs; skipped without timm)
 #   bash bench/gpu_session.sh all     all five, for a machine without the 10-minute limit
 #   bash bench/gpu_session.sh lease   one call for a 15-minute lease (under 9.5 minutes): main without
-#                                     torch.compile, bench/host_profile.py (1 minute), the quick block
-#                                     sweep (interrupted at 3.3 minutes, what ran is written), then the
+#                                     torch.compile, bench/host_profile.py with cProfile (1 minute), the
+#                                     quick block sweep (interrupted at 3.3 minutes; rows are written as
+#                                     they come), then the
 #                                     kernel and model test files compiled on 12 workers (interrupted
 #                                     at 3.2 minutes; log and junit kept)
 # Logs and the result JSON land in $OUT; commit bench/results/*.json from there afterwards and
@@ -29,7 +30,9 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
   2>&1 | tee "$OUT/env.txt"
 if [ "$STAGE" = lease ]; then
   timeout -k 5 70 python3 -m fusedattn --no-compile 2>&1 | tee "$OUT/main.log"
-  timeout -k 5 60 python3 bench/host_profile.py > "$OUT/host.log" 2>&1; grep -v USDT "$OUT/host.log" | head -12
+  timeout -k 5 70 python3 bench/host_profile.py --top 8 --cprofile 30 > "$OUT/host.log" 2>&1; grep -v USDT "$OUT/host.log" | head -12
+  # the L2-chunked plan of a graph capture, called eagerly: what the one-chunk rule of eager calls saves
+  FUSEDATTN_L2_CHUNKS=1 timeout -k 5 40 python3 bench/host_profile.py --blocks se,cbam --top 0 > "$OUT/host-l2chunks.log" 2>&1
   # SIGINT: pytest still runs its session finish, so the rows measured so far are written
   FUSEDATTN_BENCH_OUT="$OUT/blocks.json" timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \
     --benchmark-only -q -p no:cacheprovider --benchmark-disable-gc > "$OUT/blocks.log" 2>&1; tail -4 "$OUT/blocks.log"

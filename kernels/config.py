@@ -52,8 +52,19 @@ profile: GPUProfile | None = None
 
 #: Bytes of x processed per chunk of samples. The pool pass reads a chunk of x, the
 #: scale pass reads it again right after: with the chunk inside L2, that second read
-#: is an L2 hit. ``None`` means: half of the device's L2 (CUDA) or unlimited (CPU).
+#: is an L2 hit. ``None`` means: by ``l2_chunks``, half of the device's L2 or unlimited.
 chunk_bytes: int | None = None
+
+#: Walk the batch in L2 chunks (True), in one chunk (False), or (``None``) in L2 chunks only while
+#: a CUDA graph is being captured. Each chunk costs its launches again (pool, gate, scale: 3
+#: forward, 3 backward; CBAM 6 and 8) and saves one HBM read of its share of x (about 8 us per
+#: 25 MB chunk on an H100). A launch costs far more than that on the host: measured on an H100
+#: machine (torch 2.11, triton 3.6, 2026-11-26, bench/results/h100-2026-11-26) a bare Triton launch
+#: takes 13-20 us of host time with 4 arguments and 24-36 us with 28, and SE's forward at
+#: 64x256x56x56 (4 chunks, 12 launches) 645 us host for 139 us of kernels. So an eager call takes
+#: one chunk; a captured graph replays its launches without host work, and there the chunks pay.
+#: Env: FUSEDATTN_L2_CHUNKS=1 (always) or 0 (never).
+l2_chunks: bool | None = {"1": True, "0": False}.get(os.environ.get("FUSEDATTN_L2_CHUNKS", ""))
 
 #: Number of programs the pooling pass aims for (it splits H*W to get there).
 #: ``None`` means 4 per SM on CUDA, 4 under the interpreter.
@@ -96,11 +107,20 @@ def device_profile(device: torch.device) -> GPUProfile | None:
     return None
 
 
-def device_chunk_bytes(device: torch.device) -> int:
+def planned_chunk_bytes(p: GPUProfile | None, capturing: bool = False) -> int:
+    """Bytes of x per chunk of samples for profile ``p``: ``chunk_bytes`` if set, else the
+    profile's L2 share where ``l2_chunks`` (or, unset, a CUDA graph capture) asks for chunks,
+    else one chunk."""
     if chunk_bytes is not None:
         return chunk_bytes
-    p = device_profile(device)
-    return p.chunk_bytes if p is not None else 1 << 62
+    if p is None or not (l2_chunks if l2_chunks is not None else capturing):
+        return 1 << 62
+    return p.chunk_bytes
+
+
+def device_chunk_bytes(device: torch.device) -> int:
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return planned_chunk_bytes(device_profile(device), capturing)
 
 
 def device_target_programs(device: torch.device) -> int:

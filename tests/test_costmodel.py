@@ -166,6 +166,7 @@ def test_extrapolation_matches_a_direct_count(block, parallel_gate, monkeypatch)
     gate over many programs, whose tiles depend on the rows of a chunk)."""
     monkeypatch.setattr(config, "parallel_gate", parallel_gate)
     monkeypatch.setattr(config, "one_launch", False if parallel_gate else None)
+    monkeypatch.setattr(config, "l2_chunks", True)   # the graph-capture plan: several chunks to extrapolate
     case = small_case(block, "fwd+bwd", layout="nchw")
     p = h100_like(case)
     direct = count_case(case, case.shape, p.chunk_bytes, p.target_programs, p.l2_bytes)
@@ -189,6 +190,22 @@ def test_parallel_gate_passes_and_launches_within_budget(block, pass_, monkeypat
     monkeypatch.setattr(config, "one_launch", False)
     monkeypatch.setattr(config, "parallel_gate", True)
     check_budget(block, pass_, PARALLEL_GATE_BUDGETS)
+
+
+def test_l2_chunks_only_where_they_pay(monkeypatch):
+    """The chunk rule (config.planned_chunk_bytes) and the model's copy of it: an eager call takes the
+    batch as one chunk, a CUDA graph capture (or l2_chunks=True) half the L2; an explicit
+    chunk_bytes wins. The goal case's model then plans 1 chunk, or 4 for a graph."""
+    monkeypatch.setattr(config, "l2_chunks", None)   # the default (FUSEDATTN_L2_CHUNKS unset)
+    h100 = config.PROFILES["h100"]
+    assert config.planned_chunk_bytes(h100) == config.planned_chunk_bytes(None, True) == 1 << 62
+    assert config.planned_chunk_bytes(h100, capturing=True) == h100.chunk_bytes == 25 * 2**20
+    goal = Case("se", 64, 256, 56, 56, "bf16", "channels_last", "fwd")
+    assert scaled(goal, h100).B == 2   # one chunk: the scaled case keeps two samples
+    monkeypatch.setattr(config, "l2_chunks", True)
+    assert config.planned_chunk_bytes(h100) == h100.chunk_bytes and scaled(goal, h100).B == 4
+    monkeypatch.setattr(config, "chunk_bytes", 1)
+    assert config.planned_chunk_bytes(h100, capturing=False) == 1
 
 
 def test_a_pass_more_fails_the_budget(monkeypatch):

@@ -8,6 +8,7 @@ import fusedattn
 from fusedattn.benchmark import graphed
 from fusedattn.reference import CbamModule, EcaModule, SEModule
 
+from fusedattn.kernels import channel_gate, config
 from helpers import assert_close
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -34,3 +35,29 @@ def test_graph_replays_to_the_plain_result(make, layout):
         (dx_ref,) = torch.autograd.grad(y_ref, x_ref, dy)
         assert_close(y, y_ref, torch.float32, "y")
         assert_close(dx, dx_ref, torch.float32, "dx")
+
+
+def test_l2_chunks_in_a_capture_only(monkeypatch):
+    """An eager call pools the whole batch in one launch (one chunk: host time per launch outweighs
+    the HBM read a chunk saves); a CUDA graph capture walks it in L2 chunks (config.l2_chunks)."""
+    pools = []
+    pool = channel_gate.channel_pool
+    monkeypatch.setattr(channel_gate, "channel_pool", lambda *a, **k: (pools.append(a[3:5]), pool(*a, **k))[1])
+    monkeypatch.setattr(config, "one_launch", False)
+    fused = fusedattn.SE.from_module(SEModule(256)).cuda()
+    x = torch.randn(64, 256, 56, 56, device="cuda")   # 205 MB: more than half of any L2
+    with torch.no_grad():
+        y = fused(x)
+        assert pools == [(0, 64)]
+        monkeypatch.setattr(config, "l2_chunks", True)   # warm up the chunked plan's kernels outside the capture
+        fused(x)
+        chunked = len(pools) - 1
+        monkeypatch.setattr(config, "l2_chunks", None)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y_graph = fused(x)
+        graph.replay()
+    torch.cuda.synchronize()
+    assert chunked > 1 and len(pools) == 1 + 2 * chunked
+    assert_close(y_graph, y, torch.float32, "y")

@@ -63,8 +63,10 @@ class ScaledCase(NamedTuple):
 
 
 def chunk_samples(case: Case, profile: GPUProfile) -> int:
+    """Samples per L2 chunk as an eager call plans them (config.planned_chunk_bytes: one chunk
+    unless config.l2_chunks asks for L2 chunks, as a CUDA graph capture does)."""
     per_sample = case.C * case.H * case.W * DTYPES[case.dtype].itemsize
-    return max(1, min(case.B, profile.chunk_bytes // per_sample))
+    return max(1, min(case.B, config.planned_chunk_bytes(profile) // per_sample))
 
 
 def n_chunks(case: Case, profile: GPUProfile) -> int:
