@@ -53,7 +53,8 @@ def simam_math(x, e_lambda):
     folded: r = (HW - 1) / 4 / (sum (x - mu)^2 + (HW - 1) e_lambda), e = 0.5 + (x - mu)^2 r. Under
     autograd as many ATen ops as the reference and none of its pow; without gradients in place
     (one x-sized buffer, not six)."""
-    if x.dtype not in (torch.float32, torch.float64):   # float16 / bfloat16 (the functional op): float32 math, as the kernels
+    if x.dtype not in (torch.float32, torch.float64):   # float16 / bfloat16 (the functional op):
+        # float32 math, as the kernels
         return (simam_math(x.float(), e_lambda)[0].to(x.dtype),)
     B, C, H, W = x.shape
     n = H * W - 1
