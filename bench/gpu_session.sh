@@ -16,6 +16,10 @@
 #                                     they come), then the
 #                                     kernel and model test files compiled on 12 workers (interrupted
 #                                     at 3.2 minutes; log and junit kept)
+#   bash bench/gpu_session.sh round   a second 15-minute lease (under 8 minutes): host profiles of the
+#                                     one-chunk rule, the L2-chunked plan and batch 1, the block sweep
+#                                     of SE/ECA/CBAM (interrupted at 3.3 minutes), then the test files
+#                                     in FUSEDATTN_TEST_FILES compiled on 12 workers (2 minutes)
 # Logs and the result JSON land in $OUT; commit bench/results/*.json from there afterwards and
 # run `python bench/make_table.py --readme`.
 set -uo pipefail
@@ -43,6 +47,17 @@ if [ "$STAGE" = lease ]; then
     tests/test_one_launch.py tests/test_residual_epilogue.py tests/test_cuda_graph.py \
     tests/test_compile.py tests/test_errors.py tests/test_dispatch.py tests/test_timm_compat.py \
     tests/test_models_convert.py tests/test_autocast_and_modes.py > "$OUT/tests.log" 2>&1
+  tail -30 "$OUT/tests.log"
+fi
+if [ "$STAGE" = round ]; then
+  timeout -k 5 70 python3 bench/host_profile.py --top 8 --cprofile 30 > "$OUT/host.log" 2>&1; grep -v USDT "$OUT/host.log" | head -12
+  FUSEDATTN_L2_CHUNKS=1 timeout -k 5 40 python3 bench/host_profile.py --blocks se,cbam --top 0 > "$OUT/host-l2chunks.log" 2>&1
+  timeout -k 5 40 python3 bench/host_profile.py --shape 1,256,56,56 --blocks se,eca --top 0 > "$OUT/host-b1.log" 2>&1
+  FUSEDATTN_BENCH_BLOCKS=${FUSEDATTN_BENCH_BLOCKS:-se,eca,cbam} FUSEDATTN_BENCH_OUT="$OUT/blocks.json" \
+    timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \
+    --benchmark-only -q -p no:cacheprovider --benchmark-disable-gc > "$OUT/blocks.log" 2>&1; tail -4 "$OUT/blocks.log"
+  timeout -s INT -k 15 130 python3 -m pytest -n 12 -q --tb=line -rfE -p no:cacheprovider --timeout 120 \
+    --junitxml="$OUT/junit.xml" ${FUSEDATTN_TEST_FILES:-tests} > "$OUT/tests.log" 2>&1
   tail -30 "$OUT/tests.log"
 fi
 if [ "$STAGE" = tests ] || [ "$STAGE" = all ]; then

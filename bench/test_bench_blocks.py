@@ -1,12 +1,16 @@
 """Every block in fusedattn.benchmark.BLOCKS: eager reference vs torch.compile of the reference vs fusedattn,
-forward and forward+backward, per shape, dtype and memory layout."""
+forward and forward+backward, per shape, dtype and memory layout.
+FUSEDATTN_BENCH_BLOCKS=se,eca,cbam narrows the sweep to those blocks (a short GPU lease)."""
 import functools
+import os
 
 import pytest
 import torch
 
 from cases import DEVICE, LAYOUTS
 from fusedattn import benchmark as measure
+
+SWEEP_BLOCKS = os.environ.get("FUSEDATTN_BENCH_BLOCKS", ",".join(measure.BLOCKS)).split(",")
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,7 +29,7 @@ def modules(block, channels, dtype):
 @pytest.mark.parametrize("provider", measure.GPU_PROVIDERS)
 @pytest.mark.parametrize("pass_", ["forward", "fwd+bwd"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("block", list(measure.BLOCKS))
+@pytest.mark.parametrize("block", SWEEP_BLOCKS)
 def test_block(benchmark, record, block, shape, dtype, layout, pass_, provider):
     if provider == "cuda_graph" and DEVICE.type != "cuda":
         pytest.skip("CUDA graphs need a GPU")

@@ -6,6 +6,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
+from fusedattn.kernels.activations import ACTIVATIONS
+
 #: float64 agreement of two routes through the same math (fused vs reference, one layout vs
 #: another). On a GPU the references' cuDNN convolutions and BatchNorm sum in other orders than
 #: the kernels, and training-mode BatchNorm over 2-3 values amplifies that. The first compiled run
@@ -19,12 +21,18 @@ SAME64 = 1e-8 if torch.cuda.is_available() else 1e-12
 #: every float64 row with a hard-sigmoid gate 2.96e-8 to 2.99e-8 off the CUDA reference).
 CUDA_HARDSIGMOID64 = 4e-8
 SIXTHS = ("hardsigmoid", "hardswish")
+SIXTH_CODES = (ACTIVATIONS["hard_sigmoid"], ACTIVATIONS["hardswish"])
 
 
-def float64_bound(reference: torch.nn.Module, device) -> float:
-    """SAME64, or CUDA_HARDSIGMOID64 where ``reference`` holds a hard sigmoid or hard swish and
+def float64_bound(reference: torch.nn.Module, device, *others: torch.nn.Module) -> float:
+    """SAME64, or CUDA_HARDSIGMOID64 where ``reference`` or one of ``others`` (the fused module,
+    whose unfused layers PyTorch runs: CoordAttn's gate) holds a hard sigmoid or hard swish and
     runs on CUDA."""
-    hard = any(type(m).__name__.lower().replace("_", "") in SIXTHS for m in reference.modules())
+    def is_hard(m):   # a hard activation layer, or a fused module's code of one
+        return (type(m).__name__.lower().replace("_", "") in SIXTHS
+                or any(getattr(m, code, None) in SIXTH_CODES for code in ("act_code", "gate_code")))
+
+    hard = any(is_hard(m) for module in (reference, *others) for m in module.modules())
     return CUDA_HARDSIGMOID64 if hard and torch.device(device).type == "cuda" else SAME64
 
 
@@ -167,7 +175,7 @@ def check_against_reference(fused, reference, x, dtype, what, unfused_bound=Fals
     before = copy.deepcopy(ref64) if dtype == torch.float64 and x.device.type == "cuda" else None
     y, dx, grads = grads_of(fused, x, dy)
     y64, dx64, grads64 = grads_of(ref64, x.double(), dy)
-    bound64 = float64_bound(ref64, x.device) if dtype == torch.float64 else 0.0
+    bound64 = float64_bound(ref64, x.device, fused) if dtype == torch.float64 else 0.0
     if before is not None:   # on a GPU: also twice how far float64 rounding carries through the reference
         gap = rounding_gap(lambda m, xx: grads_of(m, xx, lambda y: dy(y).to(y.device)), before, x.double(),
                            (y64, dx64, grads64))

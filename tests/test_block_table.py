@@ -42,9 +42,9 @@ def test_row_matches_reference(backend, name, dtype, layout, device):
     y, dx = check_against_reference(fused, ref, x, dtype, f"{name} {dtype} {layout}",
                                     unfused_bound=BLOCKS[name].unfused and dtype != torch.float64)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    if BLOCKS[name].unfused and layout == "channels_last":   # PyTorch's branch convs set it (CUDA float64: NCHW)
-        fmt = conv_memory_format(x)
-    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+    # y: PyTorch's branch convs set it (CUDA float64: NCHW); dx: x.grad follows x's layout
+    y_fmt = conv_memory_format(x) if BLOCKS[name].unfused and layout == "channels_last" else fmt
+    assert y.is_contiguous(memory_format=y_fmt) and dx.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize("name", ROWS)

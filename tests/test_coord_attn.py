@@ -12,7 +12,7 @@ import fusedattn
 from fusedattn.kernels import config
 from fusedattn.kernels.coord_attn import plan_strips
 from fusedattn.reference import CoordAtt, CoordAttn
-from helpers import DTYPES, LAYOUTS, SAME64, check_against_reference, make_x, rel_err
+from helpers import DTYPES, LAYOUTS, check_against_reference, float64_bound, make_x, rel_err
 
 
 def _random(ref):
@@ -97,7 +97,8 @@ def test_running_statistics_follow_the_reference(backend, device):
         for name, buf in ref.bn1.named_buffers():
             assert torch.allclose(getattr(fused.bn1, name).cpu(), buf, rtol=1e-12, atol=1e-14), name
         x = torch.randn(2, 16, 4, 4, dtype=torch.float64, device=device)
-        assert rel_err(fused.eval()(x).cpu(), ref.eval()(x.cpu())) <= SAME64   # the reference on the CPU
+        # the reference on the CPU; the fused gate's nn.Hardswish on CUDA multiplies by float32(1/6)
+        assert rel_err(fused.eval()(x).cpu(), ref.eval()(x.cpu())) <= float64_bound(ref, device, fused)
 
 
 def test_authors_layout_and_convert():

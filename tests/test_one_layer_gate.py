@@ -8,7 +8,7 @@ from torch import nn
 import fusedattn
 from fusedattn.kernels import config
 from fusedattn.reference import ChannelAttention, EffectiveSEModule
-from helpers import DTYPES, LAYOUTS, ODD_SHAPES, check_against_reference, float64_bound, make_x
+from helpers import DTYPES, LAYOUTS, ODD_SHAPES, check_against_reference, float64_bound, make_x, rel_err
 
 
 def _pair(kind, C, **kw):
@@ -70,10 +70,12 @@ def test_one_layer_gate_residual_epilogue(backend, device):
     g = torch.randn_like(want)
     got = torch.autograd.grad(y, (x, r, fused.fc.weight), g)
     exp = torch.autograd.grad(want, (x, r, ref.fc.weight), g)
-    bound = float64_bound(ref, device)   # SAME64; PyTorch's CUDA hard sigmoid rounds 1/6 to float32
-    assert torch.allclose(y, want, rtol=bound, atol=bound)
+    # SAME64; PyTorch's CUDA hard sigmoid rounds 1/6 to float32: 3e-8 of x * gate, which the
+    # shortcut can cancel in y, so norms (an elementwise bound failed on an H100)
+    bound = float64_bound(ref, device)
+    assert rel_err(y, want) <= bound
     for a, e in zip(got, exp):
-        assert torch.allclose(a, e, rtol=max(1e-10, bound), atol=bound)
+        assert rel_err(a, e, 1.0) <= max(1e-10, bound)
 
 
 def test_one_layer_gate_state_dict_and_errors():
