@@ -20,6 +20,8 @@
 #                                     one-chunk rule, the L2-chunked plan and batch 1, the block sweep
 #                                     of SE/ECA/CBAM (interrupted at 3.3 minutes), then the test files
 #                                     in FUSEDATTN_TEST_FILES compiled on 12 workers (2 minutes)
+# The test runs set TORCHINDUCTOR_COMPILE_THREADS=1: with inductor's compile-worker pool, pytest-xdist
+# hung at the end of a run (H100 round 2) until the timeout, and the failure summary was lost.
 # Logs and the result JSON land in $OUT; commit bench/results/*.json from there afterwards and
 # run `python bench/make_table.py --readme`.
 set -uo pipefail
@@ -40,7 +42,7 @@ if [ "$STAGE" = lease ]; then
   # SIGINT: pytest still runs its session finish, so the rows measured so far are written
   FUSEDATTN_BENCH_OUT="$OUT/blocks.json" timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \
     --benchmark-only -q -p no:cacheprovider --benchmark-disable-gc > "$OUT/blocks.log" 2>&1; tail -4 "$OUT/blocks.log"
-  timeout -s INT -k 15 190 python3 -m pytest -n 12 -v --tb=short -rfE -p no:cacheprovider --timeout 150 \
+  TORCHINDUCTOR_COMPILE_THREADS=1 timeout -s INT -k 15 190 python3 -m pytest -n 12 -v --tb=short -rfE -p no:cacheprovider --timeout 150 \
     --junitxml="$OUT/junit.xml" tests/test_simam.py tests/test_coord_attn.py tests/test_block_table.py tests/test_se.py tests/test_eca.py tests/test_cbam.py \
     tests/test_ultralytics_cbam.py tests/test_one_layer_gate.py tests/test_activations.py \
     tests/test_spatial_gate.py tests/test_sk.py tests/test_psa.py tests/test_mlp_gate.py \
@@ -56,7 +58,7 @@ if [ "$STAGE" = round ]; then
   FUSEDATTN_BENCH_BLOCKS=${FUSEDATTN_BENCH_BLOCKS:-se,eca,cbam} FUSEDATTN_BENCH_OUT="$OUT/blocks.json" \
     timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \
     --benchmark-only -q -p no:cacheprovider --benchmark-disable-gc > "$OUT/blocks.log" 2>&1; tail -4 "$OUT/blocks.log"
-  timeout -s INT -k 15 130 python3 -m pytest -n 12 -q --tb=line -rfE -p no:cacheprovider --timeout 120 \
+  TORCHINDUCTOR_COMPILE_THREADS=1 timeout -s INT -k 15 130 python3 -m pytest -n 12 -q --tb=line -rfE -p no:cacheprovider --timeout 120 \
     --junitxml="$OUT/junit.xml" ${FUSEDATTN_TEST_FILES:-tests} > "$OUT/tests.log" 2>&1
   tail -30 "$OUT/tests.log"
 fi

@@ -16,6 +16,7 @@ from .layout import cdiv, next_pow2
 
 from . import config
 from .activations import RELU, activation
+from .launch import fast
 
 
 @triton.jit
@@ -81,7 +82,7 @@ def batch_outer_pair(first: Outer, second: Outer | None) -> None:
         second, tiles[1] = first, 0
     acc = tl.float64 if first.a.dtype == torch.float64 else tl.float32
     with_sum = first.a_sum is not None
-    batch_outer_pair_kernel[(tiles[0] + tiles[1],)](
+    fast(batch_outer_pair_kernel)[(tiles[0] + tiles[1],)](
         first.a, first.v, first.out, first.a_sum if with_sum else first.out, *dims[0], tiles[0],
         second.a, second.v, second.out, second.a_sum if with_sum else second.out, *dims[1], B,
         V_ACT1=first.v_act, V_ACT2=second.v_act, WITH_SUM=with_sum,

@@ -26,6 +26,7 @@ from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .mlp_gate import mlp_gate_backward, mlp_gate_forward, use_mlp_gate
 from .se_gate import gate_tiles
 from .spatial_pool import plan_spatial, spatial_pool
+from .launch import fast
 
 #: [BLOCK_C, BLOCK_RD] weight tile of the channel gate kernels: half of SE's, since they apply
 #: the MLP to two vectors (mean and max) per tile. With 4096 elements ptxas spilled on sm_90
@@ -67,7 +68,7 @@ def cbam_channel_forward(x, w1, b1, w2, b2):
             mlp_gate_forward(parts, B, C, RD, H * W, w1, b1, w2, b2, pooled, None, hidden, ca, b0, nb,
                              acc_dtype(x.dtype), paired=not one_layer)
         else:
-            cbam_channel_gate_forward_kernel[(nb,)](
+            fast(cbam_channel_gate_forward_kernel)[(nb,)](
                 parts.sums, parts.maxs, plan.n_splits, B, C, RD, H * W,
                 w1, b1 if has_bias else w1, w2, b2 if has_bias else w2, pooled, hidden, ca, b0,
                 HAS_BIAS=has_bias, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
@@ -135,7 +136,7 @@ def cbam_channel_backward(dy, x, w1, w2, has_bias: bool, ca, pooled, hidden, map
             mlp_gate_backward(parts, B, C, RD, H * W, w1f, w2f, hidden, ca, dv, dh, mean_coef, max_coef, b0, nb,
                               acc_dtype(x.dtype), paired=not one_layer)
         else:
-            cbam_channel_gate_backward_kernel[(nb,)](
+            fast(cbam_channel_gate_backward_kernel)[(nb,)](
                 parts.sums, parts.counts, plan.n_splits, B, C, RD, H * W, w1f, w2f, hidden, ca,
                 dv, dh, mean_coef, max_coef, b0,
                 BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,

@@ -20,6 +20,7 @@ from .channel_pool import PoolPartials, PoolPlan, pool_slab
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
 from .nan_math import max_grad
+from .launch import fast
 
 
 @triton.jit
@@ -96,7 +97,7 @@ def cbam_channel_grad(x: ChannelView, dy: ChannelView, plan: PoolPlan, parts: Po
     """pool_max None: no channel max pool (parts without counts)."""
     B, C, H, W = x.tensor.shape
     channel_max = pool_max is not None
-    cbam_channel_grad_kernel[(nb * plan.n_cblocks, plan.n_splits)](
+    fast(cbam_channel_grad_kernel)[(nb * plan.n_cblocks, plan.n_splits)](
         x.tensor, x.sb, x.sc, x.shw, dy.tensor, dy.sb, dy.sc, dy.shw,
         ca, pool_max if channel_max else ca, sa, k_mean, maps, k_max, parts.sums,
         parts.counts if channel_max else parts.sums,
@@ -111,7 +112,7 @@ def cbam_input_grad(dy: ChannelView, x: ChannelView, dx: ChannelView, plan: Pool
     _, C, H, W = x.tensor.shape
     grid, n_hw = scale_grid(plan, nb, H * W)
     channel_max = pool_max is not None
-    cbam_input_grad_kernel[grid](
+    fast(cbam_input_grad_kernel)[grid](
         dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw, dx.tensor, dx.sb, dx.sc, dx.shw,
         ca, pool_max if channel_max else ca, mean_coef, max_coef if channel_max else mean_coef, sa, k_mean, maps,
         k_max, b0, C, H * W, n_hw, plan.n_cblocks, CHANNEL_MAX=channel_max,

@@ -17,6 +17,7 @@ import triton.language as tl
 from . import config
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, acc_torch_dtype, cdiv, tile_shape
 from .nan_math import max_along, maximum
+from .launch import fast
 
 
 @triton.jit
@@ -120,7 +121,7 @@ def channel_pool(view: ChannelView, plan: PoolPlan, parts: PoolPartials, b0: int
     B, C, H, W = view.tensor.shape
     d = dy if dy is not None else view
     grid = (nb * plan.n_cblocks, plan.n_splits)
-    channel_pool_kernel[grid](
+    fast(channel_pool_kernel)[grid](
         view.tensor, view.sb, view.sc, view.shw,
         d.tensor, d.sb, d.sc, d.shw,
         ref_max if ref_max is not None else parts.sums,

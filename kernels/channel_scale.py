@@ -17,6 +17,7 @@ from .channel_pool import PoolPlan
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv
 from .activations import activation
 from .nan_math import max_grad
+from .launch import fast
 
 @triton.jit
 def scale_tile(pid, b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
@@ -90,7 +91,7 @@ def channel_scale(x: ChannelView, y: ChannelView, gate, plan: PoolPlan, b0: int,
     _, C, H, W = x.tensor.shape
     grid, n_hw = scale_grid(plan, nb, H * W)
     r = shortcut if shortcut is not None else x
-    channel_scale_kernel[grid](
+    fast(channel_scale_kernel)[grid](
         x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, r.tensor, r.sb, r.sc, r.shw, gate,
         spatial if spatial is not None else gate,
         b0, C, H * W, n_hw, plan.n_cblocks, HAS_SPATIAL=spatial is not None,
@@ -105,7 +106,7 @@ def channel_scale_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, gat
     _, C, H, W = x.tensor.shape
     grid, n_hw = scale_grid(plan, nb, H * W)
     with_max = pool_max is not None
-    channel_scale_backward_kernel[grid](
+    fast(channel_scale_backward_kernel)[grid](
         dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw,
         dx.tensor, dx.sb, dx.sc, dx.shw,
         gate, mean_coef, pool_max if with_max else gate, max_coef if with_max else gate,

@@ -66,6 +66,10 @@ chunk_bytes: int | None = None
 #: Env: FUSEDATTN_L2_CHUNKS=1 (always) or 0 (never).
 l2_chunks: bool | None = {"1": True, "0": False}.get(os.environ.get("FUSEDATTN_L2_CHUNKS", ""))
 
+#: Launch compiled kernels through kernels/launch.py's lean path (False: every launch through
+#: Triton's JITFunction.run). Env: FUSEDATTN_FAST_LAUNCH=0 turns it off.
+fast_launch: bool = os.environ.get("FUSEDATTN_FAST_LAUNCH", "1") != "0"
+
 #: Number of programs the pooling pass aims for (it splits H*W to get there).
 #: ``None`` means 4 per SM on CUDA, 4 under the interpreter.
 target_programs: int | None = None

@@ -34,6 +34,7 @@ import triton.language as tl
 
 from . import config
 from .layout import STREAM_WARPS, acc_dtype, acc_torch_dtype, cdiv, next_pow2
+from .launch import fast
 
 
 @triton.jit
@@ -178,7 +179,7 @@ def _strip_sums(x, dy, a, grad: bool) -> torch.Tensor:
     else:
         rows, cols = out, out[H:]
     d = dy if grad else x
-    strip_sums_kernel[plan.grid(B)](
+    fast(strip_sums_kernel)[plan.grid(B)](
         x, *x.stride(), d, *d.stride(), a if grad else out, rows, H * B * C, cols, W * B * C,
         B, C, H, plan.h_per_split, plan.n_cblocks, W=W,
         GRAD=grad, X_ALIGN=row_alignment(x), DY_ALIGN=row_alignment(d),
@@ -207,7 +208,7 @@ def strip_scale(v: torch.Tensor, a: torch.Tensor, skip: bool, k: torch.Tensor | 
     B, C, H, W = v.shape
     plan = plan_strips(v)
     out = config.new_like(v)
-    strip_scale_kernel[plan.grid(B)](
+    fast(strip_scale_kernel)[plan.grid(B)](
         v, *v.stride(), out, *out.stride(), a, k if k is not None else a,
         B, C, H, plan.h_per_split, plan.n_cblocks, W=W,
         SKIP=skip, ADD=k is not None, V_ALIGN=row_alignment(v), OUT_ALIGN=row_alignment(out),

@@ -5,6 +5,7 @@ from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
 from .eca_gate import eca_block_c, eca_gate_backward_kernel, eca_gate_forward_kernel, eca_weight_grad_kernel
 from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .one_launch import eca_fits_one_launch, eca_one_launch, eca_one_launch_backward
+from .launch import fast
 
 
 def eca_forward(x, weight, bias, circular: bool, shortcut=None, act: int = 0):
@@ -28,7 +29,7 @@ def eca_forward(x, weight, bias, circular: bool, shortcut=None, act: int = 0):
     block_c = eca_block_c(C)
 
     def launch_gate(parts, b0, nb):
-        eca_gate_forward_kernel[(nb, -(-C // block_c))](
+        fast(eca_gate_forward_kernel)[(nb, -(-C // block_c))](
             parts.sums, parts.sums.shape[0], B, C, H * W, w,
             bias if bias is not None else w, pooled, gate, b0,
             K=K, CIRCULAR=circular, HAS_BIAS=bias is not None,
@@ -61,14 +62,14 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
         mean_coef = config.new_buffer((B, C), dt, dev)
 
         def launch_gate_backward(parts, b0, nb):
-            eca_gate_backward_kernel[(nb, -(-C // block_c))](
+            fast(eca_gate_backward_kernel)[(nb, -(-C // block_c))](
                 parts.sums, parts.sums.shape[0], B, C, H * W, w, gate, dz, mean_coef, b0,
                 K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
             )
 
         dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef, epilogue=epilogue)
     if not weight_grads_done:
-        eca_weight_grad_kernel[(K + int(has_bias),)](
+        fast(eca_weight_grad_kernel)[(K + int(has_bias),)](
             dz, pooled, dw, db if has_bias else dw, B, C,
             K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
         )

@@ -18,6 +18,7 @@ from .channel_pool import PoolPlan
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
 from .activations import RELU_CODE, activation_grad
+from .launch import fast
 
 @triton.jit
 def epilogue_grad_kernel(
@@ -53,7 +54,7 @@ def epilogue_grad(dout: ChannelView, out: ChannelView | None, x: ChannelView, sh
     grid, n_hw = scale_grid(plan, nb, H * W)
     o = out if out is not None else dout
     r = shortcut if shortcut is not None else x
-    epilogue_grad_kernel[grid](
+    fast(epilogue_grad_kernel)[grid](
         dout.tensor, dout.sb, dout.sc, dout.shw, o.tensor, o.sb, o.sc, o.shw,
         x.tensor, x.sb, x.sc, x.shw, r.tensor, r.sb, r.sc, r.shw, dz.tensor, dz.sb, dz.sc, dz.shw,
         gate, b0, C, H * W, n_hw, plan.n_cblocks, ACT=act, HAS_RES=shortcut is not None,

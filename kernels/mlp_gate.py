@@ -29,6 +29,7 @@ from . import config
 from .layout import cdiv, next_pow2
 from .activations import RELU, SIGMOID, activation, activation_grad, gate_grad
 from .nan_math import maximum
+from .launch import fast
 
 #: Elements of a program's [BLOCK_N, BLOCK_R, BLOCK_C] FMA product (4 warps: 32 per thread).
 PRODUCT_ELEMS = 4096
@@ -264,7 +265,7 @@ def mlp_gate_forward(parts, B, C, RD, HW, w1, b1, w2, b2, pooled, pool_max, hidd
     with_max, has_bias, one_layer = parts.maxs is not None, b1 is not None, w2 is None
     t = mlp_tiles(nb, C, RD, pooled.dtype)
     (hr, hc), (gr, gc) = t.hidden, t.gate
-    mlp_hidden_kernel[(cdiv(nb, t.block_n), cdiv(RD, hr), 1 + paired)](
+    fast(mlp_hidden_kernel)[(cdiv(nb, t.block_n), cdiv(RD, hr), 1 + paired)](
         parts.sums, parts.maxs if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW,
         w1, b1 if has_bias else w1, pooled, pool_max if with_max and not paired else pooled,
         gate if one_layer else hidden, b0, b0 + nb,
@@ -274,7 +275,7 @@ def mlp_gate_forward(parts, B, C, RD, HW, w1, b1, w2, b2, pooled, pool_max, hidd
     )
     if one_layer:
         return
-    mlp_gate_kernel[(cdiv(nb, t.block_n), cdiv(C, gc))](
+    fast(mlp_gate_kernel)[(cdiv(nb, t.block_n), cdiv(C, gc))](
         hidden, B, C, RD, w2, b2 if has_bias else w2, gate, b0, b0 + nb,
         HAS_BIAS=has_bias, PAIRED=paired, MLP_ACT=mlp_act, GATE=gate_fn, USE_DOT=t.use_dot, BLOCK_N=t.block_n,
         BLOCK_R=gr, BLOCK_C=gc, ACC=acc, num_warps=4,
@@ -289,13 +290,13 @@ def mlp_gate_backward(parts, B, C, RD, HW, w1, w2, hidden, gate, dz, dh, mean_co
     with_max, one_layer = parts.counts is not None, w2 is None
     t = mlp_tiles(nb, C, RD, dh.dtype)
     (hr, hc), (gr, gc) = t.hidden, t.gate
-    mlp_hidden_backward_kernel[(cdiv(nb, t.block_n), cdiv(RD, hr))](
+    fast(mlp_hidden_backward_kernel)[(cdiv(nb, t.block_n), cdiv(RD, hr))](
         parts.sums, parts.sums.shape[0], B, C, RD, w1 if one_layer else w2, gate if one_layer else hidden, gate,
         dh if one_layer else dz, dh, b0, b0 + nb,
         PAIRED=paired, ONE_LAYER=one_layer, MLP_ACT=RELU if one_layer else mlp_act, GATE=gate_fn,
         USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
-    mlp_gate_backward_kernel[(cdiv(nb, t.block_n), cdiv(C, gc))](
+    fast(mlp_gate_backward_kernel)[(cdiv(nb, t.block_n), cdiv(C, gc))](
         parts.counts if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW, w1, dh, mean_coef,
         max_coef if with_max else mean_coef, b0, b0 + nb,
         WITH_MAX=with_max, PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=gr, BLOCK_C=gc,

@@ -29,6 +29,7 @@ from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2
 from .activations import RELU, SIGMOID, activation, activation_grad, gate_grad, sigmoid
 from .se_gate import gate_of, store_hidden, store_pooled, w1_times, w1t_times, w2t_times
 from .nan_math import max_along, max_grad, maximum
+from .launch import fast
 
 #: Elements of one [BLOCK_C, BLOCK_HW] tile a one-launch program streams (8 warps: 16 each).
 TILE_ELEMS = 4096
@@ -373,7 +374,7 @@ def se_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None, 
     block_c, block_hw, block_rd = se_tiles(x, C, RD, H * W)
     r = shortcut if shortcut is not None else x
     with_max = pool_max.numel() > 0
-    se_one_launch_kernel[(B,)](
+    fast(se_one_launch_kernel)[(B,)](
         x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, r.tensor, r.sb, r.sc, r.shw,
         w1, b1 if b1 is not None else w1, w2, b2 if b2 is not None else w2,
         pooled, pool_max if with_max else pooled, hidden, gate, C, RD, H * W,
@@ -410,7 +411,7 @@ def eca_one_launch(x: ChannelView, y: ChannelView, shortcut: ChannelView | None,
     block_c, block_hw, halo, n_cblocks = eca_tiles(x, K, H * W)
     scratch = torch.empty((B * n_cblocks, block_c + halo), dtype=pooled.dtype, device=x.tensor.device)
     r = shortcut if shortcut is not None else x
-    eca_one_launch_kernel[(B * n_cblocks,)](
+    fast(eca_one_launch_kernel)[(B * n_cblocks,)](
         x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, r.tensor, r.sb, r.sc, r.shw,
         w, bias if bias is not None else w, pooled, gate, scratch, C, H * W, n_cblocks,
         K=K, CIRCULAR=circular, HAS_BIAS=bias is not None, HAS_RES=shortcut is not None, ACT=act,
@@ -432,7 +433,7 @@ def se_one_launch_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w1,
     ties = torch.empty((B, C), dtype=dz.dtype, device=dz.device) if with_max else gate
     dw1, db1, dw2, db2 = weight_grads if weight_grads is not None else (gate,) * 4
     has_bias = db1 is not None
-    se_one_launch_backward_kernel[(B,)](
+    fast(se_one_launch_backward_kernel)[(B,)](
         dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw, dx.tensor, dx.sb, dx.sc, dx.shw,
         w1, w2, hidden, gate, pool_max if with_max else gate, dz, dh, ties,
         pooled if pooled is not None else gate, dw1, db1 if has_bias else dw1, dw2, db2 if has_bias else dw2,
@@ -451,7 +452,7 @@ def eca_one_launch_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w,
     block_c, block_hw, halo, n_cblocks = eca_tiles(x, K, H * W)
     scratch = torch.empty((B * n_cblocks, block_c + halo), dtype=dz.dtype, device=dz.device)
     weight_grads = B * n_cblocks == 1
-    eca_one_launch_backward_kernel[(B * n_cblocks,)](
+    fast(eca_one_launch_backward_kernel)[(B * n_cblocks,)](
         dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw, dx.tensor, dx.sb, dx.sc, dx.shw,
         w, gate, dz, scratch, pooled, dw, db if db is not None else dw, C, H * W, n_cblocks,
         K=K, CIRCULAR=circular, WEIGHT_GRADS=weight_grads, HAS_BIAS=db is not None,

@@ -21,6 +21,7 @@ import triton.language as tl
 from .channel_pool import PoolPlan, plan_pool, pool_slab
 from .channel_scale import scale_grid, scale_tile
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, acc_torch_dtype, channel_view, suggested_memory_format
+from .launch import fast
 
 MAX_PATHS = 4
 
@@ -176,7 +177,7 @@ def path_pool(views: list[ChannelView], plan: PoolPlan, sums: torch.Tensor,
     for gi, group in enumerate(path_groups(P)):
         ptrs = _pointers([views[p].tensor for p in group])
         product = dy is not None
-        path_pool_kernel[(B * plan.n_cblocks, plan.n_splits)](
+        fast(path_pool_kernel)[(B * plan.n_cblocks, plan.n_splits)](
             *ptrs, v0.sb, v0.sc, v0.shw, d.tensor, d.sb, d.sc, d.shw,
             sums, 0 if product else gi * plan.n_splits, sums.shape[1],
             P if product else 1, group.start if product else 0,
@@ -192,7 +193,7 @@ def path_combine(views: list[ChannelView], y: ChannelView, att: torch.Tensor, pl
     v0 = views[0]
     grid, n_hw = scale_grid(plan, B, H * W)
     for gi, group in enumerate(path_groups(len(views))):
-        path_combine_kernel[grid](
+        fast(path_combine_kernel)[grid](
             *_pointers([views[p].tensor for p in group]), v0.sb, v0.sc, v0.shw,
             y.tensor, y.sb, y.sc, y.shw, att, group.start, len(views), C, H * W, n_hw, plan.n_cblocks,
             P=len(group), ACCUMULATE=gi > 0,
@@ -207,7 +208,7 @@ def path_combine_backward(dy: ChannelView, dxs: list[ChannelView], att: torch.Te
     g0 = dxs[0]
     grid, n_hw = scale_grid(plan, B, H * W)
     for group in path_groups(len(dxs)):
-        path_combine_backward_kernel[grid](
+        fast(path_combine_backward_kernel)[grid](
             dy.tensor, dy.sb, dy.sc, dy.shw,
             *_pointers([dxs[p].tensor for p in group]), g0.sb, g0.sc, g0.shw,
             att, coef, group.start, len(dxs), C, H * W, n_hw, plan.n_cblocks,

@@ -20,6 +20,7 @@ from .layout import cdiv, channel_view, suggested_memory_format
 from .path_sum import branches
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
 from .split_softmax import softmax_block_c, split_softmax_backward_kernel, split_softmax_kernel
+from .launch import fast
 
 
 def _output_slice(out, P, C, p):
@@ -44,14 +45,14 @@ def psa_forward(xs, w1, b1, w2, b2):
     pooled, se = config.new_buffer((P * B, C), dt, dev), config.new_buffer((P * B, C), dt, dev)
     hidden, att = config.new_buffer((P * B, RD), dt, dev), config.new_buffer((P * B, C), dt, dev)
     block_c, block_rd = gate_tiles(C, RD)
-    se_gate_forward_kernel[(P * B,)](
+    fast(se_gate_forward_kernel)[(P * B,)](
         parts.sums, parts.sums, plan.n_splits, P * B, C, RD, H * W,
         w1, b1.contiguous() if has_bias else w1, w2, b2.contiguous() if has_bias else w2,
         pooled, pooled, hidden, se, 0,
         HAS_BIAS=has_bias, WITH_MAX=False, MLP_ACT=RELU, GATE=SIGMOID, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc,
         num_warps=4)
     sb = softmax_block_c(C)
-    split_softmax_kernel[(B, cdiv(C, sb))](se, att, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
+    fast(split_softmax_kernel)[(B, cdiv(C, sb))](se, att, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
     out = config.new_buffer((B, P * C, H, W), x0.dtype, dev, suggested_memory_format(x0))
     for p, v in enumerate(views):
         channel_scale(v, channel_view(_output_slice(out, P, C, p)), att[p * B:(p + 1) * B], plan, 0, B)
@@ -69,13 +70,13 @@ def psa_backward(dout, xs, w1, w2, has_bias: bool, pooled, hidden, se, att):
         channel_pool(views[p], plan, parts, 0, B, dy=dys[p], row0=p * B)
     ds = config.new_buffer((1, P * B, C), dt, dev)
     sb = softmax_block_c(C)
-    split_softmax_backward_kernel[(B, cdiv(C, sb))](
+    fast(split_softmax_backward_kernel)[(B, cdiv(C, sb))](
         parts.sums, plan.n_splits, att, ds, B, C, P=P, BLOCK_C=sb, ACC=acc, num_warps=4)
     dz = config.new_buffer((P * B, C), dt, dev)
     dh = config.new_buffer((P * B, RD), dt, dev)
     mean_coef = config.new_buffer((P * B, C), dt, dev)
     block_c, block_rd = gate_tiles(C, RD)
-    se_gate_backward_kernel[(P * B,)](
+    fast(se_gate_backward_kernel)[(P * B,)](
         ds, ds, 1, P * B, C, RD, H * W, w1f, w2f, hidden, se, dz, dh, mean_coef, mean_coef, 0,
         WITH_MAX=False, MLP_ACT=RELU, GATE=SIGMOID, BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc, num_warps=4)
     dxs = []

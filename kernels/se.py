@@ -9,6 +9,7 @@ from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .mlp_gate import mlp_gate_backward, mlp_gate_forward, use_mlp_gate
 from .one_launch import se_fits_one_launch, se_one_launch, se_one_launch_backward
 from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
+from .launch import fast
 
 
 def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0, mlp_act: int = RELU,
@@ -48,7 +49,7 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
             mlp_gate_forward(parts, B, C, RD, H * W, w1, b1, w2, b2, pooled, pool_max, hidden, gate, b0, nb,
                              acc_dtype(x.dtype), mlp_act=mlp_act, gate_fn=gate_fn)
             return
-        se_gate_forward_kernel[(nb,)](
+        fast(se_gate_forward_kernel)[(nb,)](
             parts.sums, parts.maxs if add_maxpool else parts.sums, parts.sums.shape[0],
             B, C, RD, H * W,
             w1, b1 if has_bias else w1, w2, b2 if has_bias else w2,
@@ -101,7 +102,7 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
             mlp_gate_backward(parts, B, C, RD, H * W, w1f, w2f, hidden, gate, dz, dh, mean_coef, max_coef, b0, nb,
                               acc_dtype(x.dtype), mlp_act=mlp_act, gate_fn=gate_fn)
             return
-        se_gate_backward_kernel[(nb,)](
+        fast(se_gate_backward_kernel)[(nb,)](
             parts.sums, parts.counts if with_max else parts.sums, parts.sums.shape[0],
             B, C, RD, H * W, w1f, w2f, hidden, gate,
             dz, dh, mean_coef, max_coef if with_max else mean_coef, b0,

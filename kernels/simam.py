@@ -31,6 +31,7 @@ import triton.language as tl
 from . import config
 from .activations import sigmoid
 from .layout import STREAM_WARPS, ChannelView, acc_dtype, acc_torch_dtype, cdiv, channel_view, next_pow2, tile_shape
+from .launch import fast
 
 
 @triton.jit
@@ -285,10 +286,10 @@ def simam_forward(x: torch.Tensor, e_lambda: float):
     grid = (B * plan.n_cblocks, plan.n_splits)
     meta = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype), num_warps=STREAM_WARPS)
     if split:
-        simam_statistics_kernel[grid](xv.tensor, xv.sb, xv.sc, xv.shw, *parts, B, C, H * W, plan.hw_per_split,
+        fast(simam_statistics_kernel)[grid](xv.tensor, xv.sb, xv.sc, xv.shw, *parts, B, C, H * W, plan.hw_per_split,
                                       plan.n_cblocks, **meta)
     # e_lambda a constexpr: a float argument would reach the float64 variant rounded to float32
-    simam_forward_kernel[grid](
+    fast(simam_forward_kernel)[grid](
         xv.tensor, xv.sb, xv.sc, xv.shw, y, yv.sb, yv.sc, yv.shw, centre, rinv, *parts,
         B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks, LAMBDA=e_lambda, SPLIT=split, **meta)
     return y, centre, rinv
@@ -307,9 +308,9 @@ def simam_backward(dy: torch.Tensor, x: torch.Tensor, centre: torch.Tensor, rinv
     grid = (B * plan.n_cblocks, plan.n_splits)
     meta = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(x.dtype), num_warps=STREAM_WARPS)
     if split:
-        simam_grad_sums_kernel[grid](dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, centre,
+        fast(simam_grad_sums_kernel)[grid](dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, centre,
                                      rinv, *parts, B, C, H * W, plan.hw_per_split, plan.n_cblocks, **meta)
-    simam_backward_kernel[grid](
+    fast(simam_backward_kernel)[grid](
         dyv.tensor, dyv.sb, dyv.sc, dyv.shw, xv.tensor, xv.sb, xv.sc, xv.shw, dx, dxv.sb, dxv.sc, dxv.shw,
         centre, rinv, *parts, B, C, H * W, plan.hw_per_split, plan.n_splits, plan.n_cblocks, SPLIT=split, **meta)
     return dx

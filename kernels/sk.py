@@ -19,6 +19,7 @@ from .layout import channel_view
 from .path_sum import branches, path_combine, path_combine_backward, path_groups, path_pool
 from .se_gate import gate_tiles
 from .sk_gate import sk_bn_backward_kernel, sk_reduce_kernel, sk_select_backward_kernel, sk_select_kernel
+from .launch import fast
 
 
 def select_block_c(C: int, A: int) -> int:
@@ -44,10 +45,10 @@ def sk_forward(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, t
     u, att = config.new_buffer((B, A), dt, dev), config.new_buffer((B, P * C), dt, dev)
     mean, var = config.new_buffer((A,), dt, dev), config.new_buffer((A,), dt, dev)
     block_c, block_a = gate_tiles(C, A)
-    sk_reduce_kernel[(B,)](sums, sums.shape[0], B, C, A, H * W, wr, s, z,
+    fast(sk_reduce_kernel)[(B,)](sums, sums.shape[0], B, C, A, H * W, wr, s, z,
                            BLOCK_C=block_c, BLOCK_A=block_a, ACC=acc, num_warps=4)
     stats = (gamma, gamma) if training else (running_mean, running_var)
-    sk_select_kernel[(B,)](z, B, C, A, ws, gamma, beta, *stats, float(eps), u, att, mean, var,
+    fast(sk_select_kernel)[(B,)](z, B, C, A, ws, gamma, beta, *stats, float(eps), u, att, mean, var,
                            P=P, TRAINING=training, BLOCK_C=select_block_c(C, A), BLOCK_A=block_a, ACC=acc,
                            num_warps=4)
     y = config.new_like(views[0].tensor)
@@ -66,11 +67,11 @@ def sk_backward(dy, xs, w_reduce, w_select, gamma, eps: float, training: bool, s
     path_pool(views, plan, datt, dy=dyv)
     dlogit, du = config.new_buffer((B, P * C), dt, dev), config.new_buffer((B, A), dt, dev)
     block_c, block_a = gate_tiles(C, A)
-    sk_select_backward_kernel[(B,)](datt, plan.n_splits, B, C, A, ws, u, att, dlogit, du, P=P,
+    fast(sk_select_backward_kernel)[(B,)](datt, plan.n_splits, B, C, A, ws, u, att, dlogit, du, P=P,
                                     BLOCK_C=select_block_c(C, A), BLOCK_A=block_a, ACC=acc, num_warps=4)
     dz, coef = config.new_buffer((B, A), dt, dev), config.new_buffer((B, C), dt, dev)
     dgamma, dbeta = config.new_buffer((A,), dt, dev), config.new_buffer((A,), dt, dev)
-    sk_bn_backward_kernel[(B,)](du, z, mean, var, gamma, float(eps), B, C, A, H * W, wr,
+    fast(sk_bn_backward_kernel)[(B,)](du, z, mean, var, gamma, float(eps), B, C, A, H * W, wr,
                                 dz, coef, dgamma, dbeta,
                                 TRAINING=training, BLOCK_C=block_c, BLOCK_A=block_a, ACC=acc, num_warps=4)
     dxs = [config.new_like(v.tensor) for v in views]

@@ -28,6 +28,7 @@ from . import config
 from .layout import acc_dtype, cdiv, next_pow2
 from .activations import sigmoid
 from .sk_gate import _inv_std
+from .launch import fast
 
 #: rows of partials added per step when a program reduces them.
 BLOCK_ROWS = 256
@@ -458,16 +459,16 @@ def spatial_gate_forward(maps, conv_weight, conv_bias, bn_weight, bn_bias, runni
     acc = acc_dtype(dt)
     block_r = min(BLOCK_ROWS, next_pow2(P))
     if small:
-        spatial_gate_forward_small_kernel[(1,)](
+        fast(spatial_gate_forward_small_kernel)[(1,)](
             maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, P, wm_off, wx_off, eps,
             NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r,
             ACC=acc, num_warps=warps)
         return sa, mean, var
-    spatial_gate_forward_kernel[(P,)](
+    fast(spatial_gate_forward_kernel)[(P,)](
         maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, wm_off, wx_off, eps,
         NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, ACC=acc, num_warps=warps)
     if norm == 2:
-        spatial_norm_kernel[(P,)](
+        fast(spatial_norm_kernel)[(P,)](
             sa, gamma, beta, part, mean, var, H * W, W, N, P, eps,
             HAS_AFFINE=has_affine, BLOCK=block, BLOCK_R=block_r, ACC=acc, num_warps=warps)
     return sa, mean, var
@@ -505,23 +506,23 @@ def spatial_gate_backward(dsa, ties, maps, sa, mean, var, C: int, conv_weight, c
     dbeta = config.new_buffer((1,), bn_bias.dtype, dev) if has_affine else None
     grads = (dw, db if has_bias else dw, dgamma if has_affine else dw, dbeta if has_affine else dw)
     if small:
-        spatial_gate_backward_small_kernel[(1,)](
+        fast(spatial_gate_backward_small_kernel)[(1,)](
             dsa, sa, ties, maps, conv_weight, bias, gamma, mean, var, du, zhat, k_mean, k_max, part, *grads,
             C, H, W, N, P, wm_off, wx_off, eps, ncol,
             NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r,
             BLOCK_N=next_pow2(ncol), ACC=acc, num_warps=warps)
         return k_mean, k_max, dw, db, dgamma, dbeta
     if norm == 2:
-        spatial_backward_stats_kernel[(P,)](
+        fast(spatial_backward_stats_kernel)[(P,)](
             dsa, sa, maps, conv_weight, bias, mean, var, du, zhat, part,
             H, W, N, wm_off, wx_off, eps, ncol, 2 * k * k + 1,
             HAS_BIAS=has_bias, K=k, BLOCK=block, ACC=acc, num_warps=warps)
-    spatial_backward_kernel[(P,)](
+    fast(spatial_backward_kernel)[(P,)](
         dsa, sa, ties, maps, conv_weight, bias, gamma, mean, var, du, zhat, k_mean, k_max, part,
         C, H, W, N, P, wm_off, wx_off, eps, ncol,
         NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r, ACC=acc,
         num_warps=warps)
-    partial_sums_kernel[(1,)](
+    fast(partial_sums_kernel)[(1,)](
         part, P, ncol, *grads, 2 * k * k,
         HAS_BIAS=has_bias, HAS_AFFINE=has_affine, BLOCK_R=min(64, block_r), BLOCK_N=next_pow2(ncol), ACC=acc,
         num_warps=4)

@@ -15,6 +15,7 @@ import triton.language as tl
 from . import config
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2, tile_shape
 from .nan_math import max_along, maximum
+from .launch import fast
 
 
 @triton.jit
@@ -86,7 +87,7 @@ def spatial_pool(x: ChannelView, ca, plan: SpatialPlan, b0: int, nb: int, out_su
     into out_max, ties with ref_max into out_cnt; outputs indexed b * out_sb + hw."""
     _, C, H, W = x.tensor.shape
     d = dy if dy is not None else x
-    spatial_pool_kernel[(nb * plan.n_hwblocks,)](
+    fast(spatial_pool_kernel)[(nb * plan.n_hwblocks,)](
         x.tensor, x.sb, x.sc, x.shw, d.tensor, d.sb, d.sc, d.shw,
         ca, ref_max if ref_max is not None else ca, ref_sb,
         out_sum, out_max if out_max is not None else out_sum,
