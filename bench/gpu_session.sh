@@ -16,8 +16,8 @@
 #                                     they come), then the
 #                                     kernel and model test files compiled on 12 workers (interrupted
 #                                     at 3.2 minutes; log and junit kept)
-#   bash bench/gpu_session.sh round   a second 15-minute lease (under 8 minutes): host profiles of the
-#                                     one-chunk rule, the L2-chunked plan and batch 1, the block sweep
+#   bash bench/gpu_session.sh round   a 15-minute lease after the first (under 8 minutes): host profiles
+#                                     with the lean launch path, without it (FUSEDATTN_FAST_LAUNCH=0), batch 1, the block sweep
 #                                     of SE/ECA/CBAM (interrupted at 3.3 minutes), then the test files
 #                                     in FUSEDATTN_TEST_FILES compiled on 12 workers (2 minutes)
 # The test runs set TORCHINDUCTOR_COMPILE_THREADS=1: with inductor's compile-worker pool, pytest-xdist
@@ -47,13 +47,14 @@ if [ "$STAGE" = lease ]; then
     tests/test_ultralytics_cbam.py tests/test_one_layer_gate.py tests/test_activations.py \
     tests/test_spatial_gate.py tests/test_sk.py tests/test_psa.py tests/test_mlp_gate.py \
     tests/test_one_launch.py tests/test_residual_epilogue.py tests/test_cuda_graph.py \
-    tests/test_compile.py tests/test_errors.py tests/test_dispatch.py tests/test_timm_compat.py \
+    tests/test_compile.py tests/test_errors.py tests/test_dispatch.py tests/test_timm_compat.py tests/test_fast_launch.py \
     tests/test_models_convert.py tests/test_autocast_and_modes.py > "$OUT/tests.log" 2>&1
   tail -30 "$OUT/tests.log"
 fi
 if [ "$STAGE" = round ]; then
   timeout -k 5 70 python3 bench/host_profile.py --top 8 --cprofile 30 > "$OUT/host.log" 2>&1; grep -v USDT "$OUT/host.log" | head -12
-  FUSEDATTN_L2_CHUNKS=1 timeout -k 5 40 python3 bench/host_profile.py --blocks se,cbam --top 0 > "$OUT/host-l2chunks.log" 2>&1
+  # every launch through Triton's JIT (kernels/launch.py's lean path off): what the lean path saves
+  FUSEDATTN_FAST_LAUNCH=0 timeout -k 5 40 python3 bench/host_profile.py --blocks se,cbam --top 0 > "$OUT/host-jit-launch.log" 2>&1
   timeout -k 5 40 python3 bench/host_profile.py --shape 1,256,56,56 --blocks se,eca --top 0 > "$OUT/host-b1.log" 2>&1
   FUSEDATTN_BENCH_BLOCKS=${FUSEDATTN_BENCH_BLOCKS:-se,eca,cbam} FUSEDATTN_BENCH_OUT="$OUT/blocks.json" \
     timeout -s INT -k 15 200 python3 -m pytest bench/test_bench_blocks.py \

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fusedattn.kernels import config
 from fusedattn.kernels.channel_pool import channel_pool_kernel
@@ -30,3 +31,22 @@ def test_interpreted_and_switched_off_kernels_launch_as_they_are(monkeypatch):
     assert fast(channel_pool_kernel) is channel_pool_kernel   # an InterpretedFunction: nothing to skip
     monkeypatch.setattr(config, "fast_launch", False)
     assert fast(channel_pool_kernel) is channel_pool_kernel
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a GPU launch")
+@pytest.mark.parametrize("block", ["se", "eca", "cbam", "simam"])
+def test_fast_and_jit_launches_agree_on_a_gpu(block, monkeypatch):
+    """The same calls through the lean path and through the JIT give bitwise the same outputs and
+    gradients on a GPU (the real launcher, not the recording driver)."""
+    from fusedattn.costmodel.cases import Case, make_inputs, make_pair, runner
+
+    case = Case(block, 2, 64, 9, 9, "bf16", "channels_last", "fwd+bwd")
+    _, fused = make_pair(case, device="cuda")
+    xs = make_inputs(case, device="cuda")
+    run = runner(fused, xs, case.pass_)
+    results = {}
+    for on in (False, True, True):   # the second fast call launches without the JIT
+        monkeypatch.setattr(config, "fast_launch", on)
+        results.setdefault(on, []).append([g.clone() for g in run() if g is not None])
+    for a, b in zip(results[False][0], results[True][1]):
+        assert torch.equal(a, b)
