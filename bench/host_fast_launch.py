@@ -9,8 +9,8 @@ per-launch driver constant; eager: its ATen ops at negligible size plus the same
 import argparse
 import json
 
-from fusedattn.costmodel.__main__ import CONSTANTS, HOST_CASE_ROUNDS, count_eager, interleaved_us, plan
-from fusedattn.costmodel.cases import Case, make_inputs, make_pair, runner
+from fusedattn.costmodel.__main__ import CONSTANTS, HOST_CASE_ROUNDS, host_cases, interleaved_us
+from fusedattn.costmodel.cases import make_inputs, make_pair, runner
 from fusedattn.costmodel.dryrun import dry_run
 from fusedattn.kernels import config
 
@@ -22,34 +22,27 @@ def main(argv=None) -> int:
     config.profile = config.PROFILES["h100"]
     launch_us = CONSTANTS["driver_launch_us"]
     rows = []
-    for block in ("se", "eca", "cbam"):
-        for shape in ((1, 64, 4, 4), (8, 256, 14, 14)):
-            for pass_ in ("fwd", "fwd+bwd"):
-                case = Case(block, *shape, "fp32", "nchw", pass_)
-                launches, n_fwd, torch_ops = plan(case)
-                n = (n_fwd if pass_ == "fwd" else len(launches)) + len(torch_ops[pass_])
-                ref, _ = make_pair(case, device="meta")
-                kernels = len(count_eager(runner(ref, make_inputs(case, device="meta"), pass_)))
-                ref, fused = make_pair(case)
-                with dry_run(record=False):
-                    fast = runner(fused, make_inputs(case), pass_)
-                    eager = runner(ref, make_inputs(case, (min(case.B, 2), case.C, 1, 1)), pass_)
+    for case, n, kernels in host_cases():
+        ref, fused = make_pair(case)
+        with dry_run(record=False):
+            fast = runner(fused, make_inputs(case), case.pass_)
+            eager = runner(ref, make_inputs(case, (min(case.B, 2), case.C, 1, 1)), case.pass_)
 
-                    def jit():
-                        config.fast_launch = False
-                        try:
-                            fast()
-                        finally:
-                            config.fast_launch = True
-                    fast(), fast(), jit()
-                    t = interleaved_us({"eager": eager, "jit": jit, "fast": fast}, calls=3, rounds=HOST_CASE_ROUNDS)
-                row = {"key": case.key, "launches": n, "eager_kernels": kernels,
-                       "eager_us": t["eager"] + kernels * launch_us, "jit_us": t["jit"] + n * launch_us,
-                       "fused_us": t["fast"] + n * launch_us}
-                rows.append(row)
-                print(f"{case.key:36s} eager {row['eager_us']:7.1f} ({kernels:2d})  fused via JIT {row['jit_us']:7.1f}"
-                      f"  fused fast {row['fused_us']:7.1f} ({n:2d})  fast / eager {row['fused_us'] / row['eager_us']:.2f}"
-                      f"  JIT / eager {row['jit_us'] / row['eager_us']:.2f}", flush=True)
+            def jit():
+                config.fast_launch = False
+                try:
+                    fast()
+                finally:
+                    config.fast_launch = True
+            fast(), fast(), jit()
+            t = interleaved_us({"eager": eager, "jit": jit, "fast": fast}, calls=3, rounds=HOST_CASE_ROUNDS)
+        row = {"key": case.key, "launches": n, "eager_kernels": kernels,
+               "eager_us": t["eager"] + kernels * launch_us, "jit_us": t["jit"] + n * launch_us,
+               "fused_us": t["fast"] + n * launch_us}
+        rows.append(row)
+        print(f"{case.key:36s} eager {row['eager_us']:7.1f} ({kernels:2d})  fused via JIT {row['jit_us']:7.1f}"
+              f"  fused fast {row['fused_us']:7.1f} ({n:2d})  fast / eager {row['fused_us'] / row['eager_us']:.2f}"
+              f"  JIT / eager {row['jit_us'] / row['eager_us']:.2f}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

@@ -152,24 +152,27 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
 HOST_CASE_ROUNDS = 60
 
 
+def host_cases():
+    """The issue's host-time cases, SE, ECA, CBAM at 1x64x4x4 and 8x256x14x14, fp32, NCHW, forward and
+    forward+backward: (case, fused launches of the call, eager kernels of the call); config.profile set."""
+    for block in ("se", "eca", "cbam"):
+        for shape in ((1, 64, 4, 4), (8, 256, 14, 14)):
+            for pass_ in ("fwd", "fwd+bwd"):
+                case = Case(block, *shape, "fp32", "nchw", pass_)
+                launches, n_fwd, torch_ops = plan(case)
+                n = (n_fwd if pass_ == "fwd" else len(launches)) + len(torch_ops[pass_])
+                ref, _ = make_pair(case, device="meta")
+                yield case, n, len(count_eager(runner(ref, make_inputs(case, device="meta"), pass_)))
+
+
 def triton_path_host_times(profile) -> list[dict]:
-    """host_times() at the issue's host cases: SE, ECA, CBAM at 1x64x4x4 and 8x256x14x14, fp32."""
+    """host_times() at host_cases()."""
     config.profile = profile
-    rows = []
     try:
-        for block in ("se", "eca", "cbam"):
-            for shape in ((1, 64, 4, 4), (8, 256, 14, 14)):
-                for pass_ in ("fwd", "fwd+bwd"):
-                    case = Case(block, *shape, "fp32", "nchw", pass_)
-                    launches, n_fwd, torch_ops = plan(case)
-                    n = (n_fwd if pass_ == "fwd" else len(launches)) + len(torch_ops[pass_])
-                    ref, _ = make_pair(case, device="meta")
-                    kernels = len(count_eager(runner(ref, make_inputs(case, device="meta"), pass_)))
-                    rows.append({"key": case.key, "launches": n, "eager_kernels": kernels,
-                                 **host_times(case, n, kernels, rounds=HOST_CASE_ROUNDS)})
+        return [{"key": case.key, "launches": n, "eager_kernels": kernels,
+                 **host_times(case, n, kernels, rounds=HOST_CASE_ROUNDS)} for case, n, kernels in host_cases()]
     finally:
         config.profile = None
-    return rows
 
 
 def cpu_route_host_times() -> list[dict]:
