@@ -15,7 +15,10 @@ Use::
     for launch in launches: ...
 """
 import contextlib
+import hashlib
+import json
 import os
+import pathlib
 import re
 import subprocess
 import tempfile
@@ -155,6 +158,16 @@ def access_widths(ptx: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(sorted(loads)), tuple(sorted(stores))
 
 
+def _ptxas_cache_file(ptx: str, arch: int, ptxas: str) -> pathlib.Path:
+    """Where ptxas_usage keeps its answer for this PTX, arch and ptxas binary (by size and mtime):
+    $FUSEDATTN_CACHE_DIR or ~/.cache/fusedattn, under ptxas/. A pure function of those, like
+    Triton's own compile cache: repeated runs (CI, the cost model) skip the ptxas process."""
+    stat = os.stat(ptxas)
+    key = hashlib.sha256(f"{arch}\0{ptxas}\0{stat.st_size}\0{stat.st_mtime_ns}\0{ptx}".encode()).hexdigest()
+    root = pathlib.Path(os.environ.get("FUSEDATTN_CACHE_DIR") or pathlib.Path.home() / ".cache" / "fusedattn")
+    return root / "ptxas" / f"{key}.json"
+
+
 def ptxas_usage(ptx: str, arch: int = 90) -> tuple[int, int]:
     """(registers per thread, spill store + load bytes) that ptxas reports for the PTX."""
     from triton.backends.nvidia import compiler as nv
@@ -163,6 +176,26 @@ def ptxas_usage(ptx: str, arch: int = 90) -> tuple[int, int]:
         ptxas = nv.get_ptxas(arch).path  # triton >= 3.7
     except TypeError:
         ptxas = nv.get_ptxas().path
+    cache = _ptxas_cache_file(ptx, arch, ptxas)
+    try:
+        regs, spills = json.loads(cache.read_text())
+        return int(regs), int(spills)
+    except (OSError, ValueError, TypeError):
+        pass
+    regs, spills = _run_ptxas(ptx, arch, ptxas)
+    if not regs:   # ptxas failed: nothing to keep
+        return regs, spills
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([regs, spills]))
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return regs, spills
+
+
+def _run_ptxas(ptx: str, arch: int, ptxas: str) -> tuple[int, int]:
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
         f.write(ptx)
         f.flush()
