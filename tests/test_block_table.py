@@ -140,3 +140,35 @@ def test_row_fake_outputs_are_the_kernels(triton_backend, name, view, device, mo
         for i, (r, f) in enumerate(zip(real, fake)):
             assert (r.shape, r.dtype) == (f.shape, f.dtype), (str(op), i)
             assert r.numel() <= 1 or r.stride() == f.stride(), (str(op), i, r.stride(), f.stride())
+
+
+class _Doubled(torch.nn.Module):
+    """A parametrization: the layer's weight is twice the stored one."""
+
+    def forward(self, w):
+        return 2.0 * w
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_row_parametrized_weights(backend, name, device):
+    """Weights behind torch.nn.utils.parametrize (weight norm, spectral norm, ...) are what the
+    layers compute with: the fused module reads its parameters from the layers' parameter dicts on
+    the call path (fusedattn/modules/layers.py) and must take the parametrized weight where that dict
+    has no plain entry. Output, dx and the stored weights' gradients equal the reference's (float64;
+    eval mode: a bias just before a train-mode BatchNorm gets a gradient of rounding size only)."""
+    from torch.nn.utils import parametrize
+
+    ref, fused = _fresh(name, device)
+    ref, fused = ref.to(device, torch.float64).eval(), fused.eval()
+    for module in (ref, fused):
+        for layer in list(module.modules()):
+            if isinstance(layer, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                parametrize.register_parametrization(layer, "weight", _Doubled())
+    x = make_x(SHAPE, torch.float64, "channels_last", device)
+    dy = torch.randn(ref(x).shape, dtype=torch.float64, device=device)
+    y, dx, grads = grads_of(fused, x, lambda y: dy)
+    y64, dx64, grads64 = grads_of(ref, x, lambda y: dy)
+    assert rel_err(y, y64) <= SAME64 and rel_err(dx, dx64) <= SAME64
+    assert grads.keys() == grads64.keys()
+    for n in grads:   # (floor 1: PSA's fc2 bias moves all of a softmax's logits alike: a zero gradient)
+        assert rel_err(grads[n], grads64[n], 1.0) <= SAME64, n

@@ -11,6 +11,7 @@ from ..ops.sync_batchnorm import cbam_synchronized, synchronizing
 from ..ops.unsupported import NotScriptable
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, copy_into, is_relu, is_sigmoid, one_layer_fc, require, update_running_stats
+from .layers import sublayer, weight_bias
 
 # state_dict keys of the other layouts -> fusedattn.CBAM's (timm's) keys
 _KEY_PREFIXES = [
@@ -88,24 +89,26 @@ class CBAM(NotScriptable, KeyAliases, nn.Module):
 
     def forward(self, x):
         check_activation(x, "x", self.channels)
-        fc1, fc2 = self.channel.fc1, self.channel.fc2
-        conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
-        check_params_match(x, fc1_weight=fc1.weight, conv_weight=conv.weight)
+        w1, b1 = weight_bias(sublayer(self, "channel.fc1"))
+        w2, b2 = weight_bias(sublayer(self, "channel.fc2"))
+        spatial = sublayer(self, "spatial.conv")
+        conv, bn = sublayer(spatial, "conv"), sublayer(spatial, "bn")
+        conv_weight, conv_bias = weight_bias(conv)
+        check_params_match(x, fc1_weight=w1, conv_weight=conv_weight)
         if bn is not None and self.sync_batchnorm and self.training and synchronizing(self.process_group):
-            y, mean, var, count = cbam_synchronized(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight,
-                                                    conv.bias, bn.weight, bn.bias, bn.eps, self.max_first,
-                                                    self.process_group)
+            y, mean, var, count = cbam_synchronized(x, w1, b1, w2, b2, conv_weight, conv_bias, bn.weight, bn.bias,
+                                                    bn.eps, self.max_first, self.process_group)
             if bn.track_running_stats:
                 update_running_stats(bn, mean, var, count)
             return y
         if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
-            return cbam_module_math(x, fc1, fc2, conv, bn, self.max_first)
+            return cbam_module_math(x, w1, b1, w2, b2, conv, bn, self.max_first)
         if bn is None:
-            return cbam_block(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias, None, None,
+            return cbam_block(x, w1, b1, w2, b2, conv_weight, conv_bias, None, None,
                               None, None, False, False, 0.0, self.max_first)[0]
         batch_stats = self.training or bn.running_mean is None
         check_batch_statistics(x, batch_stats)
-        y, mean, var = cbam_block(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias, bn.weight,
+        y, mean, var = cbam_block(x, w1, b1, w2, b2, conv_weight, conv_bias, bn.weight,
                                   bn.bias, bn.running_mean, bn.running_var, True, batch_stats, bn.eps, self.max_first)
         if self.training and bn.track_running_stats:
             update_running_stats(bn, mean, var, x.shape[0] * x.shape[2] * x.shape[3])
@@ -185,11 +188,13 @@ class UltralyticsCBAM(NotScriptable, nn.Module):
 
     def forward(self, x):
         check_activation(x, "x", self.channels)
-        fc, conv = self.channel_attention.fc, self.spatial_attention.cv1
-        check_params_match(x, fc_weight=fc.weight, cv1_weight=conv.weight)
+        w, b = weight_bias(sublayer(self, "channel_attention.fc"))
+        conv = sublayer(self, "spatial_attention.cv1")
+        conv_weight = weight_bias(conv)[0]
+        check_params_match(x, fc_weight=w, cv1_weight=conv_weight)
         if x.dtype in (torch.float32, torch.float64) and plain_eager(x):
-            return cbam_module_math(x, fc, None, conv, None, False)
-        return cbam_block(x, fc.weight, fc.bias, None, None, conv.weight, None, None, None, None, None,
+            return cbam_module_math(x, w, b, None, None, conv, None, False)
+        return cbam_block(x, w, b, None, None, conv_weight, None, None, None, None, None,
                           False, False, 0.0, False)[0]
 
     def extra_repr(self):

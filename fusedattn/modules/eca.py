@@ -6,6 +6,7 @@ from ..ops.validation import check_activation, check_params_match
 from ..ops.unsupported import NotScriptable
 from ..reference.channels import eca_kernel_size
 from .conversion import copy_into, is_sigmoid, require
+from .layers import sublayer, weight_bias
 
 
 class ECA(NotScriptable, nn.Module):
@@ -35,11 +36,11 @@ class ECA(NotScriptable, nn.Module):
     def forward(self, x, shortcut=None, act=None):
         """ECA(x), or with a residual epilogue act(ECA(x) + shortcut) in the same fused pass."""
         check_activation(x, "x", self.channels)
-        conv = self.conv
+        weight, bias = weight_bias(sublayer(self, "conv"))
         if shortcut is not None or act is not None:
-            return eca(x, conv.weight, conv.bias, circular=self.circular, shortcut=shortcut, act=act)
-        check_params_match(x, weight=conv.weight)
-        return eca_block(x, conv.weight, conv.bias, self.circular, None, 0)
+            return eca(x, weight, bias, circular=self.circular, shortcut=shortcut, act=act)
+        check_params_match(x, weight=weight)
+        return eca_block(x, weight, bias, self.circular, None, 0)
 
     def extra_repr(self):
         return f"channels={self.channels}, kernel_size={self.conv.kernel_size[0]}, circular={self.circular}"

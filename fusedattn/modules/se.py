@@ -19,6 +19,7 @@ from ..ops.validation import check_activation, check_params_match
 from ..ops.unsupported import NotScriptable
 from ..reference.channels import make_divisible
 from .conversion import KeyAliases, activation_arg, copy_into, one_layer_fc, require
+from .layers import sublayer, weight_bias
 
 
 class SE(NotScriptable, KeyAliases, nn.Module):
@@ -61,13 +62,13 @@ class SE(NotScriptable, KeyAliases, nn.Module):
         (act None, 'relu' or 'silu'): what a ResNet block does right after its attention."""
         check_activation(x, "x", self.channels)
         reduce, expand = self.LAYERS
-        fc1 = getattr(self, reduce)
-        w2, b2 = (None, None) if expand is None else (getattr(self, expand).weight, getattr(self, expand).bias)
+        w1, b1 = weight_bias(sublayer(self, reduce))
+        w2, b2 = (None, None) if expand is None else weight_bias(sublayer(self, expand))
         if shortcut is not None or act is not None:
-            return se(x, fc1.weight, fc1.bias, w2, b2, self.add_maxpool, shortcut=shortcut, act=act,
+            return se(x, w1, b1, w2, b2, self.add_maxpool, shortcut=shortcut, act=act,
                       mlp_act=self.mlp_act, gate=self.gate_fn)
-        check_params_match(x, fc1_weight=fc1.weight, fc2_weight=w2)
-        return se_block(x, fc1.weight, fc1.bias, w2, b2, self.add_maxpool, None, 0, self.mlp_act, self.gate_fn)
+        check_params_match(x, fc1_weight=w1, fc2_weight=w2)
+        return se_block(x, w1, b1, w2, b2, self.add_maxpool, None, 0, self.mlp_act, self.gate_fn)
 
     def extra_repr(self):
         fc1 = getattr(self, self.LAYERS[0])

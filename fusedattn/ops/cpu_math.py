@@ -74,12 +74,11 @@ def eca_math(x, weight, bias, circular, shortcut, act):
     return (_finish(x, as_dtype(x, dt) * z.sigmoid().view(B, C, 1, 1), shortcut, act),)
 
 
-def cbam_module_math(x, fc1, fc2, conv, bn, max_first):
-    """CBAM's output from its own submodules (fc1, fc2 1x1 convs, fc2 None: one layer; the spatial
-    conv and its BatchNorm, which updates its running statistics itself, as in the eager block).
-    For float32 and float64 x (the accumulation dtype)."""
-    w2, b2 = (fc2.weight, fc2.bias) if fc2 is not None else (None, None)
-    x1 = _channel_attention(x, fc1.weight, fc1.bias, w2, b2, x.dtype)
+def cbam_module_math(x, w1, b1, w2, b2, conv, bn, max_first):
+    """CBAM's output from its channel MLP's weights (w2 None: one layer) and its own spatial
+    submodules (the conv and its BatchNorm, which updates its running statistics itself, as in the
+    eager block). For float32 and float64 x (the accumulation dtype)."""
+    x1 = _channel_attention(x, w1, b1, w2, b2, x.dtype)
     maps = [x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)]
     s = conv(torch.cat(maps[::-1] if max_first else maps, 1))
     return in_layout_of(x, x1 * (bn(s) if bn is not None else s).sigmoid())

@@ -48,7 +48,7 @@ def in_layout_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     for channels_last x, else contiguous)."""
     y = as_dtype(y, x.dtype)
     if x.is_contiguous():
-        return y.contiguous()
+        return y if y.is_contiguous() else y.contiguous()   # (is_contiguous: no ATen call)
     return y.contiguous(memory_format=suggested_memory_format(x))
 
 
