@@ -54,8 +54,9 @@ def test_one_layer_gate_gradcheck(triton_backend, layout, add_maxpool, device):
     w = (0.3 * torch.randn(C, C, 1, 1, dtype=torch.float64, device=device)).requires_grad_()
     b = (0.3 * torch.randn(C, dtype=torch.float64, device=device)).requires_grad_()
     for gate in ("sigmoid", "hard_sigmoid"):
-        assert torch.autograd.gradcheck(
-            lambda x, w, b: fusedattn.se(x, w, b, None, None, add_maxpool=add_maxpool, gate=gate), (x, w, b))
+        assert torch.autograd.gradcheck(   # full Jacobian for NCHW, a random projection for channels_last (CI time)
+            lambda x, w, b: fusedattn.se(x, w, b, None, None, add_maxpool=add_maxpool, gate=gate), (x, w, b),
+            fast_mode=layout == "channels_last")
 
 
 def test_one_layer_gate_residual_epilogue(backend, device):
