@@ -140,16 +140,19 @@ def assert_same_step(a, b, x, what: str, tol: float = SAME64):
 
 class FusedattnOpCalls(TorchDispatchMode):
     """Records (op, arguments detached) of every fusedattn custom-op call under it: what autograd
-    and the routes hand the ops, to replay them (opcheck, fake tensors)."""
+    and the routes hand the ops, to replay them (opcheck, fake tensors); and in ``outputs`` what each
+    call returned."""
 
     def __init__(self):
         super().__init__()
-        self.calls = []
+        self.calls, self.outputs = [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         if func.namespace == "fusedattn":
             self.calls.append((func, tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, args)))
-        return func(*args, **(kwargs or {}))
+            self.outputs.append(out)
+        return out
 
 
 def check_against_reference(fused, reference, x, dtype, what, unfused_bound=False):

@@ -40,7 +40,8 @@ def test_parallel_gate_tiles(triton_backend, shape, rd, bias, device):
 def test_parallel_gate_gradcheck_float64(triton_backend, add_maxpool, device):
     fused = fusedattn.SE(5, rd_channels=3, add_maxpool=add_maxpool).to(device, torch.float64)
     x = make_x((3, 5, 3, 2), torch.float64, "channels_last", device, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: fused(t), (x,))
+    # the full Jacobian with the max-pooled branch (the mean-only gate's superset), fast_mode without (CI time)
+    assert torch.autograd.gradcheck(lambda t: fused(t), (x,), fast_mode=not add_maxpool)
 
 
 def test_parallel_gate_is_deterministic(triton_backend, device):

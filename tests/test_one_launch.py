@@ -99,8 +99,8 @@ def test_se_batch_of_one_weight_grads_in_the_same_launch(triton_backend, bias, a
 
     def call(t, *ps):
         return torch.func.functional_call(fused64, dict(zip(names, ps)), (t,))
-    assert torch.autograd.gradcheck(call, (x64.requires_grad_(True), *(
-        p.detach().requires_grad_(True) for p in fused64.parameters())))
+    assert torch.autograd.gradcheck(call, (x64.requires_grad_(True), *(   # full Jacobian for NCHW (CI time)
+        p.detach().requires_grad_(True) for p in fused64.parameters())), fast_mode=layout == "channels_last")
 
 
 @pytest.mark.parametrize("circular", [False, True])
@@ -122,8 +122,8 @@ def test_eca_single_program_writes_weight_grads(circular, bias, device):
     grads = {}
     for name in ("triton", "torch"):
         with fusedattn.use_backend(name):
-            if name == "triton":
-                assert torch.autograd.gradcheck(call, inputs)
+            if name == "triton":   # a random projection (CI time): every entry is compared to the torch path below
+                assert torch.autograd.gradcheck(call, inputs, fast_mode=True)
             y = call(*inputs)
             grads[name] = torch.autograd.grad(y, inputs, torch.cos(y))
     for got, want in zip(grads["triton"], grads["torch"]):

@@ -124,10 +124,22 @@ MODELS = [("seresnet18", {}, "squeeze_excite.SEModule"), ("ecaresnet26t", {}, "e
           ("efficientnet_b0", {}, TIMM_SQUEEZE_EXCITE), ("mobilenetv3_large_100", {}, TIMM_SQUEEZE_EXCITE),
           ("regnety_002", {}, "squeeze_excite.SEModule"), ("seresnext26d_32x4d", {}, "squeeze_excite.SEModule"),
           ("ese_vovnet19b_dw", {}, "squeeze_excite.EffectiveSEModule")]
+#: attention blocks whose fused path depends on train/eval (a BatchNorm inside the block)
+MODE_DEPENDENT = {"selective_kernel.SelectiveKernel", "cbam.CbamModule"}
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("model_name,kwargs,block", MODELS, ids=[m[0] + ("-cbam" if m[1] else "") for m in MODELS])
+def _model_cases(models, block_of):
+    """(backend, model, mode) cases: the torch backend in both modes; the Triton backend (the
+    interpreter: 15-80 s a model in CI) in train mode only where the fused blocks run the same
+    kernels in both modes (the SE family and ECA have no mode-dependent part; the mode changes only
+    the model's own BatchNorms around them, which the torch backend covers in both)."""
+    return [pytest.param(backend, *m, mode, id=f"{backend}-{m[0]}{'-cbam' if len(m) > 1 and m[1] else ''}-{mode}")
+            for m in models for mode in ("train", "eval") for backend in ("triton", "torch")
+            if backend == "torch" or mode == "train" or block_of(m) in MODE_DEPENDENT]
+
+
+@pytest.mark.parametrize("backend,model_name,kwargs,block,mode", _model_cases(MODELS, lambda m: m[2]),
+                         indirect=["backend"])
 def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
     model = randomize_batchnorm(timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs))
     model = model.double().to(device).train(mode == "train")
@@ -153,8 +165,8 @@ def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
 TORCHVISION_MODELS = ["efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf"]
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("model_name", TORCHVISION_MODELS)
+@pytest.mark.parametrize("backend,model_name,mode", _model_cases([(m,) for m in TORCHVISION_MODELS], lambda m: None),
+                         indirect=["backend"])
 def test_convert_torchvision_model(backend, model_name, mode, device):
     torchvision = pytest.importorskip("torchvision")
     block = torchvision.ops.SqueezeExcitation
