@@ -18,6 +18,8 @@ BACKENDS = ("auto", "triton", "torch")
 #: Set by fusedattn.costmodel.dryrun while it records launches: Triton on CPU tensors, no interpreter.
 recording_launches = False
 _backend = os.environ.get("FUSEDATTN_BACKEND", "auto")
+
+
 class _ThreadState(threading.local):
     """plain_pytorch() on this thread (the ops' fake impls: the plain-PyTorch path on fake tensors).
     A class default, not getattr(local, name, default): a missing thread-local attribute raises

@@ -121,9 +121,10 @@ def grads_of(module, x, dy):
     return y.detach(), x.grad, {n: p.grad for n, p in module.named_parameters()}
 
 
-def assert_same_step(a, b, x, what: str, tol: float = SAME64):
+def assert_same_step(a, b, x, what: str, tol: float = SAME64, floor: float = 0.0):
     """a and b (same dtype) agree on x: output, input gradient and every parameter gradient (b's
-    viewed in a's shape, in parameter order: another layout of the same weights), to tol."""
+    viewed in a's shape, in parameter order: another layout of the same weights), to tol (parameter
+    gradients relative to max(norm, floor))."""
     drawn = {}
 
     def dy(y):
@@ -135,7 +136,7 @@ def assert_same_step(a, b, x, what: str, tol: float = SAME64):
     assert rel_err(ya, yb) < tol and rel_err(dxa, dxb) < tol, what
     assert len(ga) == len(gb), what
     for (name, g), h in zip(ga.items(), gb.values()):
-        assert rel_err(g, h.view_as(g)) < tol, f"{what} d{name}"
+        assert rel_err(g, h.view_as(g), floor) < tol, f"{what} d{name}"
 
 
 class FusedattnOpCalls(TorchDispatchMode):
