@@ -9,6 +9,10 @@
 #                                     table and the plot
 #   bash bench/gpu_session.sh timm    install, timm EfficientNet-B0 / MobileNetV3-Large with and without
 #                                     their SE blocks (16 torch.compile runs; skipped without timm)
+#   bash bench/gpu_session.sh timm-quick  the timm networks eager and fused (about 30-60 s), then
+#                                     compiled until stopped (TIMM_COMPILED_S, 100 s: each network's
+#                                     compile takes about 50 s); for a lease, in a call of its own
+#                                     (the device tool brings back 8 files a call, round writes 8)
 #   bash bench/gpu_session.sh all     all five, for a machine without the 10-minute limit
 #   bash bench/gpu_session.sh lease   one call for a 15-minute lease (under 9.5 minutes): main without
 #                                     torch.compile, bench/host_profile.py with cProfile (1 minute), the
@@ -89,4 +93,12 @@ if [ "$STAGE" = models ] || [ "$STAGE" = all ]; then
 fi
 if [ "$STAGE" = timm ] || [ "$STAGE" = all ]; then   # needs timm on the machine (skipped without)
   run_bench test_bench_models.py timm-models -k timm
+fi
+if [ "$STAGE" = timm-quick ]; then   # SIGINT: pytest still writes the rows measured so far
+  FUSEDATTN_BENCH_OUT="$OUT/timm-eager.json" timeout -s INT -k 15 ${TIMM_EAGER_S:-100} python3 -m pytest \
+    bench/test_bench_models.py -k "timm and not compiled" --benchmark-only -q -p no:cacheprovider \
+    --benchmark-disable-gc > "$OUT/timm-eager.log" 2>&1; tail -4 "$OUT/timm-eager.log"
+  FUSEDATTN_BENCH_OUT="$OUT/timm-compiled.json" timeout -s INT -k 15 ${TIMM_COMPILED_S:-100} python3 -m pytest \
+    bench/test_bench_models.py -k "timm and compiled" --benchmark-only -q -p no:cacheprovider \
+    --benchmark-disable-gc > "$OUT/timm-compiled.log" 2>&1; tail -4 "$OUT/timm-compiled.log"
 fi

@@ -83,9 +83,9 @@ def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: floa
                                      (yb, dxb, gb)))
     # a rounding tolerance, not a vacuous one: a model that draws random masks in train mode
     # (dropout, stochastic depth) differs from itself by O(1) between runs (torchvision's
-    # EfficientNet-B0: 1.4), and so would this. Plain rounding reaches 2.8e-3 there: training-mode
-    # BatchNorm over the 2 values of a 1x1 map per channel at the last stages, 25 layers deep.
-    assert tol < 0.1, f"{what}: b is not deterministic (rounding gap {tol / 10:.1e})"
+    # EfficientNet-B0: 1.4), and so would this. Plain rounding stays under 1e-5 at model_input's
+    # sizes (it reached 2.8e-3 on the CPU and 2e-2 on an H200 at 32x32 in train mode).
+    assert tol < 1e-2, f"{what}: b is not deterministic or not well conditioned (rounding gap {tol / 10:.1e})"
     assert_close(ya, yb, torch.float64, f"{what} y", tol=tol)
     assert_close(dxa, dxb, torch.float64, f"{what} dx", tol=tol)
     assert ga.keys() == gb.keys()
@@ -143,6 +143,16 @@ def _model_cases(models, block_of):
             if backend == "torch" or mode == "train" or block_of(m) in MODE_DEPENDENT]
 
 
+def model_input(mode: str) -> tuple:
+    """A whole network's test input. Training mode: 64x64, so that the last stage's maps are 2x2
+    and its BatchNorms normalize over 8 values; at 32x32 (1x1 maps, 2 values each) the 18-26
+    train-mode BatchNorms amplify a change of x by 1e7 to 1e15 (measured on the CPU: a 3e-8 change
+    moved timm efficientnet_b0's gradients by 6.5e6, torchvision's by 3.5; at 64x64 by 6.5e-6 and
+    4.3e-6), and the comparison on a GPU, where PyTorch's float64 hardsigmoid multiplies by a
+    float32 1/6, could not be tight."""
+    return (2, 3, 64, 64) if mode == "train" else (2, 3, 32, 32)
+
+
 @pytest.mark.parametrize("backend,model_name,kwargs,block,mode", _model_cases(MODELS, lambda m: m[2]),
                          indirect=["backend"])
 def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
@@ -155,8 +165,7 @@ def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
     converted, report = fusedattn.convert(model)
     assert len(report.replaced) == n_blocks and report.left == [], str(report)
     assert not any(isinstance(m, block) for m in converted.modules())
-    x = make_x((2, 3, 32, 32), torch.float64, "channels_last", device)
-    # 18-26 layers of training-mode BatchNorm over a batch of 2 amplify float64 rounding
+    x = make_x(model_input(mode), torch.float64, "channels_last", device)
     _same_step(converted, original, x, f"converted {model_name} ({mode})", tol=1e-7)
 
     fresh = timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs)
@@ -191,7 +200,7 @@ def test_convert_torchvision_model(backend, model_name, mode, device):
     assert len(report.replaced) == n_blocks and report.left == [], str(report)
     assert all(new == "SqueezeExcitation" for _, _, new in report.replaced)
     assert not any(type(m) is block for m in converted.modules())
-    x = make_x((2, 3, 32, 32), torch.float64, "channels_last", device)
+    x = make_x(model_input(mode), torch.float64, "channels_last", device)
     _same_step(converted, original, x, f"converted torchvision {model_name} ({mode})", tol=1e-7)
 
     fresh = build()

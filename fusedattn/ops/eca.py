@@ -97,7 +97,7 @@ def _gradients(ctx, run, dy, *_unused):
 
 
 eca_block = define_block("eca", eca_forward_impl, eca_backward_impl, _setup_context, _gradients, eca_forward_torch,
-                         eca_math)
+                         eca_math, kernels_only=True)
 
 
 # ---- functional API ------------------------------------------------------------------

@@ -70,15 +70,17 @@ def keep_needed(grads, needs) -> tuple:
 
 def define_block(name: str, forward: Callable, backward: Callable, setup_context: Callable,
                  gradients: Callable, torch_math: Callable, cpu_math: Callable | None = None,
-                 result: Callable = lambda out: out[0]) -> Block:
+                 result: Callable = lambda out: out[0], kernels_only: bool = False) -> Block:
     """Register ``fusedattn::<name>_forward`` / ``fusedattn::<name>_backward`` (see the module
     docstring) and return the block's routes. torch_math: the forward's plain-PyTorch math
     (what ONNX export traces), cpu_math: the lean eager CPU math (ops/cpu_math.py) or None,
-    result: the caller's outputs from the forward's tuple."""
-    backward_op = torch.library.custom_op(f"fusedattn::{name}_backward", op_implementation(_none_as_empty(backward)),
+    result: the caller's outputs from the forward's tuple; kernels_only: the Triton path of
+    forward and backward is kernel launches only (backend.op_implementation: autocast kept)."""
+    backward_op = torch.library.custom_op(f"fusedattn::{name}_backward",
+                                          op_implementation(_none_as_empty(backward), kernels_only=kernels_only),
                                           mutates_args=())
     backward_op.register_fake(_on_plain_pytorch(_none_as_empty(backward)))
-    forward = op_implementation(forward)
+    forward = op_implementation(forward, kernels_only=kernels_only)
     forward_op = torch.library.custom_op(f"fusedattn::{name}_forward", forward, mutates_args=())
     forward_op.register_fake(_on_plain_pytorch(forward))
 
@@ -86,7 +88,8 @@ def define_block(name: str, forward: Callable, backward: Callable, setup_context
         return keep_needed(gradients(ctx, backward_op, *grads), ctx.needs_input_grad)
 
     forward_op.register_autograd(op_gradients, setup_context=setup_context)
-    backward = op_implementation(backward)   # eager: Nones stay (EagerOp masks by needs_input_grad)
+    # eager: Nones stay (EagerOp masks by needs_input_grad)
+    backward = op_implementation(backward, kernels_only=kernels_only)
     eager = EagerOp(f"{name.upper()}Function", forward, setup_context,
                     lambda ctx, *grads: gradients(ctx, backward, *grads))
     return Block(forward_op, eager, torch_math, cpu_math, result)

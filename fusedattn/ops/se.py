@@ -110,7 +110,7 @@ def _gradients(ctx, run, dy, *_unused):
 
 
 se_block = define_block("se", se_forward_impl, se_backward_impl, _setup_context, _gradients, se_forward_torch,
-                        se_math)
+                        se_math, kernels_only=True)
 
 
 # ---- functional API ------------------------------------------------------------------
