@@ -90,26 +90,25 @@ def uses_triton(t: torch.Tensor) -> bool:
     return False
 
 
-def op_implementation(fn, plain: bool = False, kernels_only: bool = False):
+def op_implementation(fn, kernels_only: bool = False):
     """Wrap an op's implementation: autocast off (the op decides its own precision: float32
     accumulation, float64 for float64, as the Triton kernels do) and, for CUDA inputs, the
     inputs' GPU as the current device (Triton launches on the current device). Each context is
-    entered only when it changes something. plain: fn always runs plain PyTorch. kernels_only:
-    fn's Triton path runs no ATen math that autocast would change (allocations and launches only:
-    SE, ECA), so a call on that path keeps autocast as it is (its two contexts cost 11 us a call on
-    the CI machine)."""
+    entered only when it changes something. kernels_only: fn's Triton path runs no ATen math that
+    autocast would change (allocations and launches only: SE, ECA), so a call on that path keeps
+    autocast as it is (its two contexts cost 11 us a call on the CI machine)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         first = _first_tensor(args)   # x, or dy for a backward (same device and batch)
-        autocast = torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
-        if autocast and (plain or not kernels_only or not uses_triton(first)):
-            with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
-                return fn(*args, **kwargs)
         device = first.device
         if first.is_cuda and device.index is not None and device.index != torch.cuda.current_device():
             with torch.cuda.device(device):
+                return wrapper(*args, **kwargs)
+        autocast = torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
+        if autocast and not (kernels_only and uses_triton(first)):
+            with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
                 return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     return wrapper

@@ -105,7 +105,7 @@ class Block:
     def __init__(self, op: Callable, eager: EagerOp, torch_math: Callable, cpu_math: Callable | None = None,
                  result: Callable = lambda out: out[0]):
         self.op, self.eager, self.result = op, eager, result
-        self.torch_math = op_implementation(torch_math, plain=True)
+        self.torch_math = op_implementation(torch_math)
         self.cpu_math = cpu_math
 
     def __call__(self, *args):
