@@ -24,6 +24,10 @@ if not torch.cuda.is_available():  # as tests/conftest.py: before fusedattn's ke
 
 import triton  # noqa: E402
 
+from fusedattn.costmodel import interpreter_speed  # noqa: E402
+
+interpreter_speed.install()
+
 from cases import CUDA, DEVICE, GPU_DTYPES, GPU_SHAPES, TINY_DTYPES, TINY_SHAPES, full_sweep  # noqa: E402
 
 RESULTS: list[dict] = []

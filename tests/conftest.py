@@ -20,8 +20,10 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 import fusedattn  # noqa: E402
+from fusedattn.costmodel import interpreter_speed  # noqa: E402
 from fusedattn.kernels import config  # noqa: E402
 
+interpreter_speed.install()
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # the references' float32 convolutions and matmuls in float32, not TF32 (cuDNN's default on a GPU:
 # 1.6e-4 off in CBAM's reference, first compiled run, H200)

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import fusedattn
+from fusedattn.costmodel import interpreter_speed
 from blocks import BLOCKS, C, fused_copy
 
 #: one pytest-xdist worker runs this module, so its process groups are spawned once per backend
@@ -82,6 +83,7 @@ def train(name: str, rank: int, world: int, sync: bool = True, compile_: bool = 
 
 
 def _worker(rank, init_file, backend, jobs, out):
+    interpreter_speed.install()  # a spawned process: tests/conftest.py did not run here
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         with fusedattn.use_backend(backend):

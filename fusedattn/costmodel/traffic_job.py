@@ -5,6 +5,9 @@ import sys
 
 
 def main() -> None:
+    from .interpreter_speed import install
+
+    install()
     from .cases import Case
     from .model import ScaledCase, count_scaled
 
