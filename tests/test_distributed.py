@@ -1,6 +1,6 @@
 """torch.distributed: DDP over fused blocks on 2 processes (gloo, CPU) ends with the parameters (and
 BatchNorm buffers) of one process trained on the concatenated batch: every block, and bundled
-ResNet-18s with SE, ECA and CBAM, float64, 2 SGD steps, on both backends. Blocks with a BatchNorm
+ResNet-18s with SE, ECA and CBAM, float64, 3 SGD steps, on both backends. Blocks with a BatchNorm
 inside train with batch statistics in the synchronized mode (fusedattn.convert_sync_batchnorm);
 without it, the two processes' statistics differ from the whole batch's and so do the parameters.
 Plus torch.compile over DDP, and FSDP2 (fully_shard) in place of DDP."""
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("distributed")
 
 WORLD = 2
 BATCH = 4  # samples per step, split in halves between the processes
-STEPS = 2  # the second step runs on parameters the first one synchronized
+STEPS = 3
 
 #: models with a BatchNorm inside a fused block, trained with batch statistics
 SYNCED = ["cbam-train", "sk-train"]
@@ -59,7 +59,7 @@ def _fully_shard(model):
 
 
 def train(name: str, rank: int, world: int, sync: bool = True, compile_: bool = False, fsdp: bool = False) -> dict:
-    """STEPS SGD steps of model ``name`` on this process's share of the same batches; its final
+    """3 SGD steps of model ``name`` on this process's share of the same batches; its final
     parameters and buffers (DDP, or FSDP2's fully_shard). world = 1: one process, the whole batch."""
     torch.manual_seed(0)
     make, shape = MODELS[name]
