@@ -9,6 +9,7 @@ Set it with the environment variable ``FUSEDATTN_BACKEND`` or in code with
 ``fusedattn.set_backend(name)`` / ``with fusedattn.use_backend(name): ...``.
 """
 import contextlib
+import functools
 import os
 import threading
 
@@ -65,9 +66,10 @@ def plain_pytorch():
         _this_thread.plain = previous
 
 
+@functools.lru_cache(maxsize=None)
 def interpreter_enabled() -> bool:
     """True if fusedattn's kernels were built by Triton's interpreter (TRITON_INTERPRET=1
-    was set when they were imported), so they run on CPU tensors."""
+    was set when they were imported), so they run on CPU tensors (fixed at import: cached)."""
     from .kernels.channel_pool import channel_pool_kernel
 
     return type(channel_pool_kernel).__name__ == "InterpretedFunction"
@@ -82,7 +84,7 @@ def uses_triton(t: torch.Tensor) -> bool:
     if t.is_cuda:   # (not t.device.type: a torch.device object per call)
         return True
     if _backend == "triton":
-        if t.device.type == "cpu" and (recording_launches or interpreter_enabled()):
+        if t.is_cpu and (recording_launches or interpreter_enabled()):
             return True
         raise RuntimeError(
             f"fusedattn backend 'triton' on a {t.device.type} tensor needs Triton's interpreter: "
@@ -97,21 +99,25 @@ def op_implementation(fn, kernels_only: bool = False):
     entered only when it changes something. kernels_only: fn's Triton path runs no ATen math that
     autocast would change (allocations and launches only: SE, ECA), so a call on that path keeps
     autocast as it is (its two contexts cost 11 us a call on the CI machine)."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         first = _first_tensor(args)   # x, or dy for a backward (same device and batch)
-        device = first.device
-        if first.is_cuda and device.index is not None and device.index != torch.cuda.current_device():
-            with torch.cuda.device(device):
-                return wrapper(*args, **kwargs)
-        autocast = torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
-        if autocast and not (kernels_only and uses_triton(first)):
+        if first.is_cuda:
+            device = first.device
+            if device.index is not None and device.index != torch.cuda.current_device():
+                with torch.cuda.device(device):
+                    return wrapper(*args, **kwargs)
+        if _any_autocast() and not (kernels_only and uses_triton(first)):
             with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
                 return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     return wrapper
+
+
+#: autocast on for any device type (one C call; the public per-device checks take two)
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None) or (
+    lambda: torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"))
 
 
 def _first_tensor(args) -> torch.Tensor:

@@ -7,6 +7,7 @@ a is [B, M], v is [B, N], both contiguous in the accumulation dtype; out is [M, 
 is [M], written in their own dtype (the parameter's). Two such products (an MLP's two layers)
 run in one launch.
 """
+import functools
 from typing import NamedTuple
 
 import torch
@@ -73,21 +74,29 @@ class Outer(NamedTuple):
 
 def batch_outer_pair(first: Outer, second: Outer | None) -> None:
     """Both products in one launch (a_sum for both or for neither); second None: the first alone."""
-    B = first.a.shape[0]
-    dims = [(o.a.shape[1], o.v.shape[1]) for o in (first, second or first)]
-    block_m = min(next_pow2(max(m for m, _ in dims)), 64)
-    block_n = min(next_pow2(max(n for _, n in dims)), 64)
-    tiles = [cdiv(m, block_m) * cdiv(n, block_n) for m, n in dims]
-    if second is None:
-        second, tiles[1] = first, 0
-    acc = tl.float64 if first.a.dtype == torch.float64 else tl.float32
+    B, m1 = first.a.shape
+    n1 = first.v.shape[1]
+    m2, n2 = (second.a.shape[1], second.v.shape[1]) if second is not None else (m1, n1)
+    block_m, block_n, tiles1, tiles2 = _outer_plan(m1, n1, m2, n2, second is not None)
+    second = second or first
     with_sum = first.a_sum is not None
-    fast(batch_outer_pair_kernel)[(tiles[0] + tiles[1],)](
-        first.a, first.v, first.out, first.a_sum if with_sum else first.out, *dims[0], tiles[0],
-        second.a, second.v, second.out, second.a_sum if with_sum else second.out, *dims[1], B,
+    fast(batch_outer_pair_kernel)[(tiles1 + tiles2,)](
+        first.a, first.v, first.out, first.a_sum if with_sum else first.out, m1, n1, tiles1,
+        second.a, second.v, second.out, second.a_sum if with_sum else second.out, m2, n2, B,
         V_ACT1=first.v_act, V_ACT2=second.v_act, WITH_SUM=with_sum,
-        BLOCK_M=block_m, BLOCK_N=block_n, ACC=acc, num_warps=4,
+        BLOCK_M=block_m, BLOCK_N=block_n, ACC=tl.float64 if first.a.dtype == torch.float64 else tl.float32,
+        num_warps=4,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _outer_plan(m1: int, n1: int, m2: int, n2: int, two: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, tiles of the first product, of the second (0 without one)): one tile
+    shape for both, at most 64 x 64 (cached: a pure function of the sizes)."""
+    block_m = min(next_pow2(max(m1, m2)), 64)
+    block_n = min(next_pow2(max(n1, n2)), 64)
+    return (block_m, block_n, cdiv(m1, block_m) * cdiv(n1, block_n),
+            cdiv(m2, block_m) * cdiv(n2, block_n) if two else 0)
 
 
 def new_weight_grads(w1, w2, has_bias: bool):

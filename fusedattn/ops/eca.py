@@ -14,7 +14,7 @@ from ..backend import uses_triton
 from ..kernels.layout import suggested_memory_format
 from .cpu_math import eca_math
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
-                       shortcut_grad, unpack_epilogue)
+                       shortcut_grad)
 from .registration import define_block
 from .validation import acc_dtype, check_activation, check_param
 
@@ -91,7 +91,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _gradients(ctx, run, dy, *_unused):
-    x, weight, pooled, gate, out, shortcut = unpack_epilogue(ctx, 4)
+    x, weight, pooled, gate, out, shortcut = ctx.saved_tensors
     dx, dw, db, dres = run(dy, x, weight, ctx.has_bias, ctx.circular, pooled, gate, ctx.act, out, shortcut)
     return dx, dw, db, None, shortcut_grad(ctx, dy, dres), None
 

@@ -53,19 +53,11 @@ def epilogue_grad_torch(dy: Tensor, out: Tensor | None, x: Tensor, gate: Tensor,
     return d
 
 
-def epilogue_saved(y: Tensor, shortcut: Tensor | None, act: int) -> list[Tensor]:
+def epilogue_saved(y: Tensor, shortcut: Tensor | None, act: int) -> list[Tensor | None]:
     """What an op's backward keeps for the epilogue: the output for ReLU, the shortcut for the
-    other activations (an empty tensor in place of one not needed)."""
-    empty = y.new_empty((0,))
-    return [y if act == RELU else empty, shortcut if act not in (0, RELU) and shortcut is not None else empty]
-
-
-def unpack_epilogue(ctx, n: int) -> list:
-    """ctx.saved_tensors of an op that saved n tensors then epilogue_saved(...): the n tensors,
-    then (out or None, shortcut or None)."""
-    saved = list(ctx.saved_tensors)
-    out, shortcut = saved[n], saved[n + 1]
-    return saved[:n] + [out if out.numel() else None, shortcut if shortcut.numel() else None]
+    other activations (None in place of one not needed: save_for_backward takes None, and no
+    placeholder tensor is allocated per call)."""
+    return [y if act == RELU else None, shortcut if act not in (0, RELU) else None]
 
 
 def shortcut_grad(ctx, dy: Tensor, dz: Tensor | None) -> Tensor | None:

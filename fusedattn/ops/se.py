@@ -18,7 +18,7 @@ from .activations import activation, activation_grad, code_arg, gate_grad
 from .cpu_math import se_math
 from ..kernels.layout import suggested_memory_format
 from .epilogue import (act_code, check_shortcut, epilogue_grad_torch, epilogue_saved, epilogue_torch,
-                       shortcut_grad, unpack_epilogue)
+                       shortcut_grad)
 from .registration import define_block
 from .validation import acc_dtype, as_dtype, check_activation, check_channel_mlp, in_layout_of
 
@@ -103,7 +103,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _gradients(ctx, run, dy, *_unused):
-    x, w1, w2, pooled, pool_max, hidden, gate, out, shortcut = unpack_epilogue(ctx, 7)
+    x, w1, w2, pooled, pool_max, hidden, gate, out, shortcut = ctx.saved_tensors
     dx, dw1, db1, dw2, db2, dres = run(dy, x, w1, w2, ctx.has_bias, pooled, pool_max, hidden, gate,
                                        ctx.act, out, shortcut, ctx.mlp_act, ctx.gate_fn)
     return dx, dw1, db1, dw2, db2, None, shortcut_grad(ctx, dy, dres), None, None, None

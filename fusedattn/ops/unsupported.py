@@ -37,9 +37,11 @@ def once_differentiable(block: str, backward):
                               block, DOUBLE_BACKWARD)).encode()
 
     def wrapper(ctx, *grads):
+        if not torch.is_grad_enabled():   # the usual backward (no create_graph): nothing to guard
+            return backward(ctx, *grads)
         with torch.no_grad():
             outputs = backward(ctx, *grads)
-        if not torch.is_grad_enabled() or not any(isinstance(g, torch.Tensor) and g.requires_grad for g in grads):
+        if not any(isinstance(g, torch.Tensor) and g.requires_grad for g in grads):
             return outputs
         delayed = _functions.DelayedError(message, len(outputs))
         return delayed(*[None if t is None else t.detach().requires_grad_() for t in outputs])

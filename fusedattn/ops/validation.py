@@ -10,14 +10,16 @@ def check_activation(x, name: str = "x", channels: int | None = None) -> None:
     """x must be a floating [B, C, H, W] tensor (with C == channels when given)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must be a 4-D [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+    shape = x.shape   # (read once: every call of a fused module runs this)
+    if len(shape) != 4:
+        raise ValueError(f"{name} must be a 4-D [B, C, H, W] tensor, got shape {tuple(shape)}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
-    if channels is not None and x.shape[1] != channels:
-        raise ValueError(f"{name} has {x.shape[1]} channels, but the block was built for {channels}")
-    if x.shape[1] < 1 or x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{name} needs C, H, W >= 1, got shape {tuple(x.shape)}")
+    _, C, H, W = shape
+    if channels is not None and C != channels:
+        raise ValueError(f"{name} has {C} channels, but the block was built for {channels}")
+    if C < 1 or H < 1 or W < 1:
+        raise ValueError(f"{name} needs C, H, W >= 1, got shape {tuple(shape)}")
 
 
 def check_param(p, name: str, x: torch.Tensor, shape: tuple | None = None) -> None:
@@ -81,13 +83,14 @@ def check_params_match(x: torch.Tensor, **params: torch.Tensor | None) -> None:
     """A module's parameters (shapes fixed at construction) on x's device and, outside autocast,
     in x's dtype (PyTorch's own layers refuse mixed dtypes too): the one check a fused module's
     call repeats besides x's own."""
+    device, dtype = x.device, x.dtype
     for name, p in params.items():
         if p is None:
             continue
-        if p.device != x.device:
-            raise ValueError(f"{name} is on {p.device} but the input is on {x.device}; "
+        if p.device != device:
+            raise ValueError(f"{name} is on {p.device} but the input is on {device}; "
                              "move the module to the input's device")
-        if p.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+        if p.dtype != dtype and not torch.is_autocast_enabled(device.type):
             raise RuntimeError(f"{name} is {p.dtype} but the input is {x.dtype}: cast one to the other "
                                "(module.to(dtype) or x.to(dtype)), or run under torch.autocast")
 
