@@ -102,7 +102,7 @@ def op_implementation(fn, kernels_only: bool = False):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        first = _first_tensor(args)   # x, or dy for a backward (same device and batch)
+        first = first_tensor(args)   # x, or dy for a backward (same device and batch)
         if first.is_cuda:
             device = first.device
             if device.index is not None and device.index != torch.cuda.current_device():
@@ -120,7 +120,8 @@ _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None) or (
     lambda: torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"))
 
 
-def _first_tensor(args) -> torch.Tensor:
+def first_tensor(args) -> torch.Tensor:
+    """An op's first tensor argument (or the first tensor of its leading list argument)."""
     for a in args:
         if isinstance(a, torch.Tensor):
             return a

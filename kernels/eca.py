@@ -50,6 +50,7 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
     dz = config.new_buffer((B, C), dt, dev)
     dw = config.new_buffer(weight.shape, weight.dtype, dev)   # written as [K]
     db = config.new_buffer((1,), weight.dtype, dev) if has_bias else None
+    block_c = eca_block_c(C)
     epilogue = Epilogue(act, shortcut, out)
     weight_grads_done = False
     if not epilogue.active and eca_fits_one_launch(x):
@@ -59,7 +60,6 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
                                                     pooled, dw, db)
     else:
         mean_coef = config.new_buffer((B, C), dt, dev)
-        block_c = eca_block_c(C)
 
         def launch_gate_backward(parts, b0, nb):
             fast(eca_gate_backward_kernel)[(nb, -(-C // block_c))](
@@ -69,7 +69,6 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
 
         dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef, epilogue=epilogue)
     if not weight_grads_done:
-        block_c = eca_block_c(C)
         fast(eca_weight_grad_kernel)[(K + int(has_bias),)](
             dz, pooled, dw, db if has_bias else dw, B, C,
             K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,

@@ -28,11 +28,10 @@ def install() -> bool:
     import triton.language as tl
     import triton.runtime.interpreter as interpreter
 
+    if not all(hasattr(interpreter, name) for name in ("_patch_lang", "_LangPatchScope", "interpreter_builder")):
+        return False
     if getattr(interpreter._patch_lang, "_fusedattn_once", False):
         return True
-    needed = ("_patch_lang", "_LangPatchScope", "interpreter_builder")
-    if not all(hasattr(interpreter, name) for name in needed):
-        return False
     patch_lang = interpreter._patch_lang
     launch = {"patched": None, "nested": []}  # the running launch's language modules, nested scopes
 

@@ -29,9 +29,10 @@ def _mlp(v, w1, b1, w2, b2, dt, mlp_act=RELU):
     return F.linear(activation(z, mlp_act), as_dtype(w2.reshape(w2.shape[0], -1), dt), as_dtype(b2, dt))
 
 
-def _mean_hw(x, dt):
-    """[B, C] means over H*W in the accumulation dtype (no dtype argument when x has it)."""
-    return x.mean((2, 3)) if x.dtype == dt else x.mean((2, 3), dtype=dt)
+def _mean_hw(x, dt, keepdim: bool = False):
+    """[B, C] (keepdim: [B, C, 1, 1]) means over H*W in the accumulation dtype (no dtype argument
+    when x has it)."""
+    return x.mean((2, 3), keepdim) if x.dtype == dt else x.mean((2, 3), keepdim, dtype=dt)
 
 
 def _channel_attention(x, w1, b1, w2, b2, dt):
@@ -55,7 +56,7 @@ def se_math(x, w1, b1, w2, b2, add_maxpool, shortcut, act, mlp_act, gate_fn):
     dt = acc_dtype(x)
     if w1.dim() == 4:   # 1x1-conv weights: the eager block's own ops on [B, C, 1, 1] (no reshape, view or
         # transpose of a weight in the autograd graph: 5 backward nodes fewer than Linear on [B, C])
-        s = x.mean((2, 3), keepdim=True) if x.dtype == dt else x.mean((2, 3), keepdim=True, dtype=dt)
+        s = _mean_hw(x, dt, keepdim=True)
         if add_maxpool:
             s = 0.5 * s + 0.5 * as_dtype(x.amax((2, 3), keepdim=True), dt)
         z = F.conv2d(s, as_dtype(w1, dt), as_dtype(b1, dt))

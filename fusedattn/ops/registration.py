@@ -27,17 +27,8 @@ from typing import Callable
 
 import torch
 
-from ..backend import op_implementation, plain_pytorch
+from ..backend import first_tensor, op_implementation, plain_pytorch
 from .dispatch import Block, EagerOp
-
-
-def _first_tensor(args) -> torch.Tensor:
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            return a
-        if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
-            return a[0]
-    raise TypeError("an op needs a tensor argument")
 
 
 def _none_as_empty(fn: Callable) -> Callable:
@@ -47,7 +38,7 @@ def _none_as_empty(fn: Callable) -> Callable:
         out = fn(*args)
         if all(t is not None for t in out):
             return out
-        like = _first_tensor(args)
+        like = first_tensor(args)
         return type(out)(t if t is not None else like.new_empty((0,)) for t in out)
     return wrapper
 
