@@ -25,9 +25,16 @@ from .validation import acc_dtype, as_dtype, check_activation, check_channel_mlp
 
 # ---- plain-PyTorch path (CPU) -------------------------------------------------------
 
+def _channel_layer(v, w, b, dt):
+    """v [B, in] through weights w [out, in] (Linear) or [out, in, 1, 1] (run as the 1x1 conv it is, as
+    the CPU route does, ops/cpu_math.se_math: the same rounding in eager and compiled CPU runs)."""
+    if w.dim() == 4:
+        return F.conv2d(v.view(v.shape[0], -1, 1, 1), as_dtype(w, dt), as_dtype(b, dt)).flatten(1)
+    return F.linear(v, as_dtype(w, dt), as_dtype(b, dt))
+
+
 def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0, mlp_act=RELU, gate_fn=SIGMOID):
     B, C = x.shape[:2]
-    RD = w1.shape[0]
     dt = acc_dtype(x)
     pooled = x.mean((2, 3), dtype=dt)
     if add_maxpool:
@@ -35,12 +42,11 @@ def se_forward_torch(x, w1, b1, w2, b2, add_maxpool, shortcut=None, act=0, mlp_a
         pooled = 0.5 * pooled + 0.5 * pool_max
     else:
         pool_max = pooled.new_empty((0,))
-    hidden = F.linear(pooled, as_dtype(w1.reshape(RD, C), dt), as_dtype(b1, dt))
+    hidden = _channel_layer(pooled, w1, b1, dt)
     if w2 is None:   # one layer: the logits are the gate's input; no hidden vector is kept
         gate, hidden = activation(hidden, gate_fn), hidden.new_empty((B, 0))
     else:
-        gate = activation(F.linear(activation(hidden, mlp_act), as_dtype(w2.reshape(C, RD), dt), as_dtype(b2, dt)),
-                          gate_fn)
+        gate = activation(_channel_layer(activation(hidden, mlp_act), w2, b2, dt), gate_fn)
     y = epilogue_torch(as_dtype(x, dt) * gate.view(B, C, 1, 1), shortcut, act)
     return in_layout_of(x, y), pooled, pool_max, hidden, gate
 
