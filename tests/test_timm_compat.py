@@ -16,7 +16,7 @@ from torch import nn
 
 import fusedattn
 from fusedattn import reference
-from helpers import assert_close, grads_of, make_x, randomize_batchnorm, rounding_gap
+from helpers import assert_close, grads_of, make_x, randomize_batchnorm, rel_err, rounding_gap
 
 timm = pytest.importorskip("timm")
 
@@ -96,6 +96,19 @@ def _same_step(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str, tol: floa
         assert_close(saved[n].double(), bb.double(), torch.float64, f"{what} buffer {n}", floor=1.0, tol=tol)
 
 
+def _same_eval(converted: nn.Module, fresh: nn.Module, x: torch.Tensor, what: str, tol: float = 1e-7):
+    """converted and fresh (float64) agree in eval mode to tol or, off the CPU, 10x how far fresh
+    differs from its own CPU copy: PyTorch's CUDA hard sigmoid multiplies by a float32 1/6 (3e-8 a
+    gate, helpers.CUDA_HARDSIGMOID64), which the network carries further (H200, seed 975628791:
+    timm's mobilenetv3_large_100 reloaded 1.04e-7 off the converted model, whose kernels divide by 6)."""
+    with torch.no_grad():
+        y_fresh = fresh.eval()(x)
+        if x.device.type != "cpu":
+            tol = max(tol, 10 * rel_err(y_fresh.cpu(), copy.deepcopy(fresh).cpu()(x.cpu())))
+        assert tol < 1e-4, f"{what}: the model is not well conditioned here (CPU gap {tol / 10:.1e})"
+        assert_close(converted.eval()(x), y_fresh, torch.float64, what, tol=tol)
+
+
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_fused_block_is_timms_block(backend, name, mode, device):
@@ -171,8 +184,7 @@ def test_convert_timm_model(backend, model_name, kwargs, block, mode, device):
     fresh = timm.create_model(model_name, pretrained=False, num_classes=10, **kwargs)
     fresh.load_state_dict(converted.state_dict())  # strict: timm loads what the converted model saves
     fresh = fresh.double().to(device).train(mode == "train")
-    with torch.no_grad():
-        assert_close(converted.eval()(x), fresh.eval()(x), torch.float64, f"{model_name} reloaded", tol=1e-7)
+    _same_eval(converted, fresh, x, f"{model_name} reloaded")
 
 
 #: torchvision model -> its SE blocks' activation / gate (torchvision.ops.SqueezeExcitation)
@@ -206,5 +218,4 @@ def test_convert_torchvision_model(backend, model_name, mode, device):
     fresh = build()
     fresh.load_state_dict(converted.state_dict())  # strict
     fresh = fresh.double().to(device).train(mode == "train")
-    with torch.no_grad():
-        assert_close(converted.eval()(x), fresh.eval()(x), torch.float64, f"{model_name} reloaded", tol=1e-7)
+    _same_eval(converted, fresh, x, f"{model_name} reloaded")
