@@ -10,6 +10,8 @@ Files, one concept each:
   channel_scale y = act(x * gate[b, c] + shortcut) and the input gradient of x * gate
   batch_outer   deterministic sums over the batch for weight gradients
   se_gate       SE's two tiny layers + sigmoid, forward and backward
+  arrival       arrival counters: the last program of a group does the group's follow-up
+  se_pool_gate  SE's pool pass with the gate in its last program per sample, both ways
   eca_gate      ECA's k-tap channel conv + sigmoid, forward and backward
   channel_gate  the chunked pool -> gate -> scale pipeline shared by SE and ECA
   cbam_gate     CBAM's two-branch channel MLP gate, forward and backward

@@ -2,6 +2,7 @@
 out = act(x * gate + shortcut) of ResNet-style blocks (kernels/epilogue.py).
 
 Forward, per chunk of samples:      pool(x) -> gate(pooled) -> y = x * gate
+                                    (SE's small gate: at the end of the pool launch, kernels/se_pool_gate.py)
 Backward, per chunk of samples:     pool(dy * x) -> gate backward -> dx = dy * gate + ...
 then the block's weight gradients once over the whole batch.
 
@@ -24,10 +25,10 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 
 from . import config
-from .channel_pool import PoolPartials, channel_pool, new_partials, plan_pool
+from .channel_pool import PoolPartials, PoolPlan, channel_pool, new_partials, plan_pool
 from .channel_scale import channel_scale, channel_scale_backward
 from .epilogue import epilogue_grad
-from .layout import channel_view
+from .layout import ChannelView, channel_view
 
 GateLauncher = Callable[[PoolPartials, int, int], None]
 
@@ -58,10 +59,15 @@ class Epilogue(NamedTuple):
         return self.act != 0
 
 
-def channel_gate_forward(x: torch.Tensor, gate: torch.Tensor, launch_gate: GateLauncher,
-                         with_max: bool = False, epilogue: Epilogue = Epilogue()) -> torch.Tensor:
+#: pool_with_gate(x view, plan, partials, b0, nb): pools a chunk and computes its gate in one launch
+PoolGateLauncher = Callable[[ChannelView, PoolPlan, PoolPartials, int, int], None]
+
+
+def channel_gate_forward(x: torch.Tensor, gate: torch.Tensor, launch_gate: GateLauncher | None,
+                         with_max: bool = False, epilogue: Epilogue = Epilogue(),
+                         pool_with_gate: PoolGateLauncher | None = None) -> torch.Tensor:
     """y = act(x * gate[b, c] (+ shortcut)) with gate [B, C] computed chunk by chunk by
-    ``launch_gate``."""
+    ``launch_gate`` after the pool pass, or by the pool pass itself (``pool_with_gate``)."""
     B, C, H, W = x.shape
     xv = channel_view(x)
     y = config.new_like(xv.tensor)
@@ -70,21 +76,32 @@ def channel_gate_forward(x: torch.Tensor, gate: torch.Tensor, launch_gate: GateL
     plan = plan_pool(xv, chunk_size(x), C, H * W)
     parts = new_partials(plan, B, C, x, with_max)
     for b0, nb in sample_chunks(x):
-        channel_pool(xv, plan, parts, b0, nb)
-        launch_gate(parts, b0, nb)
+        if pool_with_gate is not None:
+            pool_with_gate(xv, plan, parts, b0, nb)
+        else:
+            channel_pool(xv, plan, parts, b0, nb)
+            launch_gate(parts, b0, nb)
         channel_scale(xv, yv, gate, plan, b0, nb, shortcut=rv, act=epilogue.act)
     return y
 
 
+#: pool_with_gate_backward(x view, dy view, plan, partials, b0, nb): pools sum_hw(dy * x) of a chunk
+#: (and ties) and computes its gate backward in one launch
+PoolGateBackwardLauncher = Callable[[ChannelView, ChannelView, PoolPlan, PoolPartials, int, int], None]
+
+
 def channel_gate_backward(dy: torch.Tensor, x: torch.Tensor, gate: torch.Tensor,
-                          launch_gate_backward: GateLauncher, mean_coef: torch.Tensor,
+                          launch_gate_backward: GateLauncher | None, mean_coef: torch.Tensor,
                           pool_max: torch.Tensor | None = None,
                           max_coef: torch.Tensor | None = None,
-                          epilogue: Epilogue = Epilogue()) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dx, dz) of y = act(x * gate + shortcut), where ``launch_gate_backward`` turns
-    sum_hw(dz * x) partials (and ties with ``pool_max``) into ``mean_coef`` (and ``max_coef``)
-    rows. dz = dy * act'(.) is the shortcut's gradient (None without an activation: dz = dy);
-    per chunk it is written, then read back from L2 by the two passes after it."""
+                          epilogue: Epilogue = Epilogue(),
+                          pool_with_gate: PoolGateBackwardLauncher | None = None,
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dx, dz) of y = act(x * gate + shortcut), where ``launch_gate_backward`` (after the pool
+    pass, or ``pool_with_gate`` in it) turns sum_hw(dz * x) partials (and ties with ``pool_max``)
+    into ``mean_coef`` (and ``max_coef``) rows. dz = dy * act'(.) is the shortcut's gradient
+    (None without an activation: dz = dy); per chunk it is written, then read back from L2 by the
+    two passes after it."""
     B, C, H, W = x.shape
     xv, dyv = channel_view(x), channel_view(dy)
     dx = config.new_like(xv.tensor)
@@ -101,7 +118,10 @@ def channel_gate_backward(dy: torch.Tensor, x: torch.Tensor, gate: torch.Tensor,
         if dz is not None:
             epilogue_grad(dyv, outv, xv, rv, dzv, gate, epilogue.act, plan, b0, nb)
         g = dzv if dz is not None else dyv
-        channel_pool(xv, plan, parts, b0, nb, dy=g, ref_max=pool_max)
-        launch_gate_backward(parts, b0, nb)
+        if pool_with_gate is not None:
+            pool_with_gate(xv, g, plan, parts, b0, nb)
+        else:
+            channel_pool(xv, plan, parts, b0, nb, dy=g, ref_max=pool_max)
+            launch_gate_backward(parts, b0, nb)
         channel_scale_backward(g, xv, dxv, gate, mean_coef, plan, b0, nb, pool_max, max_coef)
     return dx, dz

@@ -33,15 +33,12 @@ def pool_slab(b0, C, HW, hw_per_split, n_cblocks, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def channel_pool_kernel(
-    x_ptr, sxb, sxc, sxhw,
-    dy_ptr, sdb, sdc, sdhw,
-    ref_ptr,
-    sum_ptr, max_ptr, cnt_ptr,
-    b0, row0, ROWS, C, HW, hw_per_split, n_cblocks,
-    PRODUCT: tl.constexpr, WITH_MAX: tl.constexpr, COUNT_TIES: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
-):
+def pool_tile(x_ptr, sxb, sxc, sxhw, dy_ptr, sdb, sdc, sdhw, ref_ptr, sum_ptr, max_ptr, cnt_ptr,
+              b0, row0, ROWS, C, HW, hw_per_split, n_cblocks,
+              PRODUCT: tl.constexpr, WITH_MAX: tl.constexpr, COUNT_TIES: tl.constexpr,
+              BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """This program's slab (pool_slab) reduced and stored as its [S, ROWS, C] partials; returns
+    the sample b."""
     b, c, split, hw_start, hw_end = pool_slab(b0, C, HW, hw_per_split, n_cblocks, BLOCK_C)
     cmask = c < C
     c64 = c.to(tl.int64)
@@ -75,6 +72,22 @@ def channel_pool_kernel(
         tl.store(max_ptr + out, max_along(mx, 1), mask=cmask)
     if COUNT_TIES:
         tl.store(cnt_ptr + out, tl.sum(cnt, axis=1), mask=cmask)
+    return b
+
+
+@triton.jit
+def channel_pool_kernel(
+    x_ptr, sxb, sxc, sxhw,
+    dy_ptr, sdb, sdc, sdhw,
+    ref_ptr,
+    sum_ptr, max_ptr, cnt_ptr,
+    b0, row0, ROWS, C, HW, hw_per_split, n_cblocks,
+    PRODUCT: tl.constexpr, WITH_MAX: tl.constexpr, COUNT_TIES: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
+):
+    pool_tile(x_ptr, sxb, sxc, sxhw, dy_ptr, sdb, sdc, sdhw, ref_ptr, sum_ptr, max_ptr, cnt_ptr,
+              b0, row0, ROWS, C, HW, hw_per_split, n_cblocks,
+              PRODUCT, WITH_MAX, COUNT_TIES, BLOCK_C, BLOCK_HW, ACC)
 
 
 class PoolPlan(NamedTuple):
@@ -138,13 +151,15 @@ def channel_pool(view: ChannelView, plan: PoolPlan, parts: PoolPartials, b0: int
 
 @triton.jit
 def reduce_partials(ptr, S, B, C, b, c, cmask, IS_MAX: tl.constexpr, ACC: tl.constexpr):
-    """Combine the [S, B, C] partials of sample b at channels c (sum, or max if IS_MAX)."""
+    """Combine the [S, B, C] partials of sample b at channels c (sum, or max if IS_MAX). Loaded
+    from L2 (.cg), never from this SM's L1: the last program of a sample to arrive reads partials
+    that other programs of the same launch wrote (se_pool_gate_kernel)."""
     if IS_MAX:
         r = tl.full(c.shape, float("-inf"), dtype=ACC)
     else:
         r = tl.zeros(c.shape, dtype=ACC)
     for s in range(0, S):
-        v = tl.load(ptr + (s * B + b) * C + c, mask=cmask, other=0.0).to(ACC)
+        v = tl.load(ptr + (s * B + b) * C + c, mask=cmask, other=0.0, cache_modifier=".cg").to(ACC)
         if IS_MAX:
             r = maximum(r, v)
         else:

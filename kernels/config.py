@@ -28,8 +28,11 @@ class GPUProfile(NamedTuple):
     @property
     def one_launch_bytes(self) -> int:
         """Bytes one program may move alone in a one-launch block (kernels/one_launch.py): as
-        long as the two launches it saves take, 2 x (2 us on the GPU + 2.5 us on the host: the
-        cost model's kernel_fixed_us + driver_launch_us), at one SM's ``sm_bytes_per_s``."""
+        long as two launches take, 2 x (2 us on the GPU + 2.5 us on the host: the cost model's
+        kernel_fixed_us + driver_launch_us), at one SM's ``sm_bytes_per_s``. SE's pipeline has
+        had its gate in the pool launch since (kernels/se_pool_gate.py), so one launch is what
+        the one-launch plan saves there; two are kept because a launch's host time measured on
+        the GPU machines (13-22 us, bench/results/h200-2026-11-27-round2) is far above 2.5 us."""
         return int(2 * 4.5e-6 * self.sm_bytes_per_s)
 
     @property
@@ -57,12 +60,13 @@ chunk_bytes: int | None = None
 
 #: Walk the batch in L2 chunks (True), in one chunk (False), or (``None``) in L2 chunks only while
 #: a CUDA graph is being captured. Each chunk costs its launches again (pool, gate, scale: 3
-#: forward, 3 backward; CBAM 6 and 8) and saves one HBM read of its share of x (about 8 us per
-#: 25 MB chunk on an H100). A launch costs far more than that on the host: measured on an H100
-#: machine (torch 2.11, triton 3.6, 2026-11-26, bench/results/h100-2026-11-26) a bare Triton launch
-#: takes 13-20 us of host time with 4 arguments and 24-36 us with 28, and SE's forward at
-#: 64x256x56x56 (4 chunks, 12 launches) 645 us host for 139 us of kernels. So an eager call takes
-#: one chunk; a captured graph replays its launches without host work, and there the chunks pay.
+#: forward, 3 backward; SE 2 and 2, its gate in the pool launch; CBAM 6 and 8) and saves one HBM
+#: read of its share of x (about 8 us per 25 MB chunk on an H100). A launch costs far more than
+#: that on the host: measured on an H100 machine (torch 2.11, triton 3.6, 2026-11-26,
+#: bench/results/h100-2026-11-26) a bare Triton launch takes 13-20 us of host time with 4
+#: arguments and 24-36 us with 28, and SE's forward at 64x256x56x56 (4 chunks, 12 launches) 645 us
+#: host for 139 us of kernels. So an eager call takes one chunk; a captured graph replays its
+#: launches without host work, and there the chunks pay.
 #: Env: FUSEDATTN_L2_CHUNKS=1 (always) or 0 (never).
 l2_chunks: bool | None = {"1": True, "0": False}.get(os.environ.get("FUSEDATTN_L2_CHUNKS", ""))
 

@@ -1,7 +1,7 @@
 """A whole channel-gate block in one launch: pool -> gate -> y = act(x * gate (+ shortcut)).
 
-For small calls (batch 1, late stages) the pipeline's three launches per chunk cost more than
-the data: each launch has a fixed cost on the GPU and on the host. Here one program does a
+For small calls (batch 1, late stages) the pipeline's launches per chunk (3; SE's 2) cost more
+than the data: each launch has a fixed cost on the GPU and on the host. Here one program does a
 whole block for its rows of x; its second read of x finds them in L1/L2, where its first read
 left them (loaded evict_last; the second read and y are evict_first):
 

@@ -8,8 +8,9 @@ from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
 from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .mlp_gate import mlp_gate_backward, mlp_gate_forward, use_mlp_gate
 from .one_launch import se_fits_one_launch, se_one_launch, se_one_launch_backward
-from .se_gate import gate_tiles, se_gate_backward_kernel, se_gate_forward_kernel
-from .launch import fast
+from .se_gate import gate_tiles
+from .se_pool_gate import se_pool_gate, se_pool_gate_backward
+from .arrival import arrival_counters
 
 
 def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0, mlp_act: int = RELU,
@@ -29,7 +30,6 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
     dt, dev = acc_torch_dtype(x.dtype), x.device
     one_layer = w2 is None
     w1, w2 = w1.contiguous(), _contiguous(w2)   # read as [RD, C] and [C, RD] by pointer arithmetic
-    has_bias = b1 is not None
     b1, b2 = _contiguous(b1), _contiguous(b2)
     pooled = config.new_buffer((B, C), dt, dev)
     pool_max = config.new_buffer((B, C) if add_maxpool else (0,), dt, dev)
@@ -41,24 +41,21 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
         se_one_launch(xv, channel_view(y), channel_view(shortcut) if shortcut is not None else None, act,
                       w1, b1, w2, b2, pooled, pool_max, hidden, gate, mlp_act, gate_fn)
         return y, pooled, pool_max, hidden, gate
-    block_c, block_rd = gate_tiles(C, RD)
-    parallel = one_layer or use_mlp_gate(x, w1)
+    epilogue = Epilogue(act, shortcut)
+    if one_layer or use_mlp_gate(x, w1):   # wide weights: the gate spread over many programs
 
-    def launch_gate(parts, b0, nb):
-        if parallel:
+        def launch_gate(parts, b0, nb):
             mlp_gate_forward(parts, B, C, RD, H * W, w1, b1, w2, b2, pooled, pool_max, hidden, gate, b0, nb,
                              acc_dtype(x.dtype), mlp_act=mlp_act, gate_fn=gate_fn)
-            return
-        fast(se_gate_forward_kernel)[(nb,)](
-            parts.sums, parts.maxs if add_maxpool else parts.sums, parts.sums.shape[0],
-            B, C, RD, H * W,
-            w1, b1 if has_bias else w1, w2, b2 if has_bias else w2,
-            pooled, pool_max if add_maxpool else pooled, hidden, gate, b0,
-            HAS_BIAS=has_bias, WITH_MAX=add_maxpool, MLP_ACT=mlp_act, GATE=gate_fn,
-            BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
-        )
 
-    y = channel_gate_forward(x, gate, launch_gate, with_max=add_maxpool, epilogue=Epilogue(act, shortcut))
+        return channel_gate_forward(x, gate, launch_gate, add_maxpool, epilogue), pooled, pool_max, hidden, gate
+    counters, tiles = arrival_counters(dev, B), gate_tiles(C, RD)
+
+    def pool_with_gate(xv, plan, parts, b0, nb):   # one program per sample's gate, at the pool's end
+        se_pool_gate(xv, plan, parts, counters, b0, nb, w1, b1, w2, b2, pooled, pool_max, hidden, gate, tiles,
+                     mlp_act, gate_fn)
+
+    y = channel_gate_forward(x, gate, None, add_maxpool, epilogue, pool_with_gate=pool_with_gate)
     return y, pooled, pool_max, hidden, gate
 
 
@@ -94,24 +91,23 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
         return dx, dw1, db1, dw2, db2, None
     mean_coef = config.new_buffer((B, C), dt, dev)
     max_coef = config.new_buffer((B, C), dt, dev) if with_max else None
-    block_c, block_rd = gate_tiles(C, RD)
-    parallel = one_layer or use_mlp_gate(x, w1)
+    ref_max = pool_max if with_max else None
+    if one_layer or use_mlp_gate(x, w1):   # wide weights: the gate backward spread over many programs
 
-    def launch_gate_backward(parts, b0, nb):
-        if parallel:
+        def launch_gate_backward(parts, b0, nb):
             mlp_gate_backward(parts, B, C, RD, H * W, w1f, w2f, hidden, gate, dz, dh, mean_coef, max_coef, b0, nb,
                               acc_dtype(x.dtype), mlp_act=mlp_act, gate_fn=gate_fn)
-            return
-        fast(se_gate_backward_kernel)[(nb,)](
-            parts.sums, parts.counts if with_max else parts.sums, parts.sums.shape[0],
-            B, C, RD, H * W, w1f, w2f, hidden, gate,
-            dz, dh, mean_coef, max_coef if with_max else mean_coef, b0,
-            WITH_MAX=with_max, MLP_ACT=mlp_act, GATE=gate_fn,
-            BLOCK_C=block_c, BLOCK_RD=block_rd, ACC=acc_dtype(x.dtype), num_warps=4,
-        )
 
-    dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef,
-                                     pool_max if with_max else None, max_coef, epilogue)
+        dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef, ref_max, max_coef, epilogue)
+    else:   # one program per sample's gate backward, at the end of the pool launch
+        counters, tiles = arrival_counters(dev, B), gate_tiles(C, RD)
+
+        def pool_with_gate(xv, g, plan, parts, b0, nb):
+            se_pool_gate_backward(xv, g, ref_max, plan, parts, counters, b0, nb, w1f, w2f, hidden, gate, dz, dh,
+                                  mean_coef, max_coef, tiles, mlp_act, gate_fn)
+
+        dx, dres = channel_gate_backward(dy, x, gate, None, mean_coef, ref_max, max_coef, epilogue,
+                                         pool_with_gate=pool_with_gate)
     return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias, mlp_act), dres)
 
 

@@ -106,14 +106,12 @@ def gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS: tl.constexpr, GATE: tl.con
 
 
 @triton.jit
-def se_gate_forward_kernel(
-    sum_ptr, max_ptr, S, B, C, RD, HW,
-    w1_ptr, b1_ptr, w2_ptr, b2_ptr,
-    pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr, b0,
-    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
-):
-    b = (b0 + tl.program_id(0)).to(tl.int64)
+def se_gate_row(sum_ptr, max_ptr, S, B, C, RD, HW, w1_ptr, b1_ptr, w2_ptr, b2_ptr,
+                pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr, b,
+                HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
+                BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr):
+    """Sample b's gate from its [S, B, C] pooling partials: pooled (and pool_max), hidden and
+    gate rows stored."""
     r = tl.arange(0, BLOCK_RD)
     h = tl.zeros([BLOCK_RD], dtype=ACC)
     for c0 in range(0, C, BLOCK_C):
@@ -132,14 +130,25 @@ def se_gate_forward_kernel(
 
 
 @triton.jit
-def se_gate_backward_kernel(
-    dsum_ptr, cnt_ptr, S, B, C, RD, HW,
-    w1_ptr, w2_ptr, hidden_ptr, gate_ptr,
-    dz_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, b0,
-    WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
+def se_gate_forward_kernel(
+    sum_ptr, max_ptr, S, B, C, RD, HW,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr,
+    pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr, b0,
+    HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
 ):
-    b = (b0 + tl.program_id(0)).to(tl.int64)
+    se_gate_row(sum_ptr, max_ptr, S, B, C, RD, HW, w1_ptr, b1_ptr, w2_ptr, b2_ptr,
+                pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr, (b0 + tl.program_id(0)).to(tl.int64),
+                HAS_BIAS, WITH_MAX, MLP_ACT, GATE, BLOCK_C, BLOCK_RD, ACC)
+
+
+@triton.jit
+def se_gate_backward_row(dsum_ptr, cnt_ptr, S, B, C, RD, HW, w1_ptr, w2_ptr, hidden_ptr, gate_ptr,
+                         dz_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, b,
+                         WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
+                         BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr):
+    """Sample b's gate backward from its [S, B, C] partials of sum_hw(dy * x) (and tie counts):
+    dz, dh, mean_coef (and max_coef) rows stored."""
     r = tl.arange(0, BLOCK_RD)
     rmask = r < RD
     dh = gate_logit_grad(dsum_ptr, S, B, C, RD, b, r, gate_ptr, dz_ptr, w2_ptr, GATE, BLOCK_C, BLOCK_RD, ACC)
@@ -156,6 +165,19 @@ def se_gate_backward_kernel(
             tl.store(max_coef_ptr + b * C + c, 0.5 * dp / ties, mask=cmask)
             dp = 0.5 * dp
         tl.store(mean_coef_ptr + b * C + c, dp / HW, mask=cmask)
+
+
+@triton.jit
+def se_gate_backward_kernel(
+    dsum_ptr, cnt_ptr, S, B, C, RD, HW,
+    w1_ptr, w2_ptr, hidden_ptr, gate_ptr,
+    dz_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, b0,
+    WITH_MAX: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_RD: tl.constexpr, ACC: tl.constexpr,
+):
+    se_gate_backward_row(dsum_ptr, cnt_ptr, S, B, C, RD, HW, w1_ptr, w2_ptr, hidden_ptr, gate_ptr,
+                         dz_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, (b0 + tl.program_id(0)).to(tl.int64),
+                         WITH_MAX, MLP_ACT, GATE, BLOCK_C, BLOCK_RD, ACC)
 
 
 def gate_tiles(C: int, RD: int, elems: int = 4096) -> tuple[int, int]:

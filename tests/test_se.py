@@ -55,9 +55,10 @@ def test_linear_se_layout_matches(backend, device):
 
 @pytest.mark.parametrize("add_maxpool", [False, True])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_se_gradcheck_float64(triton_backend, layout, add_maxpool, device):
-    """torch.autograd.gradcheck through the Triton kernels in float64: the full Jacobian for NCHW, a
-    random projection of it (fast_mode) for channels_last (CI time)."""
+def test_se_gradcheck_float64(triton_backend, pipeline, layout, add_maxpool, device):
+    """torch.autograd.gradcheck through the Triton kernels in float64 (the one-launch plan, and the
+    pipeline whose pool launch computes the gate: kernels/se_pool_gate.py): the full Jacobian for
+    NCHW, a random projection of it (fast_mode) for channels_last (CI time)."""
     C, RD = 5, 3
     x = make_x((2, C, 3, 2), torch.float64, layout, device, requires_grad=True)
     w1 = torch.randn(RD, C, 1, 1, dtype=torch.float64, device=device, requires_grad=True)
