@@ -156,15 +156,23 @@ class FusedattnOpCalls(TorchDispatchMode):
         return out
 
 
+#: Runs of the reference in the fused dtype that bound a block with unfused layers (below).
+UNFUSED_DRAWS = 3
+
+
 def check_against_reference(fused, reference, x, dtype, what, unfused_bound=False):
     """Forward and every gradient of ``fused`` (dtype) vs ``reference`` run in float64.
 
     unfused_bound: for blocks with unfused layers (SK's branch convs + BatchNorm run by PyTorch
     in ``dtype``, identically in both), each tolerance is max(2 x dtype tolerance, 2 x the error
     of ``reference`` itself run in ``dtype``): the fused block must be no worse than the reference
-    in that dtype; its fused part is held to the plain tolerances by a separate test. (The
-    reference's own error is one draw: seed 1468032351 gave SK's float32 train() branch-conv
-    weight gradient 2.7e-5 against a reference error under 1e-5, with the plain 2e-5 as the bound.)
+    in that dtype; its fused part is held to the plain tolerances by a separate test. The
+    reference's own error is taken over UNFUSED_DRAWS runs (x as drawn, and x changed by a unit
+    roundoff of ``dtype``), the largest: one run is one draw of how far rounding carries through
+    train-mode BatchNorm over a small batch. (Seed 1468032351 gave SK's float32 train() branch-conv
+    weight gradient 2.7e-5 against a reference error under 1e-5; seed 1107553157 its fc_reduce
+    weight gradient 4.4e-5 against 2 x 2e-5, where the reference's error ranged 2.7e-6 to 5.0e-5
+    over seeds.)
     """
     ref64 = reference.double().to(x.device)
     ref64.load_state_dict(fused.state_dict())
@@ -186,10 +194,15 @@ def check_against_reference(fused, reference, x, dtype, what, unfused_bound=Fals
         bound64 = max(bound64, 2 * gap)
     tol = collections.defaultdict(lambda: bound64)
     if unfused_bound:
-        ys, dxs, gs = grads_of(same, x, dy)
-        tol.update(y=2 * rel_err(ys, y64), dx=2 * rel_err(dxs, dx64),
-                   **{n: 2 * rel_err(gs[n], grads64[n], 1.0) for n in gs})
-        tol = collections.defaultdict(float, {k: max(v, 2 * TOL[dtype]) for k, v in tol.items()})
+        tol = collections.defaultdict(lambda: 2 * TOL[dtype])
+        for draw in range(UNFUSED_DRAWS):
+            noise = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(draw))
+            xd = x if draw == 0 else torch.empty_like(x).copy_(x.double() * (1 + torch.finfo(dtype).eps
+                                                                               * noise.to(x.device)))
+            ys, dxs, gs = grads_of(copy.deepcopy(same), xd, dy)
+            errs = dict(y=rel_err(ys, y64), dx=rel_err(dxs, dx64), **{n: rel_err(gs[n], grads64[n], 1.0) for n in gs})
+            for k, e in errs.items():
+                tol[k] = max(tol[k], 2 * e)
     assert y.dtype == x.dtype and dx.dtype == x.dtype
     assert_close(y, y64, dtype, f"{what} y", tol=tol["y"])
     assert_close(dx, dx64, dtype, f"{what} dx", tol=tol["dx"])
