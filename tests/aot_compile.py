@@ -32,7 +32,7 @@ STREAMING = {"channel_pool_kernel", "channel_scale_kernel", "channel_scale_backw
              "path_combine_kernel", "path_combine_backward_kernel", "se_one_launch_kernel",
              "eca_one_launch_kernel", "se_one_launch_backward_kernel", "eca_one_launch_backward_kernel",
              "simam_forward_kernel", "simam_backward_kernel", "simam_statistics_kernel", "simam_grad_sums_kernel",
-             "strip_sums_kernel", "strip_scale_kernel"}
+             "strip_sums_kernel", "strip_scale_kernel", "se_pool_gate_kernel", "se_pool_gate_backward_kernel"}
 WRITERS = {"se_one_launch_kernel", "eca_one_launch_kernel", "se_one_launch_backward_kernel",
            "eca_one_launch_backward_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel", "cbam_input_grad_kernel",
            "path_combine_kernel", "path_combine_backward_kernel", "simam_forward_kernel", "simam_backward_kernel",
