@@ -1,8 +1,8 @@
 """Per-(b, c) reductions over H*W: sum(x) [+ max(x)], or sum(dy * x) [+ #(x == max)].
 
 One program reduces a [BLOCK_C, hw_per_split] slab of one sample; H*W is split across
-``n_splits`` programs when B * C alone gives too few programs to fill the GPU. Each
-split writes its own partial (no atomics), the gate kernels add the partials in a
+``n_splits`` programs (at most MAX_SPLITS) when B * C alone gives too few programs to fill the
+GPU. Each split writes its own partial (no atomics), the gate kernels add the partials in a
 fixed order, so results are deterministic.
 
 Partials are [n_splits, B, C] in the accumulation dtype.
@@ -98,12 +98,23 @@ class PoolPlan(NamedTuple):
     hw_per_split: int
 
 
+#: Partials per (b, c) at most. Every gate reads a sample's partials one split after another (SE's
+#: in the last program of the pool launch), and filling 4 programs per SM split a batch of one at
+#: 56x56 196 ways (4 KB per program; 200 KB of partials, 1/8 of x in bf16, for the gate to read).
+#: The cost model (H100 profile, batch 1, every block that pools through this plan) put the cap at
+#: 32: at 8 the few programs (16 at 1x256x56x56) each stream too much for one SM and the modeled
+#: time rose up to 11% (PSA 1x256x56x56 fwd+bwd 55.1 -> 61.1 us); at 32 no case is slower by more
+#: than 0.7 us, SK 1x256x56x56 fwd+bwd 45.3 -> 44.4, ECA's epilogue backward 30.0 -> 23.5, and the
+#: partials the gates read shrink 6x.
+MAX_SPLITS = 32
+
+
 def plan_pool(view: ChannelView, chunk: int, C: int, HW: int) -> PoolPlan:
     """Tile and H*W split for reducing ``chunk`` samples at a time."""
     block_c, block_hw = tile_shape(view, C, HW)
     n_cblocks = cdiv(C, block_c)
     target = config.device_target_programs(view.tensor.device)
-    max_splits = cdiv(HW, block_hw)
+    max_splits = min(cdiv(HW, block_hw), MAX_SPLITS)
     splits = min(max(math.ceil(target / (chunk * n_cblocks)), 1), max_splits)
     hw_per_split = cdiv(cdiv(HW, splits), block_hw) * block_hw
     return PoolPlan(block_c, block_hw, n_cblocks, cdiv(HW, hw_per_split), hw_per_split)
