@@ -15,6 +15,7 @@ program: mlp_gate.use_mlp_gate is False), and adds that program's time to the ta
 import triton
 import triton.language as tl
 
+from .arrival import last_to_arrive
 from .channel_pool import PoolPartials, PoolPlan, pool_tile
 from .launch import fast
 from .layout import ChannelView, STREAM_WARPS, acc_dtype
@@ -34,10 +35,7 @@ def se_pool_gate_kernel(
     b = pool_tile(x_ptr, sxb, sxc, sxhw, x_ptr, sxb, sxc, sxhw, sum_ptr, sum_ptr, max_ptr, sum_ptr,
                   b0, 0, ROWS, C, HW, hw_per_split, n_cblocks,
                   False, WITH_MAX, False, BLOCK_C, BLOCK_HW, ACC)
-    tl.debug_barrier()   # every thread's partial stored before the ticket (kernels/arrival.py)
-    ticket = tl.atomic_add(count_ptr + b, 1, sem="acq_rel", scope="gpu")
-    if ticket == n_cblocks * tl.num_programs(1) - 1:
-        tl.store(count_ptr + b, 0)
+    if last_to_arrive(count_ptr, b, n_cblocks * tl.num_programs(1)):
         se_gate_row(sum_ptr, max_ptr, tl.num_programs(1), ROWS, C, RD, HW, w1_ptr, b1_ptr, w2_ptr, b2_ptr,
                     pooled_ptr, pool_max_ptr, hidden_ptr, gate_ptr, b,
                     HAS_BIAS, WITH_MAX, MLP_ACT, GATE, GATE_BLOCK_C, BLOCK_RD, ACC)
@@ -76,10 +74,7 @@ def se_pool_gate_backward_kernel(
     b = pool_tile(x_ptr, sxb, sxc, sxhw, dy_ptr, sdb, sdc, sdhw, ref_ptr, sum_ptr, sum_ptr, cnt_ptr,
                   b0, 0, ROWS, C, HW, hw_per_split, n_cblocks,
                   True, False, WITH_MAX, BLOCK_C, BLOCK_HW, ACC)
-    tl.debug_barrier()
-    ticket = tl.atomic_add(count_ptr + b, 1, sem="acq_rel", scope="gpu")
-    if ticket == n_cblocks * tl.num_programs(1) - 1:
-        tl.store(count_ptr + b, 0)
+    if last_to_arrive(count_ptr, b, n_cblocks * tl.num_programs(1)):
         se_gate_backward_row(sum_ptr, cnt_ptr, tl.num_programs(1), ROWS, C, RD, HW, w1_ptr, w2_ptr, hidden_ptr,
                              gate_ptr, dz_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, b,
                              WITH_MAX, MLP_ACT, GATE, GATE_BLOCK_C, BLOCK_RD, ACC)
