@@ -55,8 +55,9 @@ def cbam_channel_grad_kernel(
         hw = hw0 + tl.arange(0, BLOCK_HW)
         m = cmask[:, None] & (hw < hw_end)[None, :]
         hw64 = hw.to(tl.int64)[None, :]
-        x = tl.load(x_ptr + b * sxb + c64 * sxc + hw64 * sxhw, mask=m, other=0.0).to(ACC)
-        dy = tl.load(dy_ptr + b * sdb + c64 * sdc + hw64 * sdhw, mask=m, other=0.0).to(ACC)
+        x = tl.load(x_ptr + b * sxb + c64 * sxc + hw64 * sxhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
+        dy = tl.load(dy_ptr + b * sdb + c64 * sdc + hw64 * sdhw, mask=m, other=0.0,
+                     eviction_policy="evict_last").to(ACC)
         dx1 = _dx1(dy, x * g[:, None], b, hw, HW, sa_ptr, kmean_ptr, maps_ptr, kmax_ptr, ACC)
         acc += tl.where(m, dx1 * x, 0.0)
         if CHANNEL_MAX:
@@ -80,8 +81,10 @@ def cbam_input_grad_kernel(
     cm = c < C
     g = tl.load(ca_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
     k = tl.load(mean_coef_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
-    x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(ACC)
-    dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0).to(ACC)
+    x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0,
+                eviction_policy="evict_first").to(ACC)
+    dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0,
+                 eviction_policy="evict_first").to(ACC)
     dx1 = _dx1(dy, x * g[:, None], b, hw, HW, sa_ptr, kmean_ptr, maps_ptr, kmax_ptr, ACC)
     dx = dx1 * g[:, None] + k[:, None]
     if CHANNEL_MAX:
@@ -89,7 +92,7 @@ def cbam_input_grad_kernel(
         kx = tl.load(max_coef_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
         dx += max_grad(kx[:, None], x == pm[:, None])
     tl.store(dx_ptr + b * sgb + c[:, None] * sgc + hw[None, :] * sghw, dx.to(dx_ptr.dtype.element_ty),
-             mask=mask)
+             mask=mask, eviction_policy="evict_first")
 
 
 def cbam_channel_grad(x: ChannelView, dy: ChannelView, plan: PoolPlan, parts: PoolPartials,

@@ -55,9 +55,10 @@ def pool_tile(x_ptr, sxb, sxc, sxhw, dy_ptr, sdb, sdc, sdhw, ref_ptr, sum_ptr, m
         hw = hw0 + tl.arange(0, BLOCK_HW)
         m = cmask[:, None] & (hw < hw_end)[None, :]
         hw64 = hw.to(tl.int64)[None, :]
-        v = tl.load(x_rows + hw64 * sxhw, mask=m, other=0.0).to(ACC)
+        v = tl.load(x_rows + hw64 * sxhw, mask=m, other=0.0,
+                    eviction_policy="evict_first" if PRODUCT and not COUNT_TIES else "evict_last").to(ACC)
         if PRODUCT:
-            d = tl.load(dy_rows + hw64 * sdhw, mask=m, other=0.0).to(ACC)
+            d = tl.load(dy_rows + hw64 * sdhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
             acc += v * d
         else:
             acc += v

@@ -42,15 +42,17 @@ def channel_scale_kernel(
 ):
     b, c, hw, mask = scale_tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
     g = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
-    x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0)
+    x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0,
+                eviction_policy="evict_first")
     y = x.to(ACC) * g[:, None]
     if HAS_SPATIAL:
         y *= tl.load(spatial_ptr + b * HW + hw, mask=hw < HW, other=0.0).to(ACC)[None, :]
     if HAS_RES:
-        y += tl.load(res_ptr + b * srb + c[:, None] * src + hw[None, :] * srhw, mask=mask, other=0.0).to(ACC)
+        y += tl.load(res_ptr + b * srb + c[:, None] * src + hw[None, :] * srhw, mask=mask, other=0.0,
+                     eviction_policy="evict_first").to(ACC)
     y = activation(y, ACT)
     tl.store(y_ptr + b * syb + c[:, None] * syc + hw[None, :] * syhw,
-             y.to(y_ptr.dtype.element_ty), mask=mask)
+             y.to(y_ptr.dtype.element_ty), mask=mask, eviction_policy="evict_first")
 
 
 @triton.jit
@@ -68,15 +70,17 @@ def channel_scale_backward_kernel(
     vec = b * C + c
     g = tl.load(gate_ptr + vec, mask=cm, other=0.0).to(ACC)
     k = tl.load(mean_coef_ptr + vec, mask=cm, other=0.0).to(ACC)
-    dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0,
+                 eviction_policy="evict_first")
     dx = dy.to(ACC) * g[:, None] + k[:, None]
     if WITH_MAX:
         mx = tl.load(max_ptr + vec, mask=cm, other=0.0).to(ACC)
         mk = tl.load(max_coef_ptr + vec, mask=cm, other=0.0).to(ACC)
-        x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0)
+        x = tl.load(x_ptr + b * sxb + c[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0,
+                    eviction_policy="evict_first")
         dx += max_grad(mk[:, None], x.to(ACC) == mx[:, None])
     tl.store(dx_ptr + b * sgb + c[:, None] * sgc + hw[None, :] * sghw,
-             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+             dx.to(dx_ptr.dtype.element_ty), mask=mask, eviction_policy="evict_first")
 
 
 def scale_grid(plan: PoolPlan, nb: int, HW: int) -> tuple[tuple[int], int]:

@@ -78,9 +78,11 @@ def strip_sums_kernel(
     h0 = hs * h_per_split
     rows_out = rows_ptr + wt * rows_part + bc
     for h in range(h0, tl.minimum(h0 + h_per_split, H)):
-        v = tl.load(x_tile + _row(h, b, sxh, X_ALIGN), mask=m, other=0.0).to(ACC)
+        v = tl.load(x_tile + _row(h, b, sxh, X_ALIGN), mask=m, other=0.0,
+                    eviction_policy="evict_first" if GRAD else "evict_last").to(ACC)
         if GRAD:
-            v = v * tl.load(dy_tile + _row(h, b, sdh, DY_ALIGN), mask=m, other=0.0).to(ACC)
+            v = v * tl.load(dy_tile + _row(h, b, sdh, DY_ALIGN), mask=m, other=0.0,
+                            eviction_policy="evict_last").to(ACC)
             ah = tl.load(a_ptr + h * BC + bc, mask=cm, other=0.0).to(ACC)
             row = tl.sum(v * aw, axis=1)
             col += v * ah[:, None]

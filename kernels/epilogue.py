@@ -33,17 +33,21 @@ def epilogue_grad_kernel(
 ):
     b, c, hw, mask = scale_tile(tl.program_id(0), b0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
     cc, hh = c[:, None], hw[None, :]
-    d = tl.load(dout_ptr + b * sdb + cc * sdc + hh * sdhw, mask=mask, other=0.0).to(ACC)
+    d = tl.load(dout_ptr + b * sdb + cc * sdc + hh * sdhw, mask=mask, other=0.0, eviction_policy="evict_first").to(ACC)
     if ACT == RELU_CODE:
-        y = tl.load(out_ptr + b * sob + cc * soc + hh * sohw, mask=mask, other=0.0).to(ACC)
+        y = tl.load(out_ptr + b * sob + cc * soc + hh * sohw, mask=mask, other=0.0,
+                    eviction_policy="evict_first").to(ACC)
         d = activation_grad(d, y, RELU_CODE)   # the output is <= 0 exactly where its input is
     elif ACT != 0:
         g = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
-        z = tl.load(x_ptr + b * sxb + cc * sxc + hh * sxhw, mask=mask, other=0.0).to(ACC) * g[:, None]
+        z = tl.load(x_ptr + b * sxb + cc * sxc + hh * sxhw, mask=mask, other=0.0,
+                    eviction_policy="evict_last").to(ACC) * g[:, None]
         if HAS_RES:
-            z += tl.load(res_ptr + b * srb + cc * src + hh * srhw, mask=mask, other=0.0).to(ACC)
+            z += tl.load(res_ptr + b * srb + cc * src + hh * srhw, mask=mask, other=0.0,
+                         eviction_policy="evict_first").to(ACC)
         d = activation_grad(d, z, ACT)
-    tl.store(dz_ptr + b * szb + cc * szc + hh * szhw, d.to(dz_ptr.dtype.element_ty), mask=mask)
+    tl.store(dz_ptr + b * szb + cc * szc + hh * szhw, d.to(dz_ptr.dtype.element_ty), mask=mask,
+             eviction_policy="evict_last")
 
 
 def epilogue_grad(dout: ChannelView, out: ChannelView | None, x: ChannelView, shortcut: ChannelView | None,

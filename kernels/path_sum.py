@@ -62,8 +62,8 @@ def path_pool_kernel(
                 hw = hw0 + tl.arange(0, BLOCK_HW)
                 m = cmask[:, None] & (hw < hw_end)[None, :]
                 hw64 = hw.to(tl.int64)[None, :]
-                d = tl.load(dy_rows + hw64 * sdhw, mask=m, other=0.0).to(ACC)
-                acc += d * tl.load(xp + hw64 * sxhw, mask=m, other=0.0).to(ACC)
+                d = tl.load(dy_rows + hw64 * sdhw, mask=m, other=0.0, eviction_policy="evict_last").to(ACC)
+                acc += d * tl.load(xp + hw64 * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
             tl.store(sum_ptr + ((split0 + split) * ROWS + row + p) * C + c64, tl.sum(acc, axis=1), mask=cmask)
     else:
         acc = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
@@ -72,7 +72,8 @@ def path_pool_kernel(
             m = cmask[:, None] & (hw < hw_end)[None, :]
             hw64 = hw.to(tl.int64)[None, :]
             for p in tl.static_range(P):
-                acc += tl.load(_path(x0, x1, x2, x3, p) + x_off + hw64 * sxhw, mask=m, other=0.0).to(ACC)
+                acc += tl.load(_path(x0, x1, x2, x3, p) + x_off + hw64 * sxhw, mask=m, other=0.0,
+                               eviction_policy="evict_last").to(ACC)
         tl.store(sum_ptr + ((split0 + split) * ROWS + row) * C + c64, tl.sum(acc, axis=1), mask=cmask)
 
 
@@ -81,7 +82,7 @@ def path_combine_kernel(
     x0, x1, x2, x3, sxb, sxc, sxhw,
     y_ptr, syb, syc, syhw,
     att_ptr, p0, P_ALL, C, HW, n_hwblocks, n_cblocks,
-    P: tl.constexpr, ACCUMULATE: tl.constexpr,
+    P: tl.constexpr, ACCUMULATE: tl.constexpr, LAST: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
     b, c, hw, mask = scale_tile(tl.program_id(0), 0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
@@ -92,10 +93,12 @@ def path_combine_kernel(
     y = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     for p in tl.static_range(P):
         a = tl.load(att_row + p * C, mask=cm, other=0.0).to(ACC)
-        y += tl.load(_path(x0, x1, x2, x3, p) + x_off, mask=mask, other=0.0).to(ACC) * a[:, None]
+        y += tl.load(_path(x0, x1, x2, x3, p) + x_off, mask=mask, other=0.0,
+                     eviction_policy="evict_first").to(ACC) * a[:, None]
     if ACCUMULATE:
-        y += tl.load(y_at, mask=mask, other=0.0).to(ACC)
-    tl.store(y_at, y.to(y_ptr.dtype.element_ty), mask=mask)
+        y += tl.load(y_at, mask=mask, other=0.0, eviction_policy="evict_first").to(ACC)
+    # y streams out, unless a later group of paths adds to it
+    tl.store(y_at, y.to(y_ptr.dtype.element_ty), mask=mask, eviction_policy="evict_first" if LAST else "evict_last")
 
 
 @triton.jit
@@ -103,19 +106,22 @@ def path_combine_backward_kernel(
     dy_ptr, sdb, sdc, sdhw,
     dx0, dx1, dx2, dx3, sgb, sgc, sghw,
     att_ptr, coef_ptr, p0, P_ALL, C, HW, n_hwblocks, n_cblocks,
-    P: tl.constexpr,
+    P: tl.constexpr, LAST: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr,
 ):
     b, c, hw, mask = scale_tile(tl.program_id(0), 0, C, HW, n_hwblocks, n_cblocks, BLOCK_C, BLOCK_HW)
     cm = c < C
-    dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0).to(ACC)
+    # dy's last read, unless a later group of paths reads it again
+    dy = tl.load(dy_ptr + b * sdb + c[:, None] * sdc + hw[None, :] * sdhw, mask=mask, other=0.0,
+                 eviction_policy="evict_first" if LAST else "evict_last").to(ACC)
     k = tl.load(coef_ptr + b * C + c, mask=cm, other=0.0).to(ACC)
     dx_off = b * sgb + c[:, None] * sgc + hw[None, :] * sghw
     att_row = att_ptr + (b * P_ALL + p0) * C + c
     for p in tl.static_range(P):
         a = tl.load(att_row + p * C, mask=cm, other=0.0).to(ACC)
         dxp = _path(dx0, dx1, dx2, dx3, p)
-        tl.store(dxp + dx_off, (dy * a[:, None] + k[:, None]).to(dxp.dtype.element_ty), mask=mask)
+        tl.store(dxp + dx_off, (dy * a[:, None] + k[:, None]).to(dxp.dtype.element_ty), mask=mask,
+                 eviction_policy="evict_first")
 
 
 # ---- launchers -------------------------------------------------------------------------
@@ -192,11 +198,12 @@ def path_combine(views: list[ChannelView], y: ChannelView, att: torch.Tensor, pl
     B, C, H, W = views[0].tensor.shape
     v0 = views[0]
     grid, n_hw = scale_grid(plan, B, H * W)
-    for gi, group in enumerate(path_groups(len(views))):
+    groups = path_groups(len(views))
+    for gi, group in enumerate(groups):
         fast(path_combine_kernel)[grid](
             *_pointers([views[p].tensor for p in group]), v0.sb, v0.sc, v0.shw,
             y.tensor, y.sb, y.sc, y.shw, att, group.start, len(views), C, H * W, n_hw, plan.n_cblocks,
-            P=len(group), ACCUMULATE=gi > 0,
+            P=len(group), ACCUMULATE=gi > 0, LAST=gi == len(groups) - 1,
             BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(v0.tensor.dtype), num_warps=STREAM_WARPS,
         )
 
@@ -207,11 +214,12 @@ def path_combine_backward(dy: ChannelView, dxs: list[ChannelView], att: torch.Te
     B, C, H, W = dy.tensor.shape
     g0 = dxs[0]
     grid, n_hw = scale_grid(plan, B, H * W)
-    for group in path_groups(len(dxs)):
+    groups = path_groups(len(dxs))
+    for gi, group in enumerate(groups):
         fast(path_combine_backward_kernel)[grid](
             dy.tensor, dy.sb, dy.sc, dy.shw,
             *_pointers([dxs[p].tensor for p in group]), g0.sb, g0.sc, g0.shw,
             att, coef, group.start, len(dxs), C, H * W, n_hw, plan.n_cblocks,
-            P=len(group),
+            P=len(group), LAST=gi == len(groups) - 1,
             BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, ACC=acc_dtype(dy.tensor.dtype), num_warps=STREAM_WARPS,
         )

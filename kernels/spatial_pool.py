@@ -43,9 +43,11 @@ def spatial_pool_kernel(
         m = (c < C)[:, None] & hwmask[None, :]
         c64 = c.to(tl.int64)[:, None]
         g = tl.load(ca_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
-        v = tl.load(x_ptr + b * sxb + c64 * sxc + hw64 * sxhw, mask=m, other=0.0).to(ACC) * g[:, None]
+        v = tl.load(x_ptr + b * sxb + c64 * sxc + hw64 * sxhw, mask=m, other=0.0,
+                    eviction_policy="evict_last").to(ACC) * g[:, None]
         if PRODUCT:
-            d = tl.load(dy_ptr + b * sdb + c64 * sdc + hw64 * sdhw, mask=m, other=0.0).to(ACC)
+            d = tl.load(dy_ptr + b * sdb + c64 * sdc + hw64 * sdhw, mask=m, other=0.0,
+                        eviction_policy="evict_last").to(ACC)
             acc += d * v
         else:
             acc += v

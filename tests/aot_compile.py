@@ -11,8 +11,10 @@ each variant for the arch; only the driver's launch is recorded instead of made.
 shapes in every option; with --shapes all (the default) also the benchmarked ResNet-50 stage
 shapes as an H100 plans them. One line per variant: registers, spills, the widths of its
 global loads and stores. Streaming kernels (x-sized tiles) of the benchmarked shapes must load
-(and, where they write activations, store) 128 bits at a time, except the known exceptions below.
-Exit status 1 if any variant fails to compile or a streaming kernel is not vectorized.
+(and, where they write activations, store) 128 bits at a time, except the known exceptions below,
+and their x-sized loads (stores) must carry an L2 eviction hint (issue 11, point 5: the first read
+of a chunk evict_last, the last read and the outputs evict_first). Exit status 1 if any variant
+fails to compile or a streaming kernel is not vectorized or not hinted.
 """
 import argparse
 import os
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
             config.target_programs, config.profile = None, config.PROFILES["h100"]
             exercise_launchers(launches, contexts, failures, RESNET50_SHAPES, (torch.float32, torch.bfloat16),
                                rd_div=16, variants=False)
-    reports, narrow, total_spills, rounded = {}, [], 0, []
+    reports, narrow, unhinted, total_spills, rounded = {}, [], [], 0, []
     bounds = [c[0] for c in contexts[1:]] + [len(launches)]
     for (start, dtype, layout, shape, benchmarked), end in zip(contexts, bounds):
         for launch in launches[start:end]:
@@ -209,22 +211,39 @@ def main(argv=None) -> int:
             rep = reports[key]
             if dtype == torch.float64 and rep.f32_scalars:
                 rounded.append(f"{launch.kernel} ({rep.f32_scalars})")
-            if benchmarked and launch.kernel in STREAMING and not known_exception(
-                    launch.kernel, layout, shape[2] * shape[3], shape[3] * dtype.itemsize):
+            if not (benchmarked and launch.kernel in STREAMING):
+                continue
+            what = f"{launch.kernel} {dtype} {layout} {shape}"
+            exception = known_exception(launch.kernel, layout, shape[2] * shape[3], shape[3] * dtype.itemsize)
+            if not exception:
                 wide = max(rep.load_bits, default=0) >= 128 and (
                     launch.kernel not in WRITERS or max(rep.store_bits, default=0) >= 128)
                 if not wide:
-                    narrow.append(f"{launch.kernel} {dtype} {layout} {shape}: ld {rep.load_bits} st {rep.store_bits}")
+                    narrow.append(f"{what}: ld {rep.load_bits} st {rep.store_bits}")
+            # the tiles' accesses are the widest ones wherever they are vectorized (gate vectors may
+            # be as wide, so hinted 128-bit accesses must exist, not only 128-bit accesses)
+            need = 128 if not exception else None
+            if not _hinted(rep.hinted_load_bits, need) or (
+                    launch.kernel in WRITERS and not _hinted(rep.hinted_store_bits, need)):
+                unhinted.append(f"{what}: hinted ld {rep.hinted_load_bits} st {rep.hinted_store_bits}")
     for f in failures:
         print(f"FAIL sm_{args.arch} {f}")
     for n in sorted(set(narrow)):
         print(f"NARROW {n}")
+    for n in sorted(set(unhinted)):
+        print(f"UNHINTED {n}")
     for n in sorted(set(rounded)):  # e.g. BatchNorm's eps: 1e-5 in fp32 is 1e-8 off in 1 / sqrt(var + eps)
         print(f"FP32-SCALAR {n}: a float argument reaches a float64 variant as fp32 (make it a tl.constexpr)")
     print(f"{len(reports)} compiled, {len(failures)} failed (kernel variants for sm_{args.arch}); "
           f"{total_spills} spill bytes in all; {len(set(narrow))} streaming variants without 128-bit accesses; "
+          f"{len(set(unhinted))} streaming variants without eviction hints; "
           f"{len(set(rounded))} float64 variants with fp32 scalar arguments")
-    return 1 if failures or narrow or rounded else 0
+    return 1 if failures or narrow or unhinted or rounded else 0
+
+
+def _hinted(widths: tuple, need: int | None) -> bool:
+    """Some access carries an eviction hint (at ``need`` bits, if given)."""
+    return need in widths if need else bool(widths)
 
 
 if __name__ == "__main__":

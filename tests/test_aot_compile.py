@@ -4,7 +4,8 @@ The rest of the suite runs the kernels under Triton's interpreter, which accepts
 compiler rejects; this runs tests/aot_compile.py in a subprocess without TRITON_INTERPRET
 (the JIT's own launch path with a recording driver: compiling to a cubin needs no GPU, only the
 ptxas that ships with triton), and fails when a streaming kernel of the benchmarked shapes does
-not load and store 128 bits at a time (its list of known exceptions aside).
+not load and store 128 bits at a time (its list of known exceptions aside) or its loads and
+stores of x-sized tiles carry no L2 eviction hint.
 """
 import os
 import subprocess
@@ -24,4 +25,5 @@ def test_all_kernel_variants_compile_for_sm90():
         report = proc.communicate(timeout=3000)[0]   # 1200 s ran out on a slow day (2026-11-26)
         assert proc.returncode == 0, report[-6000:]
         assert " 0 failed" in report and "compiled" in report and " 0 streaming variants without" in report \
+            and " 0 streaming variants without eviction hints" in report \
             and " 0 float64 variants with fp32 scalar" in report, report[-3000:]

@@ -139,7 +139,7 @@ def compiled_variant(launch: Launch):
 
 # ---- what ptxas says about a variant ----------------------------------------------------
 
-_ACCESS = re.compile(r"\b(ld|st)\.global(?:\.[a-zA-Z0-9_:]+)*?(?:\.v(\d))?\.(b|f|u|s)(8|16|32|64)\b")
+_ACCESS = re.compile(r"\b(ld|st)\.global((?:\.[a-zA-Z0-9_:]+)*?)(?:\.v(\d))?\.(b|f|u|s)(8|16|32|64)\b")
 
 
 class VariantReport(NamedTuple):
@@ -148,13 +148,25 @@ class VariantReport(NamedTuple):
     load_bits: tuple[int, ...]    # widths of the global loads in the PTX, sorted, unique
     store_bits: tuple[int, ...]
     f32_scalars: int              # kernel parameters passed as fp32 scalars (a Python float argument)
+    hinted_load_bits: tuple[int, ...] = ()   # widths of the global loads with an L2 eviction hint
+    hinted_store_bits: tuple[int, ...] = ()
 
 
 def access_widths(ptx: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(load widths, store widths) in bits of the global memory instructions in ``ptx``."""
     loads, stores = set(), set()
-    for op, vec, _, bits in _ACCESS.findall(ptx):
+    for op, _, vec, _, bits in _ACCESS.findall(ptx):
         (loads if op == "ld" else stores).add(int(vec or 1) * int(bits))
+    return tuple(sorted(loads)), tuple(sorted(stores))
+
+
+def hinted_widths(ptx: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(load widths, store widths) in bits of the global accesses in ``ptx`` that carry an L2
+    eviction hint (Triton's eviction_policy becomes ``.L2::cache_hint`` with a createpolicy)."""
+    loads, stores = set(), set()
+    for op, modifiers, vec, _, bits in _ACCESS.findall(ptx):
+        if "L2::cache_hint" in modifiers:
+            (loads if op == "ld" else stores).add(int(vec or 1) * int(bits))
     return tuple(sorted(loads)), tuple(sorted(stores))
 
 
@@ -207,7 +219,8 @@ def _run_ptxas(ptx: str, arch: int, ptxas: str) -> tuple[int, int]:
 
 
 def variant_report(launch: Launch, arch: int = 90) -> VariantReport:
-    """Registers, spills and global access widths of the variant ``launch`` ran."""
+    """Registers, spills, global access widths and eviction hints of the variant ``launch`` ran."""
     ptx = compiled_variant(launch).asm["ptx"]
     regs, spills = ptxas_usage(ptx, arch)
-    return VariantReport(regs, spills, *access_widths(ptx), len(re.findall(r"\.param \.f32 ", ptx)))
+    return VariantReport(regs, spills, *access_widths(ptx), len(re.findall(r"\.param \.f32 ", ptx)),
+                         *hinted_widths(ptx))
