@@ -13,6 +13,12 @@ unique reads into
   one-launch block's second read of its sample). Reads of the same bytes by different programs
   of a launch (weights, halos) count once.
 
+Eviction hints (``tl.load`` / ``tl.store`` with ``eviction_policy``) count too: bytes whose last
+access in a launch was ``evict_first`` are the first the L2 gives up, so they neither stay
+resident for later launches nor take room from what does; and a launch's own writes without
+that hint fill the L2 as it runs, on average half of them before any one of its reads, so half
+of them take room from the resident window its reads may hit.
+
 Per launch also: the busiest program's load count and its bytes per tensor argument (loaded
 and stored, repeats included): what one SM must move on its own.
 
@@ -45,26 +51,29 @@ class LaunchTraffic(NamedTuple):
     args: list                 # ArgTraffic per tensor argument
     max_loads_per_program: int  # load instructions executed by the busiest program
     footprint: int             # unique bytes touched (read or written)
+    resident: int = 0          # of those, bytes not last touched evict_first (what stays in L2)
+    own_writes: int = 0        # unique bytes written without evict_first (they fill the L2 as it runs)
 
 
 class _Recording:
     def __init__(self):
         self.launches: list[LaunchTraffic] = []
-        self._touched: list[np.ndarray] = []   # per launch: unique touched byte addresses
+        self._touched: list[np.ndarray] = []   # per launch: unique addresses left in L2 (not streamed)
         self._reads: list[np.ndarray] = []      # per launch: unique read addresses
         self.current = None
 
     def start(self, name, grid, tensors):
         self.current = {"name": name, "grid": grid, "tensors": tensors, "loads": [], "stores": [],
-                        "per_program": {}}
+                        "per_program": {}, "streamed": []}
 
-    def access(self, kind, addrs, size):
+    def access(self, kind, addrs, size, evict_first=False):
         cur = self.current
         if cur is None:
             return
         from triton.runtime.interpreter import interpreter_builder
         pid = interpreter_builder.grid_idx
         cur[kind].append((addrs, size, pid))
+        cur["streamed"].append((addrs, size, evict_first, kind == "stores"))   # every access, in order
         loads, nbytes = cur["per_program"].get(pid, (0, 0))
         cur["per_program"][pid] = (loads + (kind == "loads"), nbytes + addrs.size * size)
 
@@ -117,20 +126,25 @@ class _Recording:
                 if e:
                     all_touched.append(e[0])
         touched = np.unique(np.concatenate(all_touched)) if all_touched else np.empty(0, np.uint64)
-        self._touched.append(touched)
+        streamed, streamed_bytes = _last_evict_first(cur["streamed"])
+        self._touched.append(np.setdiff1d(touched, streamed, assume_unique=True))
         self._reads.append(reads)
         footprint = sum(a.read_bytes + a.write_bytes for a in args)
+        kept_writes = split([(a, s, 0) for a, s, first, store in cur["streamed"] if store and not first])
+        own_writes = sum(a.size * size for a, size, _ in kept_writes.values())
         loads = max((n for n, _ in cur["per_program"].values()), default=0)
-        self.launches.append(LaunchTraffic(cur["name"], cur["grid"], args, loads, footprint))
+        self.launches.append(LaunchTraffic(cur["name"], cur["grid"], args, loads, footprint,
+                                           max(footprint - streamed_bytes, 0), own_writes))
 
     def classify(self, l2_bytes: float) -> list[LaunchTraffic]:
         """Split each launch's unique reads into HBM and L2 bytes (launch-granular LRU of
-        ``l2_bytes``)."""
+        ``l2_bytes``; bytes streamed with evict_first do not stay, half a launch's own other
+        writes take room)."""
         out = []
         for k, launch in enumerate(self.launches):
-            window, budget = [], 0
+            window, budget = [], launch.own_writes // 2
             for j in range(k - 1, -1, -1):
-                budget += self.launches[j].footprint
+                budget += self.launches[j].resident
                 if budget > l2_bytes:
                     break
                 window.append(self._touched[j])
@@ -147,6 +161,26 @@ class _Recording:
         return out
 
 
+def _last_evict_first(accesses) -> tuple[np.ndarray, int]:
+    """(unique addresses, their bytes) whose last access in ``accesses`` ((addresses, element
+    size, evict_first, is a store) in program order) was evict_first."""
+    if not accesses:
+        return np.empty(0, np.uint64), 0
+    addrs = np.concatenate([a for a, _, _, _ in accesses])
+    sizes = np.concatenate([np.full(a.size, s, np.int64) for a, s, _, _ in accesses])
+    first = np.concatenate([np.full(a.size, f, bool) for a, _, f, _ in accesses])
+    _, last = np.unique(addrs[::-1], return_index=True)   # index of each address's last access, reversed
+    last = addrs.size - 1 - last
+    keep = last[first[last]]
+    return np.unique(addrs[keep]), int(sizes[keep].sum())
+
+
+def _evict_first(args) -> bool:
+    """Whether a builder call's cache arguments ask for evict_first (triton 3.9 passes the
+    policy string count_traffic's get_cache_policy returns; older versions an enum or a string)."""
+    return any("evict_first" in str(a).lower() for a in args if a is not None and not isinstance(a, bool))
+
+
 @contextlib.contextmanager
 def count_traffic():
     """Record the traffic of every interpreted Triton launch made inside; yields the recording
@@ -157,16 +191,19 @@ def count_traffic():
         raise RuntimeError("count_traffic needs Triton's interpreter (TRITON_INTERPRET=1 before import)")
     builder = interp.InterpreterBuilder
     saved = (builder.create_masked_load, builder.create_masked_store, interp.GridExecutor.__call__)
+    policy = getattr(builder, "get_cache_policy", None)   # triton >= 3.9: hints pass as one object
     rec = _Recording()
 
     def masked_load(self, ptrs, mask, *rest):
         size = ptrs.get_element_ty().primitive_bitwidth // 8
-        rec.access("loads", np.asarray(ptrs.data).ravel()[np.asarray(mask.data).ravel().astype(bool)], size)
+        rec.access("loads", np.asarray(ptrs.data).ravel()[np.asarray(mask.data).ravel().astype(bool)], size,
+                   _evict_first(rest[1:]))
         return saved[0](self, ptrs, mask, *rest)
 
     def masked_store(self, ptrs, value, mask, *rest):
         size = ptrs.get_element_ty().primitive_bitwidth // 8
-        rec.access("stores", np.asarray(ptrs.data).ravel()[np.asarray(mask.data).ravel().astype(bool)], size)
+        rec.access("stores", np.asarray(ptrs.data).ravel()[np.asarray(mask.data).ravel().astype(bool)], size,
+                   _evict_first(rest))
         return saved[1](self, ptrs, value, mask, *rest)
 
     def grid_call(self, *args_dev, **kwargs):
@@ -180,7 +217,11 @@ def count_traffic():
 
     builder.create_masked_load, builder.create_masked_store = masked_load, masked_store
     interp.GridExecutor.__call__ = grid_call
+    if policy is not None:
+        builder.get_cache_policy = lambda self, cache_modifier, eviction_policy: eviction_policy
     try:
         yield rec
     finally:
         builder.create_masked_load, builder.create_masked_store, interp.GridExecutor.__call__ = saved
+        if policy is not None:
+            builder.get_cache_policy = policy
