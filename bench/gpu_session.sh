@@ -13,6 +13,10 @@
 #                                     compiled until stopped (TIMM_COMPILED_S, 100 s: each network's
 #                                     compile takes about 50 s); for a lease, in a call of its own
 #                                     (the device tool brings back 8 files a call, round writes 8)
+#   bash bench/gpu_session.sh chunks  the L2 chunk sweep (bench/chunk_sweep.py: SE and CBAM in CUDA graphs
+#                                     with chunks of L2/8, /4, /2 at the batch-64 stage shapes, about 1-2
+#                                     minutes); the fastest share per case and overall in chunk-sweep.json,
+#                                     for kernels/config.GPUProfile.chunk_fraction (0.5 until measured)
 #   bash bench/gpu_session.sh all     all five, for a machine without the 10-minute limit
 #   bash bench/gpu_session.sh lease   one call for a 15-minute lease (under 9.5 minutes): main without
 #                                     torch.compile, bench/host_profile.py with cProfile (1 minute), the
@@ -66,6 +70,10 @@ if [ "$STAGE" = round ]; then
   TORCHINDUCTOR_COMPILE_THREADS=1 timeout -s INT -k 15 130 python3 -m pytest -n 12 -q --tb=line -rfE -p no:cacheprovider --timeout 120 \
     --junitxml="$OUT/junit.xml" ${FUSEDATTN_TEST_FILES:-tests} > "$OUT/tests.log" 2>&1
   tail -30 "$OUT/tests.log"
+fi
+if [ "$STAGE" = chunks ] || [ "$STAGE" = all ]; then
+  timeout -k 5 300 python3 bench/chunk_sweep.py --out "$OUT/chunk-sweep.json" 2>&1 | tee "$OUT/chunk-sweep.log"
+  [ -f "$OUT/chunk-sweep.json" ] && cp "$OUT/chunk-sweep.json" "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-chunk-sweep.json"
 fi
 if [ "$STAGE" = tests ] || [ "$STAGE" = all ]; then
   timeout 540 python3 -m pytest -q -p no:cacheprovider --durations=15 tests 2>&1 | tee "$OUT/tests.log" | tail -40

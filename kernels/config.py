@@ -12,10 +12,21 @@ import torch
 
 class GPUProfile(NamedTuple):
     """What the launchers plan from, for a named GPU (the cost model plans for a profile on any
-    machine). ``chunk_fraction``: the share of L2 one chunk of samples may take. Half: the pool
-    pass reads the chunk into L2 and the scale pass writes y through L2 while it re-reads the
-    chunk, so chunk + its share of y in flight must stay resident; H100's L2 is two partitions
-    of 25 MB, and data is not duplicated between them for the far partition's SMs.
+    machine). ``chunk_fraction``: the share of L2 one chunk of samples may take (the module's
+    ``chunk_fraction`` overrides it), half by default, because:
+
+    - an H100's (H200's, A100's) L2 is two partitions (25 MB each on an H100), and a partition
+      also caches lines of the far one for the SMs attached to it: a chunk that every SM reads may
+      be held twice, so what it can count on is about one partition's worth;
+    - the pool pass reads the chunk into L2 (evict_last) and the scale pass writes y (dx) through
+      the L2 while it re-reads the chunk; y streams evict_first (kernels' eviction hints), so it
+      does not push the chunk out, but it still passes through, as do the partials and vectors;
+    - a smaller chunk costs its launches again (one more pool, gate and scale per chunk), which a
+      CUDA graph replays without host work but not without the GPU's own launch gaps.
+
+    Where between L2/8 and L2/2 the fastest chunk lies is measured, not derived:
+    ``bench/chunk_sweep.py`` (a stage of bench/gpu_session.sh) times SE and CBAM captured in CUDA
+    graphs at L2/8, /4 and /2 and records the fastest; 0.5 stands until a lent GPU measures it.
     ``sm_bytes_per_s``: what one SM moves alone (its L2 port is 64 B/clock; about 100 GB/s with
     the loads one program keeps in flight): an assumption until a GPU session measures it."""
     name: str
@@ -52,6 +63,23 @@ PROFILES = {
 
 #: Plan for this profile instead of the device present (the cost model sets it).
 profile: GPUProfile | None = None
+
+#: The share of L2 a chunk of samples takes, for every profile (``None``: the profile's own
+#: ``chunk_fraction``). The chunk sweep sets it; env: FUSEDATTN_CHUNK_FRACTION (e.g. 0.25).
+def _fraction_from_env(name: str) -> float | None:
+    text = os.environ.get(name, "")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be a share of the L2 in (0, 1], got {text!r}")
+    return value
+
+
+chunk_fraction: float | None = _fraction_from_env("FUSEDATTN_CHUNK_FRACTION")
 
 #: Bytes of x processed per chunk of samples. The pool pass reads a chunk of x, the
 #: scale pass reads it again right after: with the chunk inside L2, that second read
@@ -123,6 +151,8 @@ def planned_chunk_bytes(p: GPUProfile | None, capturing: bool = False) -> int:
         return chunk_bytes
     if p is None or not (l2_chunks if l2_chunks is not None else capturing):
         return 1 << 62
+    if chunk_fraction is not None:
+        return max(int(p.l2_bytes * chunk_fraction), 1)
     return p.chunk_bytes
 
 
