@@ -3,7 +3,8 @@
     s   = mean_hw(sum_p x_p);  u = BN(W_r s);  att = softmax_p(W_s relu(u));  y = sum_p att_p * x_p
 
 Forward: path_pool reads every path once (the sum over paths is never written), the two
-gate launches (kernels.sk_gate) turn the [B, C] partials into att [B, P*C], path_combine
+gate launches (kernels.sk_gate, each per sample and channel tile) turn the [B, C]
+partials into att [B, P*C], path_combine
 reads every path a second time and writes y once. Unlike SE's pipeline there are no L2
 chunks: in training BatchNorm normalises over the whole batch, so no sample's gate exists
 before every sample is pooled.
@@ -14,8 +15,9 @@ dx_p = dy * att_p + coef; then the weight gradients as fixed-order sums over the
 """
 from . import config
 from .activations import RELU
+from .arrival import arrival_counters
 from .batch_outer import Outer, batch_outer_pair
-from .layout import channel_view
+from .layout import cdiv, channel_view, next_pow2
 from .path_sum import branches, path_combine, path_combine_backward, path_groups, path_pool
 from .se_gate import gate_tiles
 from .sk_gate import sk_bn_backward_kernel, sk_reduce_kernel, sk_select_backward_kernel, sk_select_kernel
@@ -23,9 +25,17 @@ from .launch import fast
 
 
 def select_block_c(C: int, A: int) -> int:
-    """Channel tile of the fc_select kernels: [BLOCK_A, BLOCK_C] tiles of about 1024 elements,
-    since their path loops are unrolled (4096-element tiles spilled on sm_90 at P >= 3)."""
+    """Channel tile of the fc_select kernels and of the BatchNorm backward (one program each):
+    [BLOCK_A, BLOCK_C] tiles of about 1024 elements, since the select kernels' path loops are unrolled
+    (4096-element tiles spilled on sm_90 at P >= 3) and the BatchNorm backward's 4096-element tile
+    spilled at 300 channels (sm_90, ptxas: 255 registers, 72 bytes fp32, 1320 fp64)."""
     return gate_tiles(C, A, elems=1024)[0]
+
+
+def rows_tile(rows: int, block_a: int) -> int:
+    """Rows per [rows, BLOCK_A] tile (about 4096 elements) of the fixed-order sums over rows: the
+    batch statistics over z [B, A], a sample's du partials [T, A]."""
+    return min(next_pow2(rows), max(4096 // block_a, 1))
 
 
 def sk_forward(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, training: bool, eps: float):
@@ -45,12 +55,17 @@ def sk_forward(xs, w_reduce, w_select, gamma, beta, running_mean, running_var, t
     u, att = config.new_buffer((B, A), dt, dev), config.new_buffer((B, P * C), dt, dev)
     mean, var = config.new_buffer((A,), dt, dev), config.new_buffer((A,), dt, dev)
     block_c, block_a = gate_tiles(C, A)
-    fast(sk_reduce_kernel)[(B,)](sums, sums.shape[0], B, C, A, H * W, wr, s, z,
-                           BLOCK_C=block_c, BLOCK_A=block_a, ACC=acc, num_warps=4)
-    stats = (gamma, gamma) if training else (running_mean, running_var)
-    fast(sk_select_kernel)[(B,)](z, B, C, A, ws, gamma, beta, *stats, float(eps), u, att, mean, var,
-                           P=P, TRAINING=training, BLOCK_C=select_block_c(C, A), BLOCK_A=block_a, ACC=acc,
-                           num_warps=4)
+    tiles = cdiv(C, block_c)
+    z_part = config.new_buffer((tiles, B, A), dt, dev)
+    fast(sk_reduce_kernel)[(B, tiles)](sums, sums.shape[0], B, C, A, H * W, wr, s, z_part, arrival_counters(dev, B + 1),
+                                       z, mean, var, TRAINING=training, BLOCK_C=block_c, BLOCK_A=block_a,
+                                       BLOCK_T=rows_tile(tiles, block_a), BLOCK_B=rows_tile(B, block_a),
+                                       ACC=acc, num_warps=4)
+    stats = (mean, var) if training else (running_mean, running_var)
+    sel_c = select_block_c(C, A)
+    fast(sk_select_kernel)[(B, cdiv(C, sel_c))](z, C, A, ws, gamma, beta, *stats, float(eps), u, att, mean, var,
+                                                P=P, COPY_STATS=not training, BLOCK_C=sel_c, BLOCK_A=block_a,
+                                                ACC=acc, num_warps=4)
     y = config.new_like(views[0].tensor)
     path_combine(views, channel_view(y), att, plan)
     return y, s, z, u, att, mean, var
@@ -67,13 +82,19 @@ def sk_backward(dy, xs, w_reduce, w_select, gamma, eps: float, training: bool, s
     path_pool(views, plan, datt, dy=dyv)
     dlogit, du = config.new_buffer((B, P * C), dt, dev), config.new_buffer((B, A), dt, dev)
     block_c, block_a = gate_tiles(C, A)
-    fast(sk_select_backward_kernel)[(B,)](datt, plan.n_splits, B, C, A, ws, u, att, dlogit, du, P=P,
-                                    BLOCK_C=select_block_c(C, A), BLOCK_A=block_a, ACC=acc, num_warps=4)
-    dz, coef = config.new_buffer((B, A), dt, dev), config.new_buffer((B, C), dt, dev)
+    sel_c = select_block_c(C, A)
+    tiles = cdiv(C, sel_c)
+    du_part = config.new_buffer((tiles, B, A), dt, dev)
     dgamma, dbeta = config.new_buffer((A,), dt, dev), config.new_buffer((A,), dt, dev)
-    fast(sk_bn_backward_kernel)[(B,)](du, z, mean, var, gamma, float(eps), B, C, A, H * W, wr,
-                                dz, coef, dgamma, dbeta,
-                                TRAINING=training, BLOCK_C=block_c, BLOCK_A=block_a, ACC=acc, num_warps=4)
+    fast(sk_select_backward_kernel)[(B, tiles)](datt, plan.n_splits, B, C, A, ws, u, att, dlogit, du_part,
+                                                arrival_counters(dev, B + 1), du, z, mean, var, float(eps),
+                                                dgamma, dbeta, P=P, BLOCK_C=sel_c, BLOCK_A=block_a,
+                                                BLOCK_T=rows_tile(tiles, block_a), BLOCK_B=rows_tile(B, block_a),
+                                                ACC=acc, num_warps=4)
+    dz, coef = config.new_buffer((B, A), dt, dev), config.new_buffer((B, C), dt, dev)
+    fast(sk_bn_backward_kernel)[(B, tiles)](du, z, mean, var, gamma, float(eps), B, C, A, H * W, wr,
+                                            dz, coef, dgamma, dbeta, TRAINING=training, BLOCK_C=sel_c,
+                                            BLOCK_A=block_a, ACC=acc, num_warps=4)
     dxs = [config.new_like(v.tensor) for v in views]
     path_combine_backward(dyv, [channel_view(d) for d in dxs], att, coef, plan)
     dws = config.new_buffer((P * C, A), w_select.dtype, dev)

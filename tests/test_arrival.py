@@ -1,6 +1,7 @@
 """SE's pool launch that computes the gate in the last program of each sample (kernels/arrival.py,
 kernels/se_pool_gate.py): counters left at zero, the gate bitwise the separate gate kernel's and
-the same run to run, whichever program arrives last."""
+the same run to run, whichever program arrives last. SK's gate (kernels/sk_gate.py) likewise: the
+batch statistics by the last fc_reduce program, du by the last channel-tile program of a sample."""
 import pytest
 import torch
 
@@ -137,3 +138,29 @@ def test_counters_grow_with_the_batch():
     big = arrival_counters(torch.device("cpu"), small.numel() + 1)
     assert big.numel() > small.numel() and not big.any()
     assert arrival_counters(torch.device("cpu"), 2) is big
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sk_gate_last_programs(training):
+    """SK forward and backward (3 channel tiles per sample, 5 samples) twice in float64: bitwise
+    the same, counters at zero, the batch statistics those of z, du summed over every tile."""
+    from fusedattn.kernels.sk import select_block_c, sk_backward, sk_forward
+
+    B, C, A, P = 5, 40, 64, 2
+    assert -(-C // select_block_c(C, A)) == 3
+    xs = [make_x((B, C, 4, 3), torch.float64, "nchw", "cpu") for _ in range(P)]
+    wr, ws = torch.randn(A, C, dtype=torch.float64) * 0.3, torch.randn(P * C, A, dtype=torch.float64) * 0.3
+    bn = [torch.rand(A, dtype=torch.float64) + 0.5 for _ in range(4)]   # gamma, beta, running mean, var
+    dy = make_x(xs[0].shape, torch.float64, "nchw", "cpu")
+    runs = []
+    for _ in range(2):
+        y, s, z, u, att, mean, var = out = sk_forward(xs, wr, ws, *bn, training, 1e-5)
+        runs.append([*out, *sk_backward(dy, xs, wr, ws, bn[0], 1e-5, training, s, z, u, att, mean, var)[0]])
+    for a, b in zip(*runs):
+        assert not a.isnan().any() and torch.equal(a, b)
+    if training:
+        torch.testing.assert_close(mean, z.mean(0), rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(var, z.var(0, unbiased=False), rtol=1e-13, atol=1e-13)
+    else:
+        assert torch.equal(mean, bn[2]) and torch.equal(var, bn[3])
+    assert all(not c.any() for c in _COUNTERS.values())
