@@ -29,7 +29,12 @@ from . import config
 from .layout import cdiv, next_pow2
 from .activations import RELU, SIGMOID, activation, activation_grad, gate_grad
 from .nan_math import maximum
+from .arrival import arrival_counters, last_to_arrive
 from .launch import fast
+
+#: Steps along RD (BLOCK_R each) one program of mlp_gate_backward_kernel takes at most before the
+#: sum over RD is split over programs (a one-layer gate's RD is C: 2048 channels are 128 steps)
+MAX_STEPS = 16
 
 #: Elements of a program's [BLOCK_N, BLOCK_R, BLOCK_C] FMA product (4 warps: 32 per thread).
 PRODUCT_ELEMS = 4096
@@ -183,25 +188,56 @@ def mlp_hidden_backward_kernel(
 @triton.jit
 def mlp_gate_backward_kernel(
     cnt_ptr, S, N, C, RD, HW, w1_ptr, dh_ptr, mean_coef_ptr, max_coef_ptr, n0, n_end,
-    WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+    part_ptr, count_ptr, R_PER_SPLIT,
+    WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, SPLIT: tl.constexpr, USE_DOT: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
 ):
     """PAIRED (CBAM): mean_coef = (W1^T dh[n]) / HW, max_coef = (W1^T dh[N + n]) / ties; else SE's
-    halves WITH_MAX."""
+    halves WITH_MAX. SPLIT: grid axis 2 splits the sum over RD (R_PER_SPLIT each); each program
+    stores its [BLOCK_N, BLOCK_C] share in the [splits, 1 + PAIRED, N, C] partials and the last
+    program of the tile adds the shares in split order (kernels.arrival) and writes the outputs."""
     n, c, nmask, cmask = program_tile(n0, n_end, C, BLOCK_N, BLOCK_C)
+    split = tl.program_id(2)
+    r_end = tl.minimum(split * R_PER_SPLIT + R_PER_SPLIT, RD)
     dp = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
     dpm = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
-    for r0 in range(0, RD, BLOCK_R):
+    for r0 in range(split * R_PER_SPLIT, r_end, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
-        rm = nmask & (r < RD)[None, :]
+        rm = nmask & (r < r_end)[None, :]
         dh = tl.load(dh_ptr + n * RD + r[None, :], mask=rm, other=0.0).to(ACC)                      # [N, R]
-        w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=(r < RD)[:, None] & cmask[None, :],
+        w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=(r < r_end)[:, None] & cmask[None, :],
                     other=0.0).to(ACC)                                                              # [R, C]
         dp += times(dh, w, USE_DOT)
         if PAIRED:
             dpm += times(tl.load(dh_ptr + (N + n) * RD + r[None, :], mask=rm, other=0.0).to(ACC), w, USE_DOT)
     m = nmask & cmask[None, :]
     out = n * C + c[None, :]
+    if SPLIT:
+        parts = 2 if PAIRED else 1
+        splits = tl.num_programs(2)
+        plane = split.to(tl.int64) * 0 + parts * N * C                # [splits, parts, N, C]: one split's
+        at = part_ptr + split * plane + out
+        tl.store(at, dp, mask=m)
+        if PAIRED:
+            tl.store(at + N * C, dpm, mask=m)
+        if last_to_arrive(count_ptr, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), splits):
+            dp = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
+            dpm = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
+            for k in range(0, splits):   # in split order, whichever program came last
+                at = part_ptr + k * plane + out
+                dp += tl.load(at, mask=m, other=0.0, cache_modifier=".cg")
+                if PAIRED:
+                    dpm += tl.load(at + N * C, mask=m, other=0.0, cache_modifier=".cg")
+            _store_coefs(dp, dpm, cnt_ptr, S, N, C, HW, n, c, m, out, mean_coef_ptr, max_coef_ptr,
+                         WITH_MAX, PAIRED, ACC)
+    else:
+        _store_coefs(dp, dpm, cnt_ptr, S, N, C, HW, n, c, m, out, mean_coef_ptr, max_coef_ptr, WITH_MAX, PAIRED, ACC)
+
+
+@triton.jit
+def _store_coefs(dp, dpm, cnt_ptr, S, N, C, HW, n, c, m, out, mean_coef_ptr, max_coef_ptr,
+                 WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, ACC: tl.constexpr):
+    """mean_coef (and max_coef, over the ties) from W1^T dh of the mean (max) rows."""
     if PAIRED:
         ties = tl.where(m, row_partials(cnt_ptr, S, N, C, n, c[None, :], m, False, ACC), 1.0)
         tl.store(max_coef_ptr + out, dpm / ties, mask=m)
@@ -296,9 +332,14 @@ def mlp_gate_backward(parts, B, C, RD, HW, w1, w2, hidden, gate, dz, dh, mean_co
         PAIRED=paired, ONE_LAYER=one_layer, MLP_ACT=RELU if one_layer else mlp_act, GATE=gate_fn,
         USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
-    fast(mlp_gate_backward_kernel)[(cdiv(nb, t.block_n), cdiv(C, gc))](
+    tiles = (cdiv(nb, t.block_n), cdiv(C, gc))
+    r_per_split = cdiv(cdiv(RD, gr), cdiv(cdiv(RD, gr), MAX_STEPS)) * gr
+    splits = cdiv(RD, r_per_split)
+    part = config.new_buffer((splits, 1 + paired, B, C), dh.dtype, dh.device) if splits > 1 else dh
+    fast(mlp_gate_backward_kernel)[(*tiles, splits)](
         parts.counts if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW, w1, dh, mean_coef,
         max_coef if with_max else mean_coef, b0, b0 + nb,
-        WITH_MAX=with_max, PAIRED=paired, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=gr, BLOCK_C=gc,
-        ACC=acc, num_warps=4,
+        part, arrival_counters(dh.device, tiles[0] * tiles[1]) if splits > 1 else dh, r_per_split,
+        WITH_MAX=with_max, PAIRED=paired, SPLIT=splits > 1, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=gr,
+        BLOCK_C=gc, ACC=acc, num_warps=4,
     )

@@ -122,17 +122,28 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
     RD = max(C // rd_div, 1)
     w1, w2 = torch.randn(RD, C, 1, 1), torch.randn(C, RD, 1, 1)
     b1, b2 = torch.randn(RD), torch.randn(C)
-    # SE / ECA: the launchers' plan; the chunked pipeline; the pipeline with the parallel MLP gate
-    for one_launch, parallel_gate in ((None, None), (False, False), (False, True)):
-        config.one_launch, config.parallel_gate = one_launch, parallel_gate
+    # SE / ECA: the launchers' plan; the chunked pipeline; the pipeline with the parallel MLP gate, and
+    # (odd shapes) with its backward's sum over RD split wherever it has two steps (mlp_gate.MAX_STEPS)
+    from fusedattn.kernels import mlp_gate
+    steps = mlp_gate.MAX_STEPS
+    plans = ((None, None, steps), (False, False, steps), (False, True, steps)) + (((False, True, 1),) if variants else ())
+    for one_launch, parallel_gate, max_steps in plans:
+        config.one_launch, config.parallel_gate, mlp_gate.MAX_STEPS = one_launch, parallel_gate, max_steps
         try:
             # the table's functions are inlined the same way in every gate kernel: the parallel kernels
             # take them all, the one-launch kernels two (SiLU, GELU: exp and erf; a float64 one-launch
             # variant compiles for seconds), the one-program-per-sample gate the default pair
             acts = {None: (ACTIVATIONS["silu"], ACTIVATIONS["gelu"]), True: tuple(ACTIVATIONS.values()), False: ()}
-            _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants, acts[parallel_gate] if activations else ())
+            _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants,
+                                    acts[parallel_gate] if activations and max_steps > 1 else ())
+            if max_steps == 1:   # CBAM's paired gate over the split too
+                ca, pooled, hidden, maps = kernels.cbam_channel_forward(x, w1, b1, w2, b2)
+                sa = torch.rand(B, 1, H, W, dtype=maps.dtype)
+                kernels.cbam_channel_backward(dy, x, w1, w2, True, ca, pooled, hidden, maps, sa,
+                                              torch.randn_like(sa), torch.randn_like(sa))
         finally:
             config.one_launch = config.parallel_gate = None
+            mlp_gate.MAX_STEPS = steps
     for bias in (False, True) if variants else (True,):
         out = kernels.psa_forward([x] * 4, w1, b1 if bias else None, w2, b2 if bias else None)
         dout = torch.randn(B, 4 * C, H, W).to(dtype)
