@@ -2,8 +2,8 @@
 reading all of W1 and W2 would be the slowest kernel of the block):
 
     forward, from the pooling partials [S, N, C]:
-      mlp_hidden_kernel  grid (row tiles, RD tiles):  p = pool (stored by RD tile 0),
-                                                      h = W1 @ p + b1            [N, RD]
+      mlp_hidden_kernel  grid (row tiles, RD tiles,   p = pool (stored by RD tile 0),
+                           C splits):                 h = W1 @ p + b1            [N, RD]
       mlp_gate_kernel    grid (row tiles, C tiles):   g = gate(W2 act(h) + b2)   [N, C]
     backward, from the partials of sum_hw(dy * x) (and the max ties):
       mlp_hidden_backward_kernel  grid (row tiles, RD tiles): dz = dgate gate' (stored by RD
@@ -17,7 +17,10 @@ backward the hidden kernel's dh = dgate gate' with no W2 product.
 Each program reads its rows' partials and one slice of a weight matrix: W1 once per row tile,
 not once per sample. Products go through tl.dot (fp32 inputs at full precision) when every
 dimension is at least 16, else they are [BLOCK_N, BLOCK_R, BLOCK_C] broadcasts summed over one
-axis (FMA: few rows, and float64). Rows are samples [n0, n_end) of a chunk.
+axis (FMA: few rows, and float64). Rows are samples [n0, n_end) of a chunk. A long sum (over C
+in the hidden kernel, over RD in the gate backward: more than MAX_HIDDEN_STEPS / MAX_STEPS steps)
+is split over programs along grid axis 2; the last program of a tile adds the shares in split
+order (kernels.arrival), so results do not depend on which program finished last.
 """
 from typing import NamedTuple
 
@@ -35,6 +38,9 @@ from .launch import fast
 #: Steps along RD (BLOCK_R each) one program of mlp_gate_backward_kernel takes at most before the
 #: sum over RD is split over programs (a one-layer gate's RD is C: 2048 channels are 128 steps)
 MAX_STEPS = 16
+#: The same for mlp_hidden_kernel's steps along C (BLOCK_C each): its partials are [B, RD] per
+#: split, small next to the gate backward's [B, C], so it splits finer
+MAX_HIDDEN_STEPS = 4
 
 #: Elements of a program's [BLOCK_N, BLOCK_R, BLOCK_C] FMA product (4 warps: 32 per thread).
 PRODUCT_ELEMS = 4096
@@ -86,20 +92,27 @@ def times_t(a, b, USE_DOT: tl.constexpr):
 @triton.jit
 def mlp_hidden_kernel(
     sum_ptr, max_ptr, S, N, C, RD, HW, w1_ptr, b1_ptr, pooled_ptr, pool_max_ptr, hidden_ptr, n0, n_end,
+    part_ptr, count_ptr, C_PER_SPLIT,
     HAS_BIAS: tl.constexpr, WITH_MAX: tl.constexpr, PAIRED: tl.constexpr, ONE_LAYER: tl.constexpr,
-    GATE: tl.constexpr, USE_DOT: tl.constexpr,
+    GATE: tl.constexpr, SPLIT: tl.constexpr, USE_DOT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
 ):
-    """PAIRED (CBAM): grid axis 2 is the branch, 0 the mean rows, 1 the max rows of pooled and
-    hidden ([2N, .]); else SE's pool, 0.5 (mean + max) WITH_MAX. ONE_LAYER: hidden_ptr is the gate
-    [N, C], written as gate(W1 p + b1)."""
+    """PAIRED (CBAM): the branch (grid axis 2 // splits) 0 gives the mean rows, 1 the max rows of
+    pooled and hidden ([2N, .]); else SE's pool, 0.5 (mean + max) WITH_MAX. ONE_LAYER: hidden_ptr is
+    the gate [N, C], written as gate(W1 p + b1). SPLIT: grid axis 2 % splits splits the sum over C
+    (C_PER_SPLIT each); each program stores its share in the [splits, (1 + PAIRED) N, RD] partials
+    and the tile's last program adds the shares in split order (kernels.arrival), then the bias
+    and the gate."""
     pr = tl.program_id(1)
-    branch = tl.program_id(2)
+    splits = tl.num_programs(2) // (2 if PAIRED else 1)
+    branch = tl.program_id(2) // splits
+    split = tl.program_id(2) % splits
     n, r, nmask, rmask = program_tile(n0, n_end, RD, BLOCK_N, BLOCK_R)
     acc = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
-    for c0 in range(0, C, BLOCK_C):
+    c_end = tl.minimum(split * C_PER_SPLIT + C_PER_SPLIT, C)
+    for c0 in range(split * C_PER_SPLIT, c_end, BLOCK_C):
         c = (c0 + tl.arange(0, BLOCK_C))[None, :]
-        m = nmask & (c < C)
+        m = nmask & (c < c_end)
         if PAIRED:
             if branch == 0:
                 p = row_partials(sum_ptr, S, N, C, n, c, m, False, ACC) / HW
@@ -115,13 +128,32 @@ def mlp_hidden_kernel(
         p = tl.where(m, p, 0.0)
         if pr == 0:
             tl.store(pooled_ptr + (branch * N + n) * C + c, p, mask=m)
-        w = tl.load(w1_ptr + r[:, None] * C + c, mask=rmask[:, None] & (c < C), other=0.0).to(ACC)  # [R, C]
+        w = tl.load(w1_ptr + r[:, None] * C + c, mask=rmask[:, None] & (c < c_end), other=0.0).to(ACC)  # [R, C]
         acc += times_t(p, w, USE_DOT)
+    out = (branch * N + n) * RD + r[None, :]
+    m = nmask & rmask[None, :]
+    if SPLIT:
+        plane = split.to(tl.int64) * 0 + (2 if PAIRED else 1) * N * RD    # one split's [(1 + PAIRED) N, RD]
+        tl.store(part_ptr + split * plane + out, acc, mask=m)
+        tile = tl.program_id(0) * tl.num_programs(1) + pr
+        if last_to_arrive(count_ptr, tile * (2 if PAIRED else 1) + branch, splits):
+            acc = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
+            for k in range(0, splits):   # in split order, whichever program came last
+                acc += tl.load(part_ptr + k * plane + out, mask=m, other=0.0, cache_modifier=".cg")
+            _store_hidden(acc, b1_ptr, r, rmask, hidden_ptr, out, m, HAS_BIAS, ONE_LAYER, GATE, ACC)
+    else:
+        _store_hidden(acc, b1_ptr, r, rmask, hidden_ptr, out, m, HAS_BIAS, ONE_LAYER, GATE, ACC)
+
+
+@triton.jit
+def _store_hidden(acc, b1_ptr, r, rmask, hidden_ptr, out, m, HAS_BIAS: tl.constexpr, ONE_LAYER: tl.constexpr,
+                  GATE: tl.constexpr, ACC: tl.constexpr):
+    """hidden = W1 p (+ b1), or with ONE_LAYER the gate of it."""
     if HAS_BIAS:
         acc += tl.load(b1_ptr + r, mask=rmask, other=0.0).to(ACC)[None, :]
     if ONE_LAYER:
         acc = activation(acc, GATE)
-    tl.store(hidden_ptr + (branch * N + n) * RD + r[None, :], acc, mask=nmask & rmask[None, :])
+    tl.store(hidden_ptr + out, acc, mask=m)
 
 
 @triton.jit
@@ -262,6 +294,14 @@ def use_mlp_gate(x, w1) -> bool:
     return 2 * w1.numel() * w1.element_size() > 2e-6 * p.sm_bytes_per_s
 
 
+def split_steps(K: int, step: int, max_steps: int) -> tuple[int, int]:
+    """(elements per split, splits) of a sum over K taken ``step`` elements at a time, at most
+    ``max_steps`` steps per program, the steps spread evenly over the splits."""
+    steps = cdiv(K, step)
+    per_split = cdiv(steps, cdiv(steps, max_steps)) * step
+    return per_split, cdiv(K, per_split)
+
+
 class MLPTiles(NamedTuple):
     """Tiles of the four kernels: rows per program, the spread dimension's tile (RD for the
     hidden kernels, C for the gate kernels) and the inner step."""
@@ -301,13 +341,18 @@ def mlp_gate_forward(parts, B, C, RD, HW, w1, b1, w2, b2, pooled, pool_max, hidd
     with_max, has_bias, one_layer = parts.maxs is not None, b1 is not None, w2 is None
     t = mlp_tiles(nb, C, RD, pooled.dtype)
     (hr, hc), (gr, gc) = t.hidden, t.gate
-    fast(mlp_hidden_kernel)[(cdiv(nb, t.block_n), cdiv(RD, hr), 1 + paired)](
+    tiles = (cdiv(nb, t.block_n), cdiv(RD, hr))
+    c_per_split, splits = split_steps(C, hc, MAX_HIDDEN_STEPS)
+    out = gate if one_layer else hidden
+    part = config.new_buffer((splits, *out.shape), out.dtype, out.device) if splits > 1 else out
+    counters = arrival_counters(out.device, tiles[0] * tiles[1] * (1 + paired)) if splits > 1 else out
+    fast(mlp_hidden_kernel)[(*tiles, (1 + paired) * splits)](
         parts.sums, parts.maxs if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW,
         w1, b1 if has_bias else w1, pooled, pool_max if with_max and not paired else pooled,
-        gate if one_layer else hidden, b0, b0 + nb,
+        out, b0, b0 + nb, part, counters, c_per_split,
         HAS_BIAS=has_bias, WITH_MAX=with_max, PAIRED=paired, ONE_LAYER=one_layer,
         GATE=gate_fn if one_layer else SIGMOID,   # read with ONE_LAYER only: one variant for the others
-        USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
+        SPLIT=splits > 1, USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
     if one_layer:
         return
@@ -333,8 +378,7 @@ def mlp_gate_backward(parts, B, C, RD, HW, w1, w2, hidden, gate, dz, dh, mean_co
         USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
     tiles = (cdiv(nb, t.block_n), cdiv(C, gc))
-    r_per_split = cdiv(cdiv(RD, gr), cdiv(cdiv(RD, gr), MAX_STEPS)) * gr
-    splits = cdiv(RD, r_per_split)
+    r_per_split, splits = split_steps(RD, gr, MAX_STEPS)
     part = config.new_buffer((splits, 1 + paired, B, C), dh.dtype, dh.device) if splits > 1 else dh
     fast(mlp_gate_backward_kernel)[(*tiles, splits)](
         parts.counts if with_max else parts.sums, parts.sums.shape[0], B, C, RD, HW, w1, dh, mean_coef,

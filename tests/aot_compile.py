@@ -123,27 +123,30 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
     w1, w2 = torch.randn(RD, C, 1, 1), torch.randn(C, RD, 1, 1)
     b1, b2 = torch.randn(RD), torch.randn(C)
     # SE / ECA: the launchers' plan; the chunked pipeline; the pipeline with the parallel MLP gate, and
-    # (odd shapes) with its backward's sum over RD split wherever it has two steps (mlp_gate.MAX_STEPS)
+    # (odd shapes) with its sums over C (hidden layer) and RD (gate backward) split wherever they take
+    # two steps (mlp_gate.MAX_HIDDEN_STEPS, MAX_STEPS), in 16-row tiles (tl.dot where RD >= 16)
     from fusedattn.kernels import mlp_gate
-    steps = mlp_gate.MAX_STEPS
-    plans = ((None, None, steps), (False, False, steps), (False, True, steps)) + (((False, True, 1),) if variants else ())
+    steps = (mlp_gate.MAX_STEPS, mlp_gate.MAX_HIDDEN_STEPS)
+    plans = ((None, None, steps), (False, False, steps), (False, True, steps)) + (((False, True, (1, 1)),) if variants else ())
     for one_launch, parallel_gate, max_steps in plans:
-        config.one_launch, config.parallel_gate, mlp_gate.MAX_STEPS = one_launch, parallel_gate, max_steps
+        config.one_launch, config.parallel_gate = one_launch, parallel_gate
+        mlp_gate.MAX_STEPS, mlp_gate.MAX_HIDDEN_STEPS = max_steps
+        config.mlp_block_n = 16 if max_steps == (1, 1) else None
         try:
             # the table's functions are inlined the same way in every gate kernel: the parallel kernels
             # take them all, the one-launch kernels two (SiLU, GELU: exp and erf; a float64 one-launch
             # variant compiles for seconds), the one-program-per-sample gate the default pair
             acts = {None: (ACTIVATIONS["silu"], ACTIVATIONS["gelu"]), True: tuple(ACTIVATIONS.values()), False: ()}
             _exercise_channel_gates(kernels, x, dy, w1, b1, w2, b2, variants,
-                                    acts[parallel_gate] if activations and max_steps > 1 else ())
-            if max_steps == 1:   # CBAM's paired gate over the split too
+                                    acts[parallel_gate] if activations and max_steps == steps else ())
+            if max_steps == (1, 1):   # CBAM's paired gate over the splits too
                 ca, pooled, hidden, maps = kernels.cbam_channel_forward(x, w1, b1, w2, b2)
                 sa = torch.rand(B, 1, H, W, dtype=maps.dtype)
                 kernels.cbam_channel_backward(dy, x, w1, w2, True, ca, pooled, hidden, maps, sa,
                                               torch.randn_like(sa), torch.randn_like(sa))
         finally:
-            config.one_launch = config.parallel_gate = None
-            mlp_gate.MAX_STEPS = steps
+            config.one_launch = config.parallel_gate = config.mlp_block_n = None
+            mlp_gate.MAX_STEPS, mlp_gate.MAX_HIDDEN_STEPS = steps
     for bias in (False, True) if variants else (True,):
         out = kernels.psa_forward([x] * 4, w1, b1 if bias else None, w2, b2 if bias else None)
         dout = torch.randn(B, 4 * C, H, W).to(dtype)

@@ -91,27 +91,35 @@ def test_parallel_gate_cbam_gradcheck_float64(triton_backend, device):
 
 @pytest.fixture
 def split_rd(monkeypatch):
-    """Every gate-backward launch with more than one step along RD splits it over programs."""
+    """Every gate-backward launch with more than one step along RD, and every hidden-layer launch
+    with more than one step along C (steps of 16 channels here), splits the sum over programs."""
     from fusedattn.kernels import mlp_gate
 
     monkeypatch.setattr(mlp_gate, "MAX_STEPS", 1)
+    monkeypatch.setattr(mlp_gate, "MAX_HIDDEN_STEPS", 1)
+    tiles = mlp_gate.mlp_tiles
+    monkeypatch.setattr(mlp_gate, "mlp_tiles",
+                        lambda *a: tiles(*a)._replace(hidden=(tiles(*a).hidden[0], min(tiles(*a).hidden[1], 16))))
 
 
 def _make(block, C, rd, dtype, device):
-    from fusedattn.reference import CbamModule
+    from fusedattn.reference import CbamModule, EffectiveSEModule
 
     if block == "cbam":
         return fusedattn.CBAM(C, rd_channels=rd).to(device, dtype), CbamModule(C, rd_channels=rd)
+    if block == "ese":   # the one-layer gate: the hidden kernel writes the gate
+        return fusedattn.EffectiveSE(C).to(device, dtype), EffectiveSEModule(C)
     kw = dict(rd_channels=rd, add_maxpool=block == "se_max")
     return fusedattn.SE(C, **kw).to(device, dtype), SEModule(C, **kw)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
-@pytest.mark.parametrize("block", ["se", "se_max", "cbam"])
+@pytest.mark.parametrize("block", ["se", "se_max", "cbam", "ese"])
 @pytest.mark.parametrize("rows", [3, 20])
 def test_parallel_gate_backward_split_over_rd(triton_backend, split_rd, block, rows, dtype, device):
-    """The sum over RD of the gate backward split over programs (40 hidden units: 3 steps of 16),
-    the shares added by the tile's last program: against the reference, and bitwise run to run."""
+    """The sums over RD of the gate backward (40 hidden units: 3 steps of 16; ESE's 24) and over C of
+    the hidden layer (24 channels: 2 steps) split over programs, the shares added by the tile's last
+    program: against the reference, and bitwise run to run."""
     fused, ref = _make(block, 24, 40, dtype, device)
     x = make_x((rows, 24, 3, 4), dtype, "channels_last", device)
     check_against_reference(fused, ref, x, dtype, f"{block} gate backward split over RD, {rows} rows {dtype}")
@@ -127,11 +135,13 @@ def test_parallel_gate_backward_split_over_rd(triton_backend, split_rd, block, r
 
 @pytest.mark.parametrize("block", ["se_max", "cbam"])
 def test_parallel_gate_backward_split_gradcheck_float64(triton_backend, split_rd, block, device, monkeypatch):
-    """gradcheck through the split sum: the FMA path's RD step cut to 4 (9 hidden units: 3 splits)."""
+    """gradcheck through the split sums: the FMA path's RD step cut to 4 (9 hidden units: 3 splits),
+    its C step to 4 (5 channels: 2 splits)."""
     from fusedattn.kernels import mlp_gate
 
     tiles = mlp_gate.mlp_tiles
-    monkeypatch.setattr(mlp_gate, "mlp_tiles", lambda *a: tiles(*a)._replace(gate=(4, tiles(*a).gate[1])))
+    monkeypatch.setattr(mlp_gate, "mlp_tiles",
+                        lambda *a: tiles(*a)._replace(gate=(4, tiles(*a).gate[1]), hidden=(tiles(*a).hidden[0], 4)))
     fused, _ = _make(block, 5, 9, torch.float64, device)
     x = make_x((2, 5, 3, 2), torch.float64, "nchw", device, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: fused(t), (x,), fast_mode=True)
