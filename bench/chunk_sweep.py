@@ -119,7 +119,7 @@ def table(result: dict) -> str:
     for (block, shape, pass_), rs in cases.items():
         cells = " | ".join(f"{r['ms']:.4f} ({r['chunks']}){'' if r['same_result'] else ' DIFFERS'}" for r in rs)
         lines.append(f"| {block} | {shape} | {pass_} | {cells} | L2 x {result['fastest'][f'{block} {shape} {pass_}']:g} |")
-    lines.append(f"| geometric mean | | | " + " | ".join(f"{v:.4f}" for v in result["geomean_ms"].values())
+    lines.append("| geometric mean | | | " + " | ".join(f"{v:.4f}" for v in result["geomean_ms"].values())
                  + f" | L2 x {result['best_fraction']:g} |")
     return "\n".join(lines)
 
