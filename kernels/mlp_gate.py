@@ -137,12 +137,20 @@ def mlp_hidden_kernel(
         tl.store(part_ptr + split * plane + out, acc, mask=m)
         tile = tl.program_id(0) * tl.num_programs(1) + pr
         if last_to_arrive(count_ptr, tile * (2 if PAIRED else 1) + branch, splits):
-            acc = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
-            for k in range(0, splits):   # in split order, whichever program came last
-                acc += tl.load(part_ptr + k * plane + out, mask=m, other=0.0, cache_modifier=".cg")
+            acc = split_sum(part_ptr + out, plane, m, splits, BLOCK_N, BLOCK_R, ACC)
             _store_hidden(acc, b1_ptr, r, rmask, hidden_ptr, out, m, HAS_BIAS, ONE_LAYER, GATE, ACC)
     else:
         _store_hidden(acc, b1_ptr, r, rmask, hidden_ptr, out, m, HAS_BIAS, ONE_LAYER, GATE, ACC)
+
+
+@triton.jit
+def split_sum(at, plane, m, splits, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+    """The [BLOCK_N, BLOCK_W] shares at ``at`` of every split (``plane`` apart), added in split
+    order (whichever program came last), read from L2."""
+    total = tl.zeros([BLOCK_N, BLOCK_W], dtype=ACC)
+    for k in range(0, splits):
+        total += tl.load(at + k * plane, mask=m, other=0.0, cache_modifier=".cg")
+    return total
 
 
 @triton.jit
@@ -253,13 +261,9 @@ def mlp_gate_backward_kernel(
         if PAIRED:
             tl.store(at + N * C, dpm, mask=m)
         if last_to_arrive(count_ptr, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), splits):
-            dp = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
-            dpm = tl.zeros([BLOCK_N, BLOCK_C], dtype=ACC)
-            for k in range(0, splits):   # in split order, whichever program came last
-                at = part_ptr + k * plane + out
-                dp += tl.load(at, mask=m, other=0.0, cache_modifier=".cg")
-                if PAIRED:
-                    dpm += tl.load(at + N * C, mask=m, other=0.0, cache_modifier=".cg")
+            dp = split_sum(part_ptr + out, plane, m, splits, BLOCK_N, BLOCK_C, ACC)
+            if PAIRED:
+                dpm = split_sum(part_ptr + out + N * C, plane, m, splits, BLOCK_N, BLOCK_C, ACC)
             _store_coefs(dp, dpm, cnt_ptr, S, N, C, HW, n, c, m, out, mean_coef_ptr, max_coef_ptr,
                          WITH_MAX, PAIRED, ACC)
     else:
