@@ -110,11 +110,12 @@ class PoolPlan(NamedTuple):
 MAX_SPLITS = 32
 
 
-def plan_pool(view: ChannelView, chunk: int, C: int, HW: int) -> PoolPlan:
-    """Tile and H*W split for reducing ``chunk`` samples at a time."""
+def plan_pool(view: ChannelView, chunk: int, C: int, HW: int, target: int | None = None) -> PoolPlan:
+    """Tile and H*W split for reducing ``chunk`` samples at a time in about ``target`` programs
+    (default: the device's target)."""
     block_c, block_hw = tile_shape(view, C, HW)
     n_cblocks = cdiv(C, block_c)
-    target = config.device_target_programs(view.tensor.device)
+    target = target or config.device_target_programs(view.tensor.device)
     max_splits = min(cdiv(HW, block_hw), MAX_SPLITS)
     splits = min(max(math.ceil(target / (chunk * n_cblocks)), 1), max_splits)
     hw_per_split = cdiv(cdiv(HW, splits), block_hw) * block_hw

@@ -115,6 +115,11 @@ one_launch: bool | None = None
 #: backward (4).
 one_launch_backward: bool | None = None
 
+#: Force (True) or forbid (False) SE's cooperative forward (kernels/se_cooperative.py: the whole
+#: call in one launch, many programs per sample); ``None``: the launcher's rule (a small call that
+#: fits one resident wave and L2). Tests force both paths.
+cooperative: bool | None = None
+
 #: Force (True) or forbid (False) SE's gate spread over many programs (kernels/mlp_gate.py)
 #: instead of one program per sample (kernels/se_gate.py); ``None``: the launcher's rule.
 parallel_gate: bool | None = None

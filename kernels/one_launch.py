@@ -66,13 +66,13 @@ def reduce_rows(x_rows, sxc, sxhw, dy_rows, sdc, sdhw, ref, c, cmask, HW, PRODUC
 
 
 @triton.jit
-def scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
+def scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, hw_start, hw_end,
                HAS_RES: tl.constexpr, ACT: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
-    """y = act(x * g[c] (+ shortcut)) for channels c of one sample, every H*W position."""
+    """y = act(x * g[c] (+ shortcut)) for channels c of one sample, H*W positions [hw_start, hw_end)."""
     c64 = c.to(tl.int64)[:, None]
-    for hw0 in range(0, HW, BLOCK_HW):
+    for hw0 in range(hw_start, hw_end, BLOCK_HW):
         hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-        m = cmask[:, None] & (hw < HW)
+        m = cmask[:, None] & (hw < hw_end)
         v = tl.load(x_rows + c64 * sxc + hw * sxhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
         y = v * g[:, None]
         if HAS_RES:
@@ -146,7 +146,7 @@ def se_one_launch_kernel(
         cmask = c < C
         g = gate_of(w2_ptr, b2_ptr, h, r, c, C, RD, HAS_BIAS, GATE, ACC)
         tl.store(gate_ptr + b * C + c, g, mask=cmask)
-        scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
+        scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, 0, HW,
                    HAS_RES, ACT, BLOCK_HW, ACC)
 
 
@@ -186,7 +186,7 @@ def eca_one_launch_kernel(
         z += tl.load(bias_ptr).to(ACC)
     g = sigmoid(z)
     tl.store(gate_ptr + b * C + c, g, mask=cmask)
-    scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, HW,
+    scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cmask, 0, HW,
                HAS_RES, ACT, BLOCK_HW, ACC)
 
 

@@ -9,6 +9,7 @@ from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .mlp_gate import mlp_gate_backward, mlp_gate_forward, use_mlp_gate
 from .one_launch import se_fits_one_launch, se_one_launch, se_one_launch_backward
 from .se_gate import gate_tiles
+from .se_cooperative import se_cooperative, se_fits_cooperative
 from .se_pool_gate import se_pool_gate, se_pool_gate_backward
 from .arrival import arrival_counters
 
@@ -35,11 +36,13 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
     pool_max = config.new_buffer((B, C) if add_maxpool else (0,), dt, dev)
     hidden = config.new_buffer((B, 0 if one_layer else RD), dt, dev)
     gate = config.new_buffer((B, C), dt, dev)
-    if not one_layer and se_fits_one_launch(x, w1):
-        xv = channel_view(x)
+    xv = None if one_layer else channel_view(x)
+    plan = "pipeline" if one_layer else se_forward_plan(xv, w1)
+    if plan != "pipeline":   # one launch: one program per sample, or many cooperating (a small call)
         y = config.new_like(xv.tensor)
-        se_one_launch(xv, channel_view(y), channel_view(shortcut) if shortcut is not None else None, act,
-                      w1, b1, w2, b2, pooled, pool_max, hidden, gate, mlp_act, gate_fn)
+        launch = se_one_launch if plan == "one-program" else se_cooperative
+        launch(xv, channel_view(y), channel_view(shortcut) if shortcut is not None else None, act,
+               w1, b1, w2, b2, pooled, pool_max, hidden, gate, mlp_act, gate_fn)
         return y, pooled, pool_max, hidden, gate
     epilogue = Epilogue(act, shortcut)
     if one_layer or use_mlp_gate(x, w1):   # wide weights: the gate spread over many programs
@@ -57,6 +60,17 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
 
     y = channel_gate_forward(x, gate, None, add_maxpool, epilogue, pool_with_gate=pool_with_gate)
     return y, pooled, pool_max, hidden, gate
+
+
+def se_forward_plan(xv, w1) -> str:
+    """SE forward's plan for x (a ChannelView) and W1: "cooperative" (kernels/se_cooperative.py)
+    where forced or where one program per sample does not fit and the call is small, "one-program"
+    (kernels/one_launch.py), else "pipeline" (chunked pool + gate, rescale)."""
+    if config.cooperative:
+        return "cooperative"
+    if se_fits_one_launch(xv.tensor, w1):
+        return "one-program"
+    return "cooperative" if se_fits_cooperative(xv) else "pipeline"
 
 
 def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,

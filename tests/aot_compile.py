@@ -34,11 +34,12 @@ STREAMING = {"channel_pool_kernel", "channel_scale_kernel", "channel_scale_backw
              "path_combine_kernel", "path_combine_backward_kernel", "se_one_launch_kernel",
              "eca_one_launch_kernel", "se_one_launch_backward_kernel", "eca_one_launch_backward_kernel",
              "simam_forward_kernel", "simam_backward_kernel", "simam_statistics_kernel", "simam_grad_sums_kernel",
-             "strip_sums_kernel", "strip_scale_kernel", "se_pool_gate_kernel", "se_pool_gate_backward_kernel"}
+             "strip_sums_kernel", "strip_scale_kernel", "se_pool_gate_kernel", "se_pool_gate_backward_kernel",
+             "se_cooperative_kernel"}
 WRITERS = {"se_one_launch_kernel", "eca_one_launch_kernel", "se_one_launch_backward_kernel",
            "eca_one_launch_backward_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel", "cbam_input_grad_kernel",
            "path_combine_kernel", "path_combine_backward_kernel", "simam_forward_kernel", "simam_backward_kernel",
-           "strip_scale_kernel"}
+           "strip_scale_kernel", "se_cooperative_kernel"}
 
 
 def known_exception(kernel: str, layout: str, hw: int, row_bytes: int = 0) -> bool:
@@ -127,9 +128,11 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
     # two steps (mlp_gate.MAX_HIDDEN_STEPS, MAX_STEPS), in 16-row tiles (tl.dot where RD >= 16)
     from fusedattn.kernels import mlp_gate
     steps = (mlp_gate.MAX_STEPS, mlp_gate.MAX_HIDDEN_STEPS)
-    plans = ((None, None, steps), (False, False, steps), (False, True, steps)) + (((False, True, (1, 1)),) if variants else ())
-    for one_launch, parallel_gate, max_steps in plans:
-        config.one_launch, config.parallel_gate = one_launch, parallel_gate
+    # and SE's cooperative forward (kernels/se_cooperative.py)
+    plans = ((None, None, steps, None), (False, False, steps, None), (False, True, steps, None),
+             (None, None, steps, True)) + (((False, True, (1, 1), None),) if variants else ())
+    for one_launch, parallel_gate, max_steps, cooperative in plans:
+        config.one_launch, config.parallel_gate, config.cooperative = one_launch, parallel_gate, cooperative
         mlp_gate.MAX_STEPS, mlp_gate.MAX_HIDDEN_STEPS = max_steps
         config.mlp_block_n = 16 if max_steps == (1, 1) else None
         try:
@@ -145,7 +148,7 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
                 kernels.cbam_channel_backward(dy, x, w1, w2, True, ca, pooled, hidden, maps, sa,
                                               torch.randn_like(sa), torch.randn_like(sa))
         finally:
-            config.one_launch = config.parallel_gate = config.mlp_block_n = None
+            config.one_launch = config.parallel_gate = config.mlp_block_n = config.cooperative = None
             mlp_gate.MAX_STEPS, mlp_gate.MAX_HIDDEN_STEPS = steps
     for bias in (False, True) if variants else (True,):
         out = kernels.psa_forward([x] * 4, w1, b1 if bias else None, w2, b2 if bias else None)

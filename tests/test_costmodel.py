@@ -81,6 +81,12 @@ PARALLEL_GATE_BUDGETS = {
     ("cbam", "fwd"): (2.92, 4.46, 17), ("cbam", "fwd+bwd"): (10.70, 13.70, 36),
     ("se_residual", "fwd"): (3.06, 1.07, 12), ("se_residual", "fwd+bwd"): (8.20, 3.11, 28),
 }
+#: SE's cooperative forward (kernels/se_cooperative.py; config.cooperative = True forces it): one
+#: launch; x read once from HBM, its second read (the tiles' rescale) from L2, y written once; the
+#: partials and hidden shares the finalizers read (.cg, written by the same launch) and W2 rows per
+#: tile add the rest.
+COOPERATIVE_BUDGETS = {("se", "fwd"): (2.08, 1.23, 1), ("se_residual", "fwd"): (3.08, 1.23, 1),
+                       ("efficientnet_se", "fwd"): (2.08, 1.23, 1)}
 SLACK = 0.15  # small vectors and partials vary with the split plan; a pass over x is 1.0
 
 
@@ -161,6 +167,31 @@ def test_pytorch_kernels_besides_triton(block, pass_, monkeypatch):
 def test_pipeline_passes_and_launches_within_budget(block, pass_, monkeypatch):
     monkeypatch.setattr(config, "one_launch", False)
     check_budget(block, pass_, PIPELINE_BUDGETS)
+
+
+@pytest.mark.parametrize("block, pass_", sorted(COOPERATIVE_BUDGETS))
+def test_cooperative_passes_and_launches_within_budget(block, pass_, monkeypatch):
+    monkeypatch.setattr(config, "cooperative", True)
+    check_budget(block, pass_, COOPERATIVE_BUDGETS)
+
+
+def test_cooperative_work_is_priced_as_shared(monkeypatch):
+    """The interpreter runs the cooperative kernel's programs one after another, so the last
+    program does every tile; the model prices each program at the launch's mean (traffic.SHARED_WORK:
+    the tiles are shared on a GPU) plus the flag's chain of round trips, and every repeated read of x
+    as an L2 read."""
+    from fusedattn.costmodel.traffic import SHARED_WORK
+
+    monkeypatch.setattr(config, "cooperative", True)
+    case = small_case("se", "fwd")
+    p = h100_like(case)
+    (launch,) = count_case(case, case.shape, p.chunk_bytes, p.target_programs, p.l2_bytes)
+    x, programs = x_bytes(case), launch["programs"]
+    assert launch["kernel"] == "se_cooperative_kernel" and programs > 4
+    per_program = sum(a[6] for a in launch["args"])
+    assert per_program <= 1.5 * 3 * x / programs, (per_program, x, programs)   # x twice and y, shared
+    assert SHARED_WORK["se_cooperative_kernel"] < launch["loads"] <= SHARED_WORK["se_cooperative_kernel"] + 12
+    assert sum(a[7] for a in launch["args"]) >= x                              # the second read of x: L2
 
 
 @pytest.mark.parametrize("block, parallel_gate", [("se", None), ("cbam", None), ("sk_tail", None), ("psa_tail", None),

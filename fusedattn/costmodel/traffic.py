@@ -20,7 +20,12 @@ that hint fill the L2 as it runs, on average half of them before any one of its 
 of them take room from the resident window its reads may hit.
 
 Per launch also: the busiest program's load count and its bytes per tensor argument (loaded
-and stored, repeats included): what one SM must move on its own.
+and stored, repeats included): what one SM must move on its own. A cooperative kernel
+(``SHARED_WORK``: programs take tiles from a counter once a flag is up) is the exception: the
+interpreter runs its programs one after another, so the program that raises the flag does
+every tile, where on a GPU all programs share them. There each program's bytes and loads are
+the launch's mean, plus the flag's chain of round trips, and every repeated read of the launch
+(the second read of x, by whichever program takes the tile) counts as an L2 read.
 
 Writes are all counted as HBM writes. Needs TRITON_INTERPRET=1 before triton is imported
 (``python -m fusedattn.costmodel.traffic`` is run in a subprocess by the cost model).
@@ -30,6 +35,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+
+#: Cooperative kernels -> round trips on the way from a program's pool to its first tile (on the
+#: GPU; an estimate: the channel block's arrival, its partials and W1 tiles, the sample's arrival,
+#: its hidden shares, the flag, the first claim, the tile's hidden and W2 tiles).
+SHARED_WORK = {"se_cooperative_kernel": 10}
 
 
 class ArgTraffic(NamedTuple):
@@ -103,15 +114,22 @@ class _Recording:
             return {i: (np.unique(a), size, req) for i, (a, size, req) in out.items()}
 
         reads, writes = split(cur["loads"]), split(cur["stores"])
-        busiest = max(cur["per_program"], key=lambda p: cur["per_program"][p][1], default=None)
-        mine = split([e for e in cur["loads"] + cur["stores"] if e[2] == busiest])
-        rereads: dict[int, int] = {}
-        by_program: dict = {}
-        for e in cur["loads"]:
-            by_program.setdefault(e[2], []).append(e)
-        for entries in by_program.values():
-            for i, (a, size, req) in split(entries).items():
-                rereads[i] = rereads.get(i, 0) + req - a.size * size
+        shared = cur["name"] in SHARED_WORK
+        n_programs = max(len(cur["per_program"]), 1)
+        if shared:   # the launch's mean per program (see the module docstring)
+            mine = {i: (None, None, -(-((reads[i][2] if i in reads else 0) + (writes[i][2] if i in writes else 0))
+                                      // n_programs)) for i in set(reads) | set(writes)}
+            rereads = {i: req - a.size * size for i, (a, size, req) in reads.items()}
+        else:
+            busiest = max(cur["per_program"], key=lambda p: cur["per_program"][p][1], default=None)
+            mine = split([e for e in cur["loads"] + cur["stores"] if e[2] == busiest])
+            rereads = {}
+            by_program: dict = {}
+            for e in cur["loads"]:
+                by_program.setdefault(e[2], []).append(e)
+            for entries in by_program.values():
+                for i, (a, size, req) in split(entries).items():
+                    rereads[i] = rereads.get(i, 0) + req - a.size * size
         args = []
         all_read, all_touched = [], []
         for start, _, i, numel in ranges:
@@ -132,7 +150,10 @@ class _Recording:
         footprint = sum(a.read_bytes + a.write_bytes for a in args)
         kept_writes = split([(a, s, 0) for a, s, first, store in cur["streamed"] if store and not first])
         own_writes = sum(a.size * size for a, size, _ in kept_writes.values())
-        loads = max((n for n, _ in cur["per_program"].values()), default=0)
+        if shared:
+            loads = -(-sum(n for n, _ in cur["per_program"].values()) // n_programs) + SHARED_WORK[cur["name"]]
+        else:
+            loads = max((n for n, _ in cur["per_program"].values()), default=0)
         self.launches.append(LaunchTraffic(cur["name"], cur["grid"], args, loads, footprint,
                                            max(footprint - streamed_bytes, 0), own_writes))
 
