@@ -119,6 +119,8 @@ one_launch_backward: bool | None = None
 #: call in one launch, many programs per sample); ``None``: the launcher's rule (a small call that
 #: fits one resident wave and L2). Tests force both paths.
 cooperative: bool | None = None
+#: The same for SE's backward alone (``None``: as ``cooperative``; the cost model pins each pass).
+cooperative_backward: bool | None = None
 
 #: Force (True) or forbid (False) SE's gate spread over many programs (kernels/mlp_gate.py)
 #: instead of one program per sample (kernels/se_gate.py); ``None``: the launcher's rule.

@@ -83,13 +83,14 @@ def scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, c, cm
 
 
 @triton.jit
-def input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, k, mx, mk, c, cmask, HW,
-                    WITH_MAX: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
-    """dx = dy * g[c] + k[c] (+ (x == mx[c]) * mk[c] when WITH_MAX) for channels c of one sample."""
+def input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, k, mx, mk, c, cmask,
+                    hw_start, hw_end, WITH_MAX: tl.constexpr, BLOCK_HW: tl.constexpr, ACC: tl.constexpr):
+    """dx = dy * g[c] + k[c] (+ (x == mx[c]) * mk[c] when WITH_MAX) for channels c of one sample,
+    H*W positions [hw_start, hw_end)."""
     c64 = c.to(tl.int64)[:, None]
-    for hw0 in range(0, HW, BLOCK_HW):
+    for hw0 in range(hw_start, hw_end, BLOCK_HW):
         hw = (hw0 + tl.arange(0, BLOCK_HW)).to(tl.int64)[None, :]
-        m = cmask[:, None] & (hw < HW)
+        m = cmask[:, None] & (hw < hw_end)
         d = tl.load(dy_rows + c64 * sdc + hw * sdhw, mask=m, other=0.0, eviction_policy="evict_first").to(ACC)
         dx = d * g[:, None] + k[:, None]
         if WITH_MAX:
@@ -251,7 +252,7 @@ def se_one_launch_backward_kernel(
             mk = 0.5 * dp / ties
             dp = 0.5 * dp
         input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, dp / HW, mx, mk,
-                        c, cmask, HW, WITH_MAX, BLOCK_HW, ACC)
+                        c, cmask, 0, HW, WITH_MAX, BLOCK_HW, ACC)
 
 
 @triton.jit
@@ -288,7 +289,7 @@ def eca_one_launch_backward_kernel(
     for j in tl.static_range(K):
         dp += tl.load(w_ptr + j).to(ACC) * tl.load(row + i + (K - 1 - j), mask=cmask, other=0.0)
     input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, dp / HW, g, g,
-                    c, cmask, HW, False, BLOCK_HW, ACC)
+                    c, cmask, 0, HW, False, BLOCK_HW, ACC)
     if WEIGHT_GRADS:
         for j in tl.static_range(K):
             idx, valid = _tap(c, j - PAD, C, CIRCULAR)

@@ -9,7 +9,7 @@ from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .mlp_gate import mlp_gate_backward, mlp_gate_forward, use_mlp_gate
 from .one_launch import se_fits_one_launch, se_one_launch, se_one_launch_backward
 from .se_gate import gate_tiles
-from .se_cooperative import se_cooperative, se_fits_cooperative
+from .se_cooperative import se_cooperative, se_cooperative_backward, se_fits_cooperative
 from .se_pool_gate import se_pool_gate, se_pool_gate_backward
 from .arrival import arrival_counters
 
@@ -37,7 +37,7 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
     hidden = config.new_buffer((B, 0 if one_layer else RD), dt, dev)
     gate = config.new_buffer((B, C), dt, dev)
     xv = None if one_layer else channel_view(x)
-    plan = "pipeline" if one_layer else se_forward_plan(xv, w1)
+    plan = "pipeline" if one_layer else se_plan(xv, w1)
     if plan != "pipeline":   # one launch: one program per sample, or many cooperating (a small call)
         y = config.new_like(xv.tensor)
         launch = se_one_launch if plan == "one-program" else se_cooperative
@@ -62,15 +62,18 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
     return y, pooled, pool_max, hidden, gate
 
 
-def se_forward_plan(xv, w1) -> str:
-    """SE forward's plan for x (a ChannelView) and W1: "cooperative" (kernels/se_cooperative.py)
-    where forced or where one program per sample does not fit and the call is small, "one-program"
-    (kernels/one_launch.py), else "pipeline" (chunked pool + gate, rescale)."""
-    if config.cooperative:
+def se_plan(xv, w1, backward: bool = False) -> str:
+    """SE's plan for x (a ChannelView) and W1, forward or backward: "cooperative"
+    (kernels/se_cooperative.py) where forced or where one program per sample does not fit and the
+    call is small, "one-program" (kernels/one_launch.py), else "pipeline" (chunked pool + gate,
+    rescale)."""
+    forced = config.cooperative_backward if backward and config.cooperative_backward is not None else \
+        config.cooperative
+    if forced:
         return "cooperative"
-    if se_fits_one_launch(xv.tensor, w1):
+    if se_fits_one_launch(xv.tensor, w1, passes=4 if backward else 3):
         return "one-program"
-    return "cooperative" if se_fits_cooperative(xv) else "pipeline"
+    return "cooperative" if se_fits_cooperative(xv, backward) else "pipeline"
 
 
 def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
@@ -91,16 +94,18 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
     dz = None if one_layer else config.new_buffer((B, C), dt, dev)
     dh = config.new_buffer((B, RD), dt, dev)
     epilogue = Epilogue(act, shortcut, out)
-    if not one_layer and not epilogue.active and se_fits_one_launch(x, w1, passes=4):
+    plan = "pipeline" if one_layer or epilogue.active else se_plan(channel_view(x), w1, backward=True)
+    if plan != "pipeline":   # one launch: one program per sample, or many cooperating (a small call)
         xv = channel_view(x)
         dx = config.new_like(xv.tensor)
+        launch = se_one_launch_backward if plan == "one-program" else se_cooperative_backward
         if B > 1:
-            se_one_launch_backward(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh,
-                                   mlp_act=mlp_act, gate_fn=gate_fn)
+            launch(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh,
+                   mlp_act=mlp_act, gate_fn=gate_fn)
             return (dx, *mlp_weight_grads(dz, hidden, dh, pooled, w1, w2, has_bias, mlp_act), None)
         grads = new_weight_grads(w1, w2, has_bias)   # a batch of one: written by the same launch
-        se_one_launch_backward(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh,
-                               pooled, grads, mlp_act=mlp_act, gate_fn=gate_fn)
+        launch(channel_view(dy), xv, channel_view(dx), w1f, w2f, hidden, gate, pool_max, dz, dh, pooled, grads,
+               mlp_act=mlp_act, gate_fn=gate_fn)
         dw1, db1, dw2, db2 = grads
         return dx, dw1, db1, dw2, db2, None
     mean_coef = config.new_buffer((B, C), dt, dev)

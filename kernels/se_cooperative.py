@@ -1,4 +1,4 @@
-"""SE forward of a small call in one launch, many programs per sample cooperating:
+"""SE of a small call in one launch each way, many programs per sample cooperating. Forward:
 
     1. every program pools its [BLOCK_C, hw_per_split] slab into [S, B, C] partials (pool_tile);
     2. the last split of a channel block to arrive reduces its partials (pooled, pool_max) and
@@ -18,25 +18,31 @@ another: there the last program does every tile). The launcher picks this only w
 grid is resident at once (``cooperative_programs``) and x stays in L2 between the two reads. Every
 sum is taken in a fixed order, so results are bitwise the same whoever does a tile.
 
+The backward (``se_cooperative_backward_kernel``) goes the same way: pool sum_hw(dy * x) (and the
+ties with the max); per channel block dz and its share of W2^T dz; per sample dh and the flag; per
+tile dp = W1[:, block]^T dh and dx. A batch of one writes its weight gradients in the same launch.
+
 Counters (kernels/arrival.py, all left at zero): [B * n_cblocks] channel-block arrivals, then
 per sample: arrivals of its blocks, the ready flag, the claim counter, the programs that left.
 """
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from . import config
-from .activations import RELU, SIGMOID, activation
+from .activations import RELU, SIGMOID, activation, activation_grad, gate_grad
 from .arrival import arrival_counters, last_to_arrive
 from .channel_pool import PoolPlan, new_partials, plan_pool, pool_tile
 from .launch import fast
 from .nan_math import max_along
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2, tile_shape
-from .one_launch import scale_rows
-from .se_gate import store_hidden, store_pooled, w1_times, w2_times
+from .one_launch import input_grad_rows, scale_rows
+from .se_gate import store_hidden, store_pooled, w1_times, w1t_times, w2_times, w2t_times
 
-#: Programs of 8 warps one SM holds at once whatever their registers (ptxas gives this kernel
-#: 40-174 per thread on sm_90; 256 threads x 255 registers still fit one SM's 64 K).
+#: Programs of 8 warps one SM holds at once whatever their registers (ptxas gives these kernels
+#: 32-216 per thread on sm_90; 256 threads x 255 registers still fit one SM's 64 K).
 RESIDENT_PER_SM = 1
 #: Polls of the ready flag before a program leaves its tiles to the others: a resident grid's
 #: wait is its slowest pool plus the two finalizers (a few us); the cap bounds what a program
@@ -94,6 +100,39 @@ def tile_gate(hidden_ptr, w2_ptr, b2_ptr, b, c, C, RD, HAS_BIAS: tl.constexpr, M
     return activation(z, GATE)
 
 
+@triton.jit
+def raise_flag(sample_ptr):
+    """The sample's results are stored (by every thread of this program): up goes its flag."""
+    tl.debug_barrier()
+    tl.atomic_xchg(sample_ptr + 1, 1, sem="release", scope="gpu")
+
+
+@triton.jit
+def wait_for_flag(sample_ptr, spins):
+    """The sample's flag (nonzero: up), polled at most ``spins`` times more while it is down."""
+    ready = tl.atomic_add(sample_ptr + 1, 0, sem="acquire", scope="gpu")
+    polls = 0
+    while (ready == 0) & (polls < spins):
+        ready = tl.atomic_add(sample_ptr + 1, 0, sem="acquire", scope="gpu")
+        polls += 1
+    return ready
+
+
+@triton.jit
+def claim_tile(sample_ptr):
+    """The next (channel block, split) tile of the sample nobody has taken (>= tiles: none left)."""
+    return tl.atomic_add(sample_ptr + 2, 1, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def leave(sample_ptr, programs):
+    """Called once by every program of the sample on its way out; the last sets the flag and the
+    claim counter back to 0 (its own arrival counter too: last_to_arrive)."""
+    if last_to_arrive(sample_ptr, 3, programs):
+        tl.store(sample_ptr + 1, 0)
+        tl.store(sample_ptr + 2, 0)
+
+
 @triton.jit(do_not_specialize=["spins"])   # one variant whatever the poll cap
 def se_cooperative_kernel(
     x_ptr, sxb, sxc, sxhw, y_ptr, syb, syc, syhw, res_ptr, srb, src, srhw,
@@ -121,29 +160,107 @@ def se_cooperative_kernel(
                 r = r0 + tl.arange(0, BLOCK_KRD)
                 h = sum_rows(hpart_ptr + b * RD, n_cblocks, B * RD, r, r < RD, False, BLOCK_K, ACC)
                 store_hidden(h, b1_ptr, hidden_ptr, b, r, RD, HAS_BIAS, MLP_ACT, ACC)
-            tl.debug_barrier()   # every thread's hidden values stored before the flag
-            tl.atomic_xchg(sample_ptr + 1, 1, sem="release", scope="gpu")
-
-    ready = tl.atomic_add(sample_ptr + 1, 0, sem="acquire", scope="gpu")
-    polls = 0
-    while (ready == 0) & (polls < spins):
-        ready = tl.atomic_add(sample_ptr + 1, 0, sem="acquire", scope="gpu")
-        polls += 1
-    if ready != 0:
+            raise_flag(sample_ptr)
+    if wait_for_flag(sample_ptr, spins) != 0:
         x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
-        tiles = n_cblocks * S
-        t = tl.atomic_add(sample_ptr + 2, 1, sem="relaxed", scope="gpu")
-        while t < tiles:
+        t = claim_tile(sample_ptr)
+        while t < n_cblocks * S:
             tc = (t // S) * BLOCK_C + tl.arange(0, BLOCK_C)
             hw_start = (t % S) * hw_per_split
             g = tile_gate(hidden_ptr, w2_ptr, b2_ptr, b, tc, C, RD, HAS_BIAS, MLP_ACT, GATE, BLOCK_C, BLOCK_RD, ACC)
             tl.store(gate_ptr + b * C + tc, g, mask=tc < tl.where(t % S == 0, C, 0))   # the block's first tile
             scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, tc, tc < C,
                        hw_start, tl.minimum(hw_start + hw_per_split, HW), HAS_RES, ACT, BLOCK_HW, ACC)
-            t = tl.atomic_add(sample_ptr + 2, 1, sem="relaxed", scope="gpu")
-    if last_to_arrive(sample_ptr, 3, n_cblocks * S):   # every program of b has left: counters back to 0
-        tl.store(sample_ptr + 1, 0)
-        tl.store(sample_ptr + 2, 0)
+            t = claim_tile(sample_ptr)
+    leave(sample_ptr, n_cblocks * S)
+
+
+@triton.jit(do_not_specialize=["spins"])
+def se_cooperative_backward_kernel(
+    dy_ptr, sdb, sdc, sdhw, x_ptr, sxb, sxc, sxhw, dx_ptr, sgb, sgc, sghw,
+    sum_ptr, cnt_ptr, tpart_ptr, ties_ptr, count_ptr,
+    C, RD, HW, hw_per_split, n_cblocks, spins,
+    w1_ptr, w2_ptr, hidden_ptr, gate_ptr, pool_max_ptr, pooled_ptr, dz_ptr, dh_ptr,
+    dw1_ptr, db1_ptr, dw2_ptr, db2_ptr,
+    WITH_MAX: tl.constexpr, WEIGHT_GRADS: tl.constexpr, HAS_BIAS: tl.constexpr, MLP_ACT: tl.constexpr,
+    GATE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_RD: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_KRD: tl.constexpr, ACC: tl.constexpr,
+):
+    """The forward's backward, the same way: programs pool sum_hw(dy * x) (and ties with the max);
+    the last split of a channel block: dz = dgate * gate' of the block (stored; ties stored) and
+    its share of W2^T dz; the last block of the sample: dh = (sum of shares) * act'(h), then the
+    flag; tiles: dp = W1[:, block]^T dh and dx = dy * gate + dp / HW (+ the max pool's share at
+    the ties). WEIGHT_GRADS (a batch of one: nothing to sum over samples): dW2 rows and db2 by
+    the blocks, db1 by the sample, dW1 columns by each block's first tile, in the weights' dtype."""
+    S = tl.num_programs(1)
+    B = tl.num_programs(0) // n_cblocks
+    b = pool_tile(x_ptr, sxb, sxc, sxhw, dy_ptr, sdb, sdc, sdhw, pool_max_ptr, sum_ptr, sum_ptr, cnt_ptr,
+                  0, 0, B, C, HW, hw_per_split, n_cblocks, True, False, WITH_MAX, BLOCK_C, BLOCK_HW, ACC)
+    cblk = tl.program_id(0) % n_cblocks
+    c = cblk * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    sample_ptr = count_ptr + B * n_cblocks + 4 * b
+    if last_to_arrive(count_ptr, b * n_cblocks + cblk, S):
+        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+        dz = tl.where(cmask, gate_grad(sum_rows(sum_ptr + b * C, S, B * C, c, cmask, False, BLOCK_S, ACC), g, GATE),
+                      0.0)
+        tl.store(dz_ptr + b * C + c, dz, mask=cmask)
+        if WITH_MAX:
+            tl.store(ties_ptr + b * C + c, sum_rows(cnt_ptr + b * C, S, B * C, c, cmask, False, BLOCK_S, ACC),
+                     mask=cmask)
+        if WEIGHT_GRADS and HAS_BIAS:
+            tl.store(db2_ptr + c, dz.to(db2_ptr.dtype.element_ty), mask=cmask)
+        for r0 in range(0, RD, BLOCK_RD):
+            r = r0 + tl.arange(0, BLOCK_RD)
+            rmask = r < RD
+            tl.store(tpart_ptr + (cblk * B + b) * RD + r, w2t_times(w2_ptr, dz, r, c, C, RD, ACC), mask=rmask)
+            if WEIGHT_GRADS:
+                h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
+                dw2 = dz[None, :] * tl.where(rmask, activation(h, MLP_ACT), 0.0)[:, None]
+                tl.store(dw2_ptr + c[None, :] * RD + r[:, None], dw2.to(dw2_ptr.dtype.element_ty),
+                         mask=rmask[:, None] & cmask[None, :])
+        if last_to_arrive(sample_ptr, 0, n_cblocks):
+            for r0 in range(0, RD, BLOCK_KRD):
+                r = r0 + tl.arange(0, BLOCK_KRD)
+                rmask = r < RD
+                t = sum_rows(tpart_ptr + b * RD, n_cblocks, B * RD, r, rmask, False, BLOCK_K, ACC)
+                h = tl.load(hidden_ptr + b * RD + r, mask=rmask, other=0.0).to(ACC)
+                dh = tl.where(rmask, activation_grad(t, h, MLP_ACT), 0.0)
+                tl.store(dh_ptr + b * RD + r, dh, mask=rmask)
+                if WEIGHT_GRADS and HAS_BIAS:
+                    tl.store(db1_ptr + r, dh.to(db1_ptr.dtype.element_ty), mask=rmask)
+            raise_flag(sample_ptr)
+    if wait_for_flag(sample_ptr, spins) != 0:
+        dy_rows, x_rows, dx_rows = dy_ptr + b * sdb, x_ptr + b * sxb, dx_ptr + b * sgb
+        t = claim_tile(sample_ptr)
+        while t < n_cblocks * S:
+            tc = (t // S) * BLOCK_C + tl.arange(0, BLOCK_C)
+            tcm = tc < C
+            first = tc < tl.where(t % S == 0, C, 0)   # the block's first tile writes its dW1 columns
+            hw_start = (t % S) * hw_per_split
+            if WEIGHT_GRADS:
+                p = tl.load(pooled_ptr + b * C + tc, mask=tcm, other=0.0).to(ACC)
+            dp = tl.zeros([BLOCK_C], dtype=ACC)
+            for r0 in range(0, RD, BLOCK_RD):
+                r = r0 + tl.arange(0, BLOCK_RD)
+                rmask = r < RD
+                dh = tl.load(dh_ptr + b * RD + r, mask=rmask, other=0.0, cache_modifier=".cg").to(ACC)
+                dp += w1t_times(w1_ptr, dh, r, tc, C, RD, ACC)
+                if WEIGHT_GRADS:
+                    tl.store(dw1_ptr + r[:, None] * C + tc[None, :], (dh[:, None] * p[None, :]).to(dw1_ptr.dtype.element_ty),
+                             mask=rmask[:, None] & first[None, :])
+            g = tl.load(gate_ptr + b * C + tc, mask=tcm, other=0.0).to(ACC)
+            mx = tl.zeros([BLOCK_C], dtype=ACC)
+            mk = tl.zeros([BLOCK_C], dtype=ACC)
+            if WITH_MAX:
+                mx = tl.load(pool_max_ptr + b * C + tc, mask=tcm, other=0.0).to(ACC)
+                ties = tl.load(ties_ptr + b * C + tc, mask=tcm, other=1.0, cache_modifier=".cg").to(ACC)
+                mk = 0.5 * dp / ties
+                dp = 0.5 * dp
+            input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, dp / HW, mx, mk, tc, tcm,
+                            hw_start, tl.minimum(hw_start + hw_per_split, HW), WITH_MAX, BLOCK_HW, ACC)
+            t = claim_tile(sample_ptr)
+    leave(sample_ptr, n_cblocks * S)
 
 
 def cooperative_programs(device: torch.device) -> int:
@@ -160,6 +277,28 @@ def se_cooperative_plan(x: ChannelView, C: int, HW: int) -> PoolPlan:
     return plan_pool(x, x.tensor.shape[0], C, HW, target=cooperative_programs(x.tensor.device))
 
 
+class CooperativeLaunch(NamedTuple):
+    plan: PoolPlan
+    counters: torch.Tensor   # B * (n_cblocks + 4) at zero
+    shares: torch.Tensor     # [n_cblocks, B, RD]: the channel blocks' shares of an RD-vector
+    spins: int
+    tiles: dict              # BLOCK_* constexprs: slabs, weight tiles, partial and share rows
+
+
+def cooperative_launch(x: ChannelView, RD: int, acc: torch.dtype) -> CooperativeLaunch:
+    """Plan, counters, share buffer and tile sizes of a cooperative launch over x (SE forward or
+    backward; the vectors in ``acc``)."""
+    B, C, H, W = x.tensor.shape
+    plan = se_cooperative_plan(x, C, H * W)
+    block_k = next_pow2(plan.n_cblocks)
+    tiles = dict(BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw,
+                 BLOCK_RD=min(next_pow2(RD), max(WEIGHT_TILE // plan.block_c, 1)), BLOCK_S=next_pow2(plan.n_splits),
+                 BLOCK_K=block_k, BLOCK_KRD=min(next_pow2(RD), max(WEIGHT_TILE // block_k, 1)))
+    return CooperativeLaunch(plan, arrival_counters(x.tensor.device, B * (plan.n_cblocks + 4)),
+                             config.new_buffer((plan.n_cblocks, B, RD), acc, x.tensor.device),
+                             SPINS if x.tensor.is_cuda else INTERPRETER_SPINS, tiles)
+
+
 def se_cooperative(x: ChannelView, y: ChannelView, shortcut: ChannelView | None, act: int,
                    w1, b1, w2, b2, pooled, pool_max, hidden, gate, mlp_act: int = RELU,
                    gate_fn: int = SIGMOID) -> None:
@@ -168,39 +307,62 @@ def se_cooperative(x: ChannelView, y: ChannelView, shortcut: ChannelView | None,
     [B, C] / [B, RD] vectors se_forward returns."""
     B, C, H, W = x.tensor.shape
     RD = w1.shape[0]
-    plan = se_cooperative_plan(x, C, H * W)
+    co = cooperative_launch(x, RD, pooled.dtype)
     with_max = pool_max.numel() > 0
-    parts = new_partials(plan, B, C, x.tensor, with_max)
-    hpart = config.new_buffer((plan.n_cblocks, B, RD), pooled.dtype, pooled.device)
-    counters = arrival_counters(x.tensor.device, B * (plan.n_cblocks + 4))
+    parts = new_partials(co.plan, B, C, x.tensor, with_max)
     r = shortcut if shortcut is not None else x
-    block_rd = min(next_pow2(RD), max(WEIGHT_TILE // plan.block_c, 1))
-    block_k = next_pow2(plan.n_cblocks)
-    spins = SPINS if x.tensor.is_cuda else INTERPRETER_SPINS
-    fast(se_cooperative_kernel)[(B * plan.n_cblocks, plan.n_splits)](
+    fast(se_cooperative_kernel)[(B * co.plan.n_cblocks, co.plan.n_splits)](
         x.tensor, x.sb, x.sc, x.shw, y.tensor, y.sb, y.sc, y.shw, r.tensor, r.sb, r.sc, r.shw,
-        parts.sums, parts.maxs if with_max else parts.sums, hpart, counters,
-        C, RD, H * W, plan.hw_per_split, plan.n_cblocks, spins,
+        parts.sums, parts.maxs if with_max else parts.sums, co.shares, co.counters,
+        C, RD, H * W, co.plan.hw_per_split, co.plan.n_cblocks, co.spins,
         w1, b1 if b1 is not None else w1, w2, b2 if b2 is not None else w2,
         pooled, pool_max if with_max else pooled, hidden, gate,
         HAS_BIAS=b1 is not None, WITH_MAX=with_max, HAS_RES=shortcut is not None, ACT=act,
-        MLP_ACT=mlp_act, GATE=gate_fn, BLOCK_C=plan.block_c, BLOCK_HW=plan.block_hw, BLOCK_RD=block_rd,
-        BLOCK_S=next_pow2(plan.n_splits), BLOCK_K=block_k, BLOCK_KRD=min(next_pow2(RD), max(WEIGHT_TILE // block_k, 1)),
-        ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
+        MLP_ACT=mlp_act, GATE=gate_fn, **co.tiles, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
     )
 
 
-def se_fits_cooperative(x: ChannelView) -> bool:
-    """The cooperative launch, or the pipeline? Forced by ``config.cooperative``; else when the
+def se_cooperative_backward(dy: ChannelView, x: ChannelView, dx: ChannelView, w1, w2, hidden, gate, pool_max,
+                            dz, dh, pooled=None, weight_grads=None, mlp_act: int = RELU, gate_fn: int = SIGMOID) -> None:
+    """SE backward of every sample in one cooperative launch: dx, and dz [B, C] / dh [B, RD] for the
+    weight gradients (w1 [RD, C], w2 [C, RD] contiguous). For B = 1, ``weight_grads`` (dw1 [RD, C],
+    db1 [RD] | None, dw2 [C, RD], db2 [C] | None) are written too (from ``pooled``)."""
+    B, C, H, W = x.tensor.shape
+    RD = w1.shape[0]
+    co = cooperative_launch(x, RD, dz.dtype)
+    with_max = pool_max.numel() > 0
+    parts = new_partials(co.plan, B, C, x.tensor, False, with_counts=with_max)
+    ties = config.new_buffer((B, C), dz.dtype, dz.device) if with_max else dz
+    dw1, db1, dw2, db2 = weight_grads if weight_grads is not None else (dz,) * 4
+    has_bias = db1 is not None
+    fast(se_cooperative_backward_kernel)[(B * co.plan.n_cblocks, co.plan.n_splits)](
+        dy.tensor, dy.sb, dy.sc, dy.shw, x.tensor, x.sb, x.sc, x.shw, dx.tensor, dx.sb, dx.sc, dx.shw,
+        parts.sums, parts.counts if with_max else parts.sums, co.shares, ties, co.counters,
+        C, RD, H * W, co.plan.hw_per_split, co.plan.n_cblocks, co.spins,
+        w1, w2, hidden, gate, pool_max if with_max else gate, pooled if pooled is not None else gate, dz, dh,
+        dw1, db1 if has_bias else dw1, dw2, db2 if has_bias else dw2,
+        WITH_MAX=with_max, WEIGHT_GRADS=weight_grads is not None, HAS_BIAS=has_bias, MLP_ACT=mlp_act,
+        GATE=gate_fn, **co.tiles, ACC=acc_dtype(x.tensor.dtype), num_warps=STREAM_WARPS,
+    )
+
+
+def se_fits_cooperative(x: ChannelView, backward: bool = False) -> bool:
+    """The cooperative launch, or the pipeline? Forced by ``config.cooperative`` (the backward by
+    ``config.cooperative_backward`` where set); else when the
     whole batch pools in one resident wave with whole channel blocks per program at least
     (B * channel blocks <= ``cooperative_programs``) and x stays in L2 between its two reads
     (at most the profile's chunk share of L2): then it does the pipeline's work in one launch.
-    A forced ``config.one_launch`` (one program per sample, or the chunked pipeline) rules it out."""
+    A forced ``config.one_launch`` (``one_launch_backward``: one program per sample, or the
+    chunked pipeline) rules it out."""
     t = x.tensor
     B, C, H, W = t.shape
-    if B == 0 or config.cooperative is not None:
-        return B > 0 and bool(config.cooperative)
-    if config.one_launch is not None:   # one program per sample, or the chunked pipeline, asked for
+    forced = config.cooperative_backward if backward and config.cooperative_backward is not None else \
+        config.cooperative
+    if B == 0 or forced is not None:
+        return B > 0 and bool(forced)
+    one_launch = config.one_launch_backward if backward and config.one_launch_backward is not None else \
+        config.one_launch
+    if one_launch is not None:   # one program per sample, or the chunked pipeline, asked for
         return False
     p = config.device_profile(t.device) or config.PROFILES["h100"]
     block_c, _ = tile_shape(x, C, H * W)

@@ -35,11 +35,11 @@ STREAMING = {"channel_pool_kernel", "channel_scale_kernel", "channel_scale_backw
              "eca_one_launch_kernel", "se_one_launch_backward_kernel", "eca_one_launch_backward_kernel",
              "simam_forward_kernel", "simam_backward_kernel", "simam_statistics_kernel", "simam_grad_sums_kernel",
              "strip_sums_kernel", "strip_scale_kernel", "se_pool_gate_kernel", "se_pool_gate_backward_kernel",
-             "se_cooperative_kernel"}
+             "se_cooperative_kernel", "se_cooperative_backward_kernel"}
 WRITERS = {"se_one_launch_kernel", "eca_one_launch_kernel", "se_one_launch_backward_kernel",
            "eca_one_launch_backward_kernel", "channel_scale_kernel", "channel_scale_backward_kernel", "epilogue_grad_kernel", "cbam_input_grad_kernel",
            "path_combine_kernel", "path_combine_backward_kernel", "simam_forward_kernel", "simam_backward_kernel",
-           "strip_scale_kernel", "se_cooperative_kernel"}
+           "strip_scale_kernel", "se_cooperative_kernel", "se_cooperative_backward_kernel"}
 
 
 def known_exception(kernel: str, layout: str, hw: int, row_bytes: int = 0) -> bool:
@@ -128,7 +128,7 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
     # two steps (mlp_gate.MAX_HIDDEN_STEPS, MAX_STEPS), in 16-row tiles (tl.dot where RD >= 16)
     from fusedattn.kernels import mlp_gate
     steps = (mlp_gate.MAX_STEPS, mlp_gate.MAX_HIDDEN_STEPS)
-    # and SE's cooperative forward (kernels/se_cooperative.py)
+    # and SE's cooperative forward and backward (kernels/se_cooperative.py)
     plans = ((None, None, steps, None), (False, False, steps, None), (False, True, steps, None),
              (None, None, steps, True)) + (((False, True, (1, 1), None),) if variants else ())
     for one_launch, parallel_gate, max_steps, cooperative in plans:

@@ -1,5 +1,5 @@
-"""SE's cooperative forward (kernels/se_cooperative.py: the whole call in one launch, many programs
-per sample) against the float64 reference, with many channel blocks and H*W splits, every option
+"""SE's cooperative forward and backward (kernels/se_cooperative.py: the whole call in one launch each
+way, many programs per sample) against the float64 reference, with many channel blocks and H*W splits, every option
 of the gate, the residual epilogue, float64 gradcheck, run-to-run bitwise results with the counters
 left at zero, and the launcher's rule. Under the interpreter its programs run one after another:
 every program but the sample's last polls the flag, gives up and leaves its tiles, which the last
@@ -17,13 +17,15 @@ from helpers import DTYPES, LAYOUTS, ODD_SHAPES, assert_close, check_against_ref
 
 @pytest.fixture
 def launches(monkeypatch):
-    """config.cooperative forced, programs for many splits; yields the list of cooperative
-    launches made (so a test fails if the launcher silently took another plan)."""
+    """config.cooperative forced (both passes), programs for many splits; yields the list of
+    cooperative launches made, "fwd" / "bwd" (a test fails if the launcher silently took another
+    plan)."""
     made = []
-    launch = se_launchers.se_cooperative
     monkeypatch.setattr(config, "cooperative", True)
     monkeypatch.setattr(config, "target_programs", 64)
-    monkeypatch.setattr(se_launchers, "se_cooperative", lambda *a, **k: (made.append(a[0].tensor.shape), launch(*a, **k)))
+    for name, tag in (("se_cooperative", "fwd"), ("se_cooperative_backward", "bwd")):
+        launch = getattr(se_launchers, name)
+        monkeypatch.setattr(se_launchers, name, lambda *a, _l=launch, _t=tag, **k: (made.append(_t), _l(*a, **k))[1])
     with fusedattn.use_backend("triton"):
         yield made
 
@@ -38,7 +40,7 @@ def test_cooperative_matches_reference(launches, dtype, layout, device):
     fused = fusedattn.SE(C, **kw).to(device, dtype)
     x = make_x((2, C, 6, 7), dtype, layout, device)
     check_against_reference(fused, SEModule(C, **kw), x, dtype, f"SE cooperative {dtype} {layout}")
-    assert launches, "the cooperative launch did not run"
+    assert launches == ["fwd", "bwd"], launches
 
 
 @pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
@@ -50,7 +52,7 @@ def test_cooperative_odd_shapes_and_options(launches, shape, add_maxpool, bias, 
     fused = fusedattn.SE(C, **kw).to(device)
     x = make_x(shape, torch.float32, "channels_last", device)
     check_against_reference(fused, SEModule(C, **kw), x, torch.float32, f"SE cooperative {shape} {kw}")
-    assert launches
+    assert launches == ["fwd", "bwd"], launches
 
 
 def test_cooperative_wide_hidden(launches, device):
@@ -105,7 +107,33 @@ def test_cooperative_gradcheck_float64(launches, add_maxpool, device):
           for s in ((RD, C, 1, 1), (RD,), (C, RD, 1, 1), (C,))]
     fn = lambda *a: fusedattn.se(*a, add_maxpool=add_maxpool)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, *ps), eps=1e-6, atol=1e-7, rtol=1e-5)
-    assert launches
+    assert "fwd" in launches and "bwd" in launches
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("add_maxpool", [False, True])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cooperative_batch_of_one_writes_weight_grads(launches, bias, add_maxpool, layout, device, monkeypatch):
+    """B = 1: the backward launch writes dW1, dW2 (and the bias gradients) itself, no weight-gradient
+    launch after it; against the reference, and gradcheck per parameter."""
+    from fusedattn.kernels import batch_outer
+
+    monkeypatch.setattr(batch_outer, "batch_outer_pair", lambda *a, **k: pytest.fail("a weight-gradient launch"))
+    C = 40
+    kw = dict(rd_ratio=0.25, bias=bias, add_maxpool=add_maxpool)
+    fused = fusedattn.SE(C, **kw).to(device)
+    x = make_x((1, C, 5, 3), torch.float32, layout, device)
+    check_against_reference(fused, SEModule(C, **kw), x, torch.float32, f"SE cooperative B=1 {kw}")
+    kw = dict(rd_channels=2, bias=bias, add_maxpool=add_maxpool)
+    fused64 = fusedattn.SE(6, **kw).to(device, torch.float64)
+    x64 = make_x((1, 6, 3, 3), torch.float64, layout, device)
+    names = [n for n, _ in fused64.named_parameters()]
+
+    def call(t, *ps):
+        return torch.func.functional_call(fused64, dict(zip(names, ps)), (t,))
+    assert torch.autograd.gradcheck(call, (x64.requires_grad_(True), *(
+        p.detach().requires_grad_(True) for p in fused64.parameters())), fast_mode=True)
+    assert launches.count("bwd") >= 2
 
 
 def test_cooperative_repeats_bitwise_and_leaves_counters_at_zero(launches, device):
@@ -115,22 +143,30 @@ def test_cooperative_repeats_bitwise_and_leaves_counters_at_zero(launches, devic
     with torch.no_grad():
         a, b = fused(x), fused(x)
     assert torch.equal(a, b) and not a.isnan().any()
+    dy = make_x(x.shape, torch.float32, "channels_last", device)
+    grads = [torch.autograd.grad(fused(x.requires_grad_(True)), [x, *fused.parameters()], dy) for _ in range(2)]
+    assert all(torch.equal(g, h) for g, h in zip(*grads))
     assert all(bool((c == 0).all()) for c in arrival._COUNTERS.values())
-    assert len(launches) == 2
+    assert launches == ["fwd", "fwd", "fwd", "bwd", "fwd", "bwd"], launches
 
 
 def test_cooperative_matches_pipeline(device, monkeypatch):
-    """The same numbers as the pipeline it replaces (float64: to rounding)."""
+    """The same numbers as the pipeline it replaces, forward and every gradient (float64: to
+    rounding)."""
     C = 64
     fused = fusedattn.SE(C, rd_ratio=0.25, add_maxpool=True).to(device, torch.float64)
     x = make_x((2, C, 7, 7), torch.float64, "channels_last", device)
+    dy = make_x(x.shape, torch.float64, "channels_last", device)
     outs = {}
-    with fusedattn.use_backend("triton"), torch.no_grad():
+    with fusedattn.use_backend("triton"):
         for coop in (True, False):
             monkeypatch.setattr(config, "cooperative", coop)
             monkeypatch.setattr(config, "one_launch", None if coop else False)
-            outs[coop] = fused(x)
-    assert torch.allclose(outs[True], outs[False], rtol=1e-12, atol=1e-14)
+            xx = x.clone().requires_grad_(True)
+            y = fused(xx)
+            outs[coop] = (y, *torch.autograd.grad(y, [xx, *fused.parameters()], dy))
+    for a, b in zip(outs[True], outs[False]):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_rule():
@@ -140,12 +176,13 @@ def test_rule():
     old = config.profile
     config.profile = config.PROFILES["h100"]
     try:
-        def plan(shape, dtype=torch.bfloat16, layout=torch.channels_last):
+        def plan(shape, dtype=torch.bfloat16, layout=torch.channels_last, backward=False):
             C = shape[1]
             x = torch.empty(shape, dtype=dtype, device="meta").to(memory_format=layout)
-            return se_launchers.se_forward_plan(channel_view(x), torch.empty((C // 16, C), dtype=dtype, device="meta"))
+            return se_launchers.se_plan(channel_view(x), torch.empty((C // 16, C), dtype=dtype, device="meta"), backward)
         for stage in ((1, 256, 56, 56), (1, 512, 28, 28), (1, 1024, 14, 14), (1, 2048, 7, 7), (8, 256, 56, 56)):
             assert plan(stage) == "cooperative", stage
+            assert plan(stage, backward=True) == "cooperative", stage
         assert plan((1, 64, 4, 4)) == "one-program"
         assert plan((64, 2048, 7, 7)) == "pipeline"          # 1024 channel blocks: more than one wave
         assert plan((32, 256, 56, 56)) == "pipeline"         # 51 MB: over the L2 chunk (25 MiB)

@@ -94,9 +94,12 @@ def model_cases(selected: list[Case], profile, with_host: bool, jobs: int) -> li
 
     # config.one_launch: the one-launch blocks' and the spatial gate's plan (one rule for both passes);
     # config.one_launch_backward: SE's backward, which a sample may not fit where its forward does
-    # config.cooperative: SE's cooperative forward (kernels/se_cooperative.py)
+    # config.cooperative(_backward): SE's cooperative forward and backward (kernels/se_cooperative.py)
+    def cooperative(launches, name):
+        return any(launch.kernel == name for launch in launches)
     one_launch = {c: (one_program(plans[c][0]), one_program(plans[c][0][plans[c][1]:]),
-                      any(launch.kernel == "se_cooperative_kernel" for launch in plans[c][0][:plans[c][1]]))
+                      cooperative(plans[c][0][:plans[c][1]], "se_cooperative_kernel"),
+                      cooperative(plans[c][0][plans[c][1]:], "se_cooperative_backward_kernel"))
                   for c in keys}
     clock = time.perf_counter()
     counted = dict(zip(keys, count_in_subprocess([scaled(c, profile)._replace(one_launch=one_launch[c]) for c in keys],

@@ -58,8 +58,8 @@ class ScaledCase(NamedTuple):
     chunk_bytes: int
     target_programs: int
     l2_bytes: float
-    one_launch: tuple | None = None   # the real case's plans (forward, backward: kernels/one_launch.py; SE's
-    #                                   cooperative forward: kernels/se_cooperative.py), or the rule
+    one_launch: tuple | None = None   # the real case's plans (forward, backward: kernels/one_launch.py; then
+    #                                   SE's cooperative forward, backward: kernels/se_cooperative.py), or the rule
     mlp_block_n: int | None = None   # the real case's rows per MLP-gate program (kernels/mlp_gate.py)
 
 
@@ -103,17 +103,17 @@ def count_case(case: Case, shape, chunk_bytes: int | None, target_programs: int 
     xs = make_inputs(case, shape)
     run = runner(fused, xs, case.pass_)
     saved = (config.chunk_bytes, config.target_programs, config.profile, config.one_launch,
-             config.one_launch_backward, config.cooperative, config.mlp_block_n)
+             config.one_launch_backward, config.cooperative, config.cooperative_backward, config.mlp_block_n)
     config.chunk_bytes, config.target_programs, config.profile = chunk_bytes, target_programs, None
     if one_launch is not None:
-        config.one_launch, config.one_launch_backward, config.cooperative = one_launch
+        config.one_launch, config.one_launch_backward, config.cooperative, config.cooperative_backward = one_launch
     config.mlp_block_n = mlp_block_n
     try:
         with backend.use_backend("triton"), count_traffic() as rec:
             run()
     finally:
         (config.chunk_bytes, config.target_programs, config.profile, config.one_launch,
-         config.one_launch_backward, config.cooperative, config.mlp_block_n) = saved
+         config.one_launch_backward, config.cooperative, config.cooperative_backward, config.mlp_block_n) = saved
     return [{"kernel": lt.kernel, "loads": lt.max_loads_per_program, "programs": _programs(lt.grid),
              "args": [[a.numel, a.hbm_read, a.l2_read, a.write_bytes, a.requests, a.data_ptr, a.program_bytes,
                        a.reread] for a in lt.args]}

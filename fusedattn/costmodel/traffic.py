@@ -40,7 +40,7 @@ import torch
 #: Cooperative kernels -> round trips on the way from a program's pool to its first tile (on the
 #: GPU; an estimate: the channel block's arrival, its partials and W1 tiles, the sample's arrival,
 #: its hidden shares, the flag, the first claim, the tile's hidden and W2 tiles).
-SHARED_WORK = {"se_cooperative_kernel": 10}
+SHARED_WORK = {"se_cooperative_kernel": 10, "se_cooperative_backward_kernel": 10}
 
 
 class ArgTraffic(NamedTuple):
