@@ -101,6 +101,24 @@ def input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g
 
 
 @triton.jit
+def pool_grad_coefs(dp, gate_ptr, pool_max_ptr, ties_ptr, b, c, cmask, C, HW, WITH_MAX: tl.constexpr,
+                    ACC: tl.constexpr):
+    """input_grad_rows' coefficients for channels c of sample b from dp = dL/dpooled: (gate, mean
+    coefficient dp / HW, max, max coefficient), with the max pool (pooled = 0.5 mean + 0.5 max) half of
+    dp each way, the max's share split over its ties ([B, C], read from L2: other threads or
+    programs stored them)."""
+    g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+    mx = tl.zeros_like(dp)
+    mk = tl.zeros_like(dp)
+    if WITH_MAX:
+        mx = tl.load(pool_max_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
+        ties = tl.load(ties_ptr + b * C + c, mask=cmask, other=1.0, cache_modifier=".cg").to(ACC)
+        mk = 0.5 * dp / ties
+        dp = 0.5 * dp
+    return g, dp / HW, mx, mk
+
+
+@triton.jit
 def halo_channels(c0, n, k, C, PAD, CIRCULAR: tl.constexpr):
     """The halo of channels [c0, c0 + n): k < PAD -> c0 - PAD + k, PAD <= k < 2 PAD -> c0 + n + k - PAD
     (wrapped around if CIRCULAR); and whether each is a channel (outside [0, C): zero padding)."""
@@ -243,15 +261,8 @@ def se_one_launch_backward_kernel(
             p = tl.load(pooled_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
             tl.store(dw1_ptr + r[:, None] * C + c[None, :], (dh[:, None] * p[None, :]).to(dw1_ptr.dtype.element_ty),
                      mask=rmask[:, None] & cmask[None, :])
-        g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-        mx = tl.zeros([BLOCK_C], dtype=ACC)
-        mk = tl.zeros([BLOCK_C], dtype=ACC)
-        if WITH_MAX:
-            mx = tl.load(pool_max_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
-            ties = tl.load(ties_ptr + b * C + c, mask=cmask, other=1.0)
-            mk = 0.5 * dp / ties
-            dp = 0.5 * dp
-        input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, dp / HW, mx, mk,
+        g, k, mx, mk = pool_grad_coefs(dp, gate_ptr, pool_max_ptr, ties_ptr, b, c, cmask, C, HW, WITH_MAX, ACC)
+        input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, k, mx, mk,
                         c, cmask, 0, HW, WITH_MAX, BLOCK_HW, ACC)
 
 

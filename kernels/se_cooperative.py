@@ -38,7 +38,7 @@ from .channel_pool import PoolPlan, new_partials, plan_pool, pool_tile
 from .launch import fast
 from .nan_math import max_along
 from .layout import ChannelView, STREAM_WARPS, acc_dtype, cdiv, next_pow2, tile_shape
-from .one_launch import input_grad_rows, scale_rows
+from .one_launch import input_grad_rows, pool_grad_coefs, scale_rows
 from .se_gate import store_hidden, store_pooled, w1_times, w1t_times, w2_times, w2t_times
 
 #: Programs of 8 warps one SM holds at once whatever their registers (ptxas gives these kernels
@@ -101,6 +101,14 @@ def tile_gate(hidden_ptr, w2_ptr, b2_ptr, b, c, C, RD, HAS_BIAS: tl.constexpr, M
 
 
 @triton.jit
+def program_block(count_ptr, b, B, n_cblocks, BLOCK_C: tl.constexpr):
+    """This program's channel block, its channels, and the counters of its sample b: arrivals of
+    its blocks, ready flag, claims, leavers (after the B * n_cblocks channel-block arrivals)."""
+    cblk = tl.program_id(0) % n_cblocks
+    return cblk, cblk * BLOCK_C + tl.arange(0, BLOCK_C), count_ptr + B * n_cblocks + 4 * b
+
+
+@triton.jit
 def raise_flag(sample_ptr):
     """The sample's results are stored (by every thread of this program): up goes its flag."""
     tl.debug_barrier()
@@ -145,13 +153,10 @@ def se_cooperative_kernel(
     ACC: tl.constexpr,
 ):
     """Grid (B * n_cblocks, S): program (b * n_cblocks + cblock, split); see the module docstring."""
-    S = tl.num_programs(1)
-    B = tl.num_programs(0) // n_cblocks
+    S, B = tl.num_programs(1), tl.num_programs(0) // n_cblocks
     b = pool_tile(x_ptr, sxb, sxc, sxhw, x_ptr, sxb, sxc, sxhw, sum_ptr, sum_ptr, max_ptr, sum_ptr,
                   0, 0, B, C, HW, hw_per_split, n_cblocks, False, WITH_MAX, False, BLOCK_C, BLOCK_HW, ACC)
-    cblk = tl.program_id(0) % n_cblocks
-    c = cblk * BLOCK_C + tl.arange(0, BLOCK_C)
-    sample_ptr = count_ptr + B * n_cblocks + 4 * b   # arrivals, ready, claims, leavers of sample b
+    cblk, c, sample_ptr = program_block(count_ptr, b, B, n_cblocks, BLOCK_C)
     if last_to_arrive(count_ptr, b * n_cblocks + cblk, S):
         cblock_hidden_share(sum_ptr, max_ptr, hpart_ptr, S, B, C, RD, HW, w1_ptr, pooled_ptr, pool_max_ptr,
                             b, cblk, c, c < C, WITH_MAX, BLOCK_S, BLOCK_RD, ACC)
@@ -192,14 +197,11 @@ def se_cooperative_backward_kernel(
     flag; tiles: dp = W1[:, block]^T dh and dx = dy * gate + dp / HW (+ the max pool's share at
     the ties). WEIGHT_GRADS (a batch of one: nothing to sum over samples): dW2 rows and db2 by
     the blocks, db1 by the sample, dW1 columns by each block's first tile, in the weights' dtype."""
-    S = tl.num_programs(1)
-    B = tl.num_programs(0) // n_cblocks
+    S, B = tl.num_programs(1), tl.num_programs(0) // n_cblocks
     b = pool_tile(x_ptr, sxb, sxc, sxhw, dy_ptr, sdb, sdc, sdhw, pool_max_ptr, sum_ptr, sum_ptr, cnt_ptr,
                   0, 0, B, C, HW, hw_per_split, n_cblocks, True, False, WITH_MAX, BLOCK_C, BLOCK_HW, ACC)
-    cblk = tl.program_id(0) % n_cblocks
-    c = cblk * BLOCK_C + tl.arange(0, BLOCK_C)
+    cblk, c, sample_ptr = program_block(count_ptr, b, B, n_cblocks, BLOCK_C)
     cmask = c < C
-    sample_ptr = count_ptr + B * n_cblocks + 4 * b
     if last_to_arrive(count_ptr, b * n_cblocks + cblk, S):
         g = tl.load(gate_ptr + b * C + c, mask=cmask, other=0.0).to(ACC)
         dz = tl.where(cmask, gate_grad(sum_rows(sum_ptr + b * C, S, B * C, c, cmask, False, BLOCK_S, ACC), g, GATE),
@@ -249,15 +251,8 @@ def se_cooperative_backward_kernel(
                 if WEIGHT_GRADS:
                     tl.store(dw1_ptr + r[:, None] * C + tc[None, :], (dh[:, None] * p[None, :]).to(dw1_ptr.dtype.element_ty),
                              mask=rmask[:, None] & first[None, :])
-            g = tl.load(gate_ptr + b * C + tc, mask=tcm, other=0.0).to(ACC)
-            mx = tl.zeros([BLOCK_C], dtype=ACC)
-            mk = tl.zeros([BLOCK_C], dtype=ACC)
-            if WITH_MAX:
-                mx = tl.load(pool_max_ptr + b * C + tc, mask=tcm, other=0.0).to(ACC)
-                ties = tl.load(ties_ptr + b * C + tc, mask=tcm, other=1.0, cache_modifier=".cg").to(ACC)
-                mk = 0.5 * dp / ties
-                dp = 0.5 * dp
-            input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, dp / HW, mx, mk, tc, tcm,
+            g, k, mx, mk = pool_grad_coefs(dp, gate_ptr, pool_max_ptr, ties_ptr, b, tc, tcm, C, HW, WITH_MAX, ACC)
+            input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, k, mx, mk, tc, tcm,
                             hw_start, tl.minimum(hw_start + hw_per_split, HW), WITH_MAX, BLOCK_HW, ACC)
             t = claim_tile(sample_ptr)
     leave(sample_ptr, n_cblocks * S)
