@@ -36,7 +36,8 @@ def se_forward(x, w1, b1, w2, b2, add_maxpool: bool, shortcut=None, act: int = 0
     pool_max = config.new_buffer((B, C) if add_maxpool else (0,), dt, dev)
     hidden = config.new_buffer((B, 0 if one_layer else RD), dt, dev)
     gate = config.new_buffer((B, C), dt, dev)
-    xv = None if one_layer else channel_view(x)
+    xv = channel_view(x)   # x itself unless H, W do not merge (then the one copy every path reads)
+    x = xv.tensor
     plan = "pipeline" if one_layer else se_plan(xv, w1)
     if plan != "pipeline":   # one launch: one program per sample, or many cooperating (a small call)
         y = config.new_like(xv.tensor)
@@ -94,9 +95,10 @@ def se_backward(dy, x, w1, w2, has_bias: bool, pooled, pool_max, hidden, gate,
     dz = None if one_layer else config.new_buffer((B, C), dt, dev)
     dh = config.new_buffer((B, RD), dt, dev)
     epilogue = Epilogue(act, shortcut, out)
-    plan = "pipeline" if one_layer or epilogue.active else se_plan(channel_view(x), w1, backward=True)
+    xv = channel_view(x)   # x itself unless H, W do not merge (then the one copy every path reads)
+    x = xv.tensor
+    plan = "pipeline" if one_layer or epilogue.active else se_plan(xv, w1, backward=True)
     if plan != "pipeline":   # one launch: one program per sample, or many cooperating (a small call)
-        xv = channel_view(x)
         dx = config.new_like(xv.tensor)
         launch = se_one_launch_backward if plan == "one-program" else se_cooperative_backward
         if B > 1:

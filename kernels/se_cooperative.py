@@ -133,6 +133,16 @@ def claim_tile(sample_ptr):
 
 
 @triton.jit
+def tile_span(t, S, C, HW, hw_per_split, BLOCK_C: tl.constexpr):
+    """Tile t of a sample (channel block t // S, split t % S): its channels, their mask if it is
+    the block's first tile (else all off: the tile that writes the block's [C] rows), and its H*W
+    range [hw_start, hw_end)."""
+    tc = (t // S) * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw_start = (t % S) * hw_per_split
+    return tc, tc < tl.where(t % S == 0, C, 0), hw_start, tl.minimum(hw_start + hw_per_split, HW)
+
+
+@triton.jit
 def leave(sample_ptr, programs):
     """Called once by every program of the sample on its way out; the last sets the flag and the
     claim counter back to 0 (its own arrival counter too: last_to_arrive)."""
@@ -170,12 +180,11 @@ def se_cooperative_kernel(
         x_rows, y_rows, r_rows = x_ptr + b * sxb, y_ptr + b * syb, res_ptr + b * srb
         t = claim_tile(sample_ptr)
         while t < n_cblocks * S:
-            tc = (t // S) * BLOCK_C + tl.arange(0, BLOCK_C)
-            hw_start = (t % S) * hw_per_split
+            tc, first, hw_start, hw_end = tile_span(t, S, C, HW, hw_per_split, BLOCK_C)
             g = tile_gate(hidden_ptr, w2_ptr, b2_ptr, b, tc, C, RD, HAS_BIAS, MLP_ACT, GATE, BLOCK_C, BLOCK_RD, ACC)
-            tl.store(gate_ptr + b * C + tc, g, mask=tc < tl.where(t % S == 0, C, 0))   # the block's first tile
+            tl.store(gate_ptr + b * C + tc, g, mask=first)
             scale_rows(x_rows, sxc, sxhw, y_rows, syc, syhw, r_rows, src, srhw, g, tc, tc < C,
-                       hw_start, tl.minimum(hw_start + hw_per_split, HW), HAS_RES, ACT, BLOCK_HW, ACC)
+                       hw_start, hw_end, HAS_RES, ACT, BLOCK_HW, ACC)
             t = claim_tile(sample_ptr)
     leave(sample_ptr, n_cblocks * S)
 
@@ -236,10 +245,8 @@ def se_cooperative_backward_kernel(
         dy_rows, x_rows, dx_rows = dy_ptr + b * sdb, x_ptr + b * sxb, dx_ptr + b * sgb
         t = claim_tile(sample_ptr)
         while t < n_cblocks * S:
-            tc = (t // S) * BLOCK_C + tl.arange(0, BLOCK_C)
+            tc, first, hw_start, hw_end = tile_span(t, S, C, HW, hw_per_split, BLOCK_C)   # first: dW1 columns
             tcm = tc < C
-            first = tc < tl.where(t % S == 0, C, 0)   # the block's first tile writes its dW1 columns
-            hw_start = (t % S) * hw_per_split
             if WEIGHT_GRADS:
                 p = tl.load(pooled_ptr + b * C + tc, mask=tcm, other=0.0).to(ACC)
             dp = tl.zeros([BLOCK_C], dtype=ACC)
@@ -253,7 +260,7 @@ def se_cooperative_backward_kernel(
                              mask=rmask[:, None] & first[None, :])
             g, k, mx, mk = pool_grad_coefs(dp, gate_ptr, pool_max_ptr, ties_ptr, b, tc, tcm, C, HW, WITH_MAX, ACC)
             input_grad_rows(dy_rows, sdc, sdhw, x_rows, sxc, sxhw, dx_rows, sgc, sghw, g, k, mx, mk, tc, tcm,
-                            hw_start, tl.minimum(hw_start + hw_per_split, HW), WITH_MAX, BLOCK_HW, ACC)
+                            hw_start, hw_end, WITH_MAX, BLOCK_HW, ACC)
             t = claim_tile(sample_ptr)
     leave(sample_ptr, n_cblocks * S)
 
