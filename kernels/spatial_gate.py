@@ -45,29 +45,46 @@ def _pixels(pid, HW, W, N, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _tap(t, h, w, H, W, K: tl.constexpr):
-    """Tap t = (i, j) of the k x k window at (h + i - k//2, w + j - k//2): its pixel index, or the
+def _window(s, h, w, H, W, K: tl.constexpr):
+    """Tap s = (i, j) of the k x k window at (h + i - k//2, w + j - k//2): its pixel index, or the
     window's own pixel where it falls outside the map (always an address inside the sample: the
     loads are masked by the block's pixel mask only, so a block loads the same number of values
-    whatever the map's size, and the padding is applied by tl.where), and whether it is inside."""
-    hh = h + t // K - K // 2
-    ww = w + t % K - K // 2
+    whatever the map's size, and the padding is applied by tl.where), and whether it is inside.
+    Any broadcastable shapes: [BLOCK, 1] pixels with [1, TAPS] taps give the block's windows."""
+    hh = h + s // K - K // 2
+    ww = w + s % K - K // 2
     inside = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
     return tl.where(inside, hh * W + ww, h * W + w), inside
 
 
 @triton.jit
-def _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr,
-          HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """z at the block's pixels: sum over taps of w_mean * mean map + w_max * max map (zero padding)."""
+def _map_taps(maps_b, t, h, w, H, W, pm, wm_off, wx_off, K: tl.constexpr, ACC: tl.constexpr):
+    """[BLOCK, TAPS] values of the [2, H, W] maps at ``maps_b`` ([BLOCK, 1] pointers: each pixel's
+    sample) under taps t ([TAPS] indices into the conv's 2 k^2 taps: the mean map's k^2, then the max
+    map's), zero outside the map and past the last tap; and each tap's index in the [1, 2, k, k]
+    weight (the mean map's taps start at wm_off, the max map's at wx_off). One gather load."""
+    KK: tl.constexpr = K * K
     HW = H * W
-    mean_ptr = maps_ptr + b * 2 * HW
+    q, inside = _window((t % KK)[None, :], h[:, None], w[:, None], H, W, K)
+    is_tap = t < 2 * KK
+    v = tl.load(maps_b + (t // KK)[None, :] * HW + q, mask=pm[:, None] & is_tap[None, :], other=0.0).to(ACC)
+    return tl.where(inside, v, 0.0), tl.where(t < KK, wm_off, wx_off) + t % KK
+
+
+@triton.jit
+def _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr,
+          HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr):
+    """z at the block's pixels: sum over taps of w_mean * mean map + w_max * max map (zero padding),
+    the 2 k^2 taps TAPS at a time: one [BLOCK, TAPS] gather (independent loads, issued together)
+    and one weight load per step."""
+    KK: tl.constexpr = K * K
+    maps_b = (maps_ptr + b * 2 * (H * W))[:, None]
     z = tl.zeros([BLOCK], dtype=ACC)
-    for t in range(K * K):
-        q, inside = _tap(t, h, w, H, W, K)
-        a = tl.where(inside, tl.load(mean_ptr + q, mask=pm, other=0.0).to(ACC), 0.0)
-        c = tl.where(inside, tl.load(mean_ptr + HW + q, mask=pm, other=0.0).to(ACC), 0.0)
-        z += tl.load(w_ptr + wm_off + t).to(ACC) * a + tl.load(w_ptr + wx_off + t).to(ACC) * c
+    for t0 in range(0, 2 * KK, TAPS):
+        t = t0 + tl.arange(0, TAPS)
+        v, widx = _map_taps(maps_b, t, h, w, H, W, pm, wm_off, wx_off, K, ACC)
+        wt = tl.load(w_ptr + widx, mask=t < 2 * KK, other=0.0).to(ACC)
+        z += tl.sum(v * wt[None, :], axis=1)
     if HAS_BIAS:
         z += tl.load(bias_ptr).to(ACC)
     return z
@@ -100,11 +117,11 @@ def _row_sum(part_ptr, col, P, NCOL, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
 @triton.jit
 def _forward_block(pid, maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr, out_ptr, part_ptr,
                    H, W, N, wm_off, wx_off, eps, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   HAS_AFFINE: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+                   HAS_AFFINE: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr):
     """Block ``pid``: out = sa (NORM 0, 1), or z and the block's (count, mean, M2) row (NORM 2)."""
     HW = H * W
     b, p, h, w, pm = _pixels(pid, HW, W, N, BLOCK)
-    z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, ACC)
+    z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, TAPS, ACC)
     if NORM == 2:
         tl.store(out_ptr + b * HW + p, z, mask=pm)
         n = tl.sum(pm.to(ACC), axis=0)
@@ -170,13 +187,13 @@ def spatial_gate_forward_kernel(
     out_ptr, mean_ptr, var_ptr, part_ptr,
     H, W, N, wm_off, wx_off, eps: tl.constexpr,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr,
-    K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+    K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr,
 ):
     """One block per program: out [B, HW] = sa (NORM 0, 1; program 0 writes mean / var), or z and
     the (count, mean, M2) rows (NORM 2; spatial_norm_kernel finishes)."""
     pid = tl.program_id(0)
     _forward_block(pid, maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr, out_ptr, part_ptr,
-                   H, W, N, wm_off, wx_off, eps, NORM, HAS_BIAS, HAS_AFFINE, K, BLOCK, ACC)
+                   H, W, N, wm_off, wx_off, eps, NORM, HAS_BIAS, HAS_AFFINE, K, BLOCK, TAPS, ACC)
     if NORM != 2:
         if pid == 0:
             _store_stats(mean_ptr, var_ptr, rmean_ptr, rvar_ptr, NORM, ACC)
@@ -203,13 +220,13 @@ def spatial_gate_forward_small_kernel(
     out_ptr, mean_ptr, var_ptr, part_ptr,
     H, W, N, P, wm_off, wx_off, eps: tl.constexpr,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr,
-    K: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
+    K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):
     """The whole forward in one program (small maps): the P blocks in turn, then for NORM 2 the
     statistics and the normalisation (the rows and z come from this program's other threads)."""
     for pid in range(P):
         _forward_block(pid, maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr, out_ptr,
-                       part_ptr, H, W, N, wm_off, wx_off, eps, NORM, HAS_BIAS, HAS_AFFINE, K, BLOCK, ACC)
+                       part_ptr, H, W, N, wm_off, wx_off, eps, NORM, HAS_BIAS, HAS_AFFINE, K, BLOCK, TAPS, ACC)
     if NORM == 2:
         tl.debug_barrier()
         mean, var = _batch_stats(part_ptr, P, BLOCK_R, ACC)
@@ -225,14 +242,14 @@ def spatial_gate_forward_small_kernel(
 @triton.jit
 def _backward_stats_block(pid, dsa_ptr, sa_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr, du_ptr, zhat_ptr,
                           part_ptr, H, W, N, wm_off, wx_off, eps, NCOL, COL_BN,
-                          HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+                          HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr):
     """NORM 2, block ``pid``: du = dsa * sa * (1 - sa) and zhat = (z - mean) * rstd stored; the
     block's sum(du * zhat) and sum(du) in columns COL_BN, COL_BN + 1 of its row."""
     HW = H * W
     b, p, h, w, pm = _pixels(pid, HW, W, N, BLOCK)
     sa = tl.load(sa_ptr + b * HW + p, mask=pm, other=0.0)
     du = tl.load(dsa_ptr + b * HW + p, mask=pm, other=0.0) * sa * (1.0 - sa)
-    z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, ACC)
+    z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, TAPS, ACC)
     zhat = (z - tl.load(mean_ptr)) * _inv_std(tl.load(var_ptr), eps)
     tl.store(du_ptr + b * HW + p, du, mask=pm)
     tl.store(zhat_ptr + b * HW + p, zhat, mask=pm)
@@ -275,7 +292,7 @@ def _dz_coefs(gamma_ptr, var_ptr, part_ptr, P, NCOL, COL_BN, N, eps, NORM: tl.co
 def _backward_block(pid, dsa_ptr, sa_ptr, ties_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr, du_ptr,
                     zhat_ptr, kmean_ptr, kmax_ptr, part_ptr, scale, shift, slope,
                     C, H, W, N, wm_off, wx_off, eps, NCOL, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-                    K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+                    K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr):
     """Block ``pid``: k_mean = dmean / C, k_max = dmax / ties (dmaps = the conv's transpose applied
     to dz); its row: the conv weight gradient (columns in the weight's [2, k, k] order), the conv
     bias gradient (column 2k^2) and, NORM 1, BN's (2k^2 + 1: sum(du * zhat), 2k^2 + 2: sum(du))."""
@@ -287,24 +304,26 @@ def _backward_block(pid, dsa_ptr, sa_ptr, ties_ptr, maps_ptr, w_ptr, bias_ptr, m
     if NORM == 1:
         sa = tl.load(sa_ptr + base + p, mask=pm, other=0.0)
         du = tl.load(dsa_ptr + base + p, mask=pm, other=0.0) * sa * (1.0 - sa)
-        z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, ACC)
+        z = _conv(maps_ptr, b, h, w, H, W, pm, w_ptr, wm_off, wx_off, bias_ptr, HAS_BIAS, K, BLOCK, TAPS, ACC)
         zhat = (z - tl.load(mean_ptr).to(ACC)) * _inv_std(tl.load(var_ptr).to(ACC), eps)
         tl.store(part_ptr + pid * NCOL + 2 * KK + 1, tl.sum(tl.where(pm, du * zhat, 0.0), axis=0))
         tl.store(part_ptr + pid * NCOL + 2 * KK + 2, tl.sum(du, axis=0))
-    maps_b = maps_ptr + b * 2 * HW
     d_mean = tl.zeros([BLOCK], dtype=ACC)
     d_max = tl.zeros([BLOCK], dtype=ACC)
-    for t in range(KK):
-        # transpose: the pixel whose tap t lands here sits at (h - i + k//2, w - j + k//2)
-        q, inside = _tap(KK - 1 - t, h, w, H, W, K)
-        dzq = _dz(base + q, inside, pm, dsa_ptr, sa_ptr, du_ptr, zhat_ptr, scale, shift, slope, NORM)
-        d_mean += tl.load(w_ptr + wm_off + t).to(ACC) * dzq
-        d_max += tl.load(w_ptr + wx_off + t).to(ACC) * dzq
-        q, inside = _tap(t, h, w, H, W, K)
-        a = tl.where(inside, tl.load(maps_b + q, mask=pm, other=0.0), 0.0)
-        c = tl.where(inside, tl.load(maps_b + HW + q, mask=pm, other=0.0), 0.0)
-        tl.store(part_ptr + pid * NCOL + wm_off + t, tl.sum(dz * a, axis=0))
-        tl.store(part_ptr + pid * NCOL + wx_off + t, tl.sum(dz * c, axis=0))
+    for t0 in range(0, KK, TAPS):
+        # transpose: the pixel whose tap t lands here sits at (h - i + k//2, w - j + k//2), the
+        # window's tap k^2 - 1 - t
+        t = t0 + tl.arange(0, TAPS)
+        q, inside = _window((KK - 1 - t)[None, :], h[:, None], w[:, None], H, W, K)
+        dzq = _dz(base[:, None] + q, inside, pm[:, None] & (t < KK)[None, :], dsa_ptr, sa_ptr, du_ptr, zhat_ptr,
+                  scale, shift, slope, NORM)
+        d_mean += tl.sum(dzq * tl.load(w_ptr + wm_off + t, mask=t < KK, other=0.0).to(ACC)[None, :], axis=1)
+        d_max += tl.sum(dzq * tl.load(w_ptr + wx_off + t, mask=t < KK, other=0.0).to(ACC)[None, :], axis=1)
+    maps_b = (maps_ptr + b * 2 * HW)[:, None]
+    for t0 in range(0, 2 * KK, TAPS):
+        t = t0 + tl.arange(0, TAPS)
+        v, widx = _map_taps(maps_b, t, h, w, H, W, pm, wm_off, wx_off, K, ACC)
+        tl.store(part_ptr + pid * NCOL + widx, tl.sum(dz[:, None] * v, axis=0), mask=t < 2 * KK)
     tl.store(part_ptr + pid * NCOL + 2 * KK, tl.sum(dz, axis=0))
     tl.store(kmean_ptr + base + p, d_mean / C, mask=pm)
     tl.store(kmax_ptr + base + p, d_max / tl.load(ties_ptr + base + p, mask=pm, other=1.0), mask=pm)
@@ -335,12 +354,12 @@ def _sum_rows(part_ptr, P, NCOL, dw_ptr, db_ptr, dgamma_ptr, dbeta_ptr, KK2,
 def spatial_backward_stats_kernel(
     dsa_ptr, sa_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr, du_ptr, zhat_ptr, part_ptr,
     H, W, N, wm_off, wx_off, eps: tl.constexpr, NCOL, COL_BN,
-    HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+    HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr,
 ):
     """NORM 2, one block per program: du, zhat and their sums (before spatial_backward_kernel)."""
     _backward_stats_block(tl.program_id(0), dsa_ptr, sa_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr, du_ptr,
                           zhat_ptr, part_ptr, H, W, N, wm_off, wx_off, eps, NCOL, COL_BN, HAS_BIAS, K,
-                          BLOCK, ACC)
+                          BLOCK, TAPS, ACC)
 
 
 @triton.jit
@@ -349,14 +368,14 @@ def spatial_backward_kernel(
     du_ptr, zhat_ptr, kmean_ptr, kmax_ptr, part_ptr,
     C, H, W, N, P, wm_off, wx_off, eps: tl.constexpr, NCOL,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr,
-    K: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
+    K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, BLOCK_R: tl.constexpr, ACC: tl.constexpr,
 ):
     """One block per program: k_mean, k_max and the block's row (partial_sums_kernel finishes)."""
     scale, shift, slope = _dz_coefs(gamma_ptr, var_ptr, part_ptr, P, NCOL, 2 * K * K + 1, N, eps, NORM,
                                     HAS_AFFINE, BLOCK_R, ACC)
     _backward_block(tl.program_id(0), dsa_ptr, sa_ptr, ties_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr,
                     du_ptr, zhat_ptr, kmean_ptr, kmax_ptr, part_ptr, scale, shift, slope, C, H, W, N,
-                    wm_off, wx_off, eps, NCOL, NORM, HAS_BIAS, K, BLOCK, ACC)
+                    wm_off, wx_off, eps, NCOL, NORM, HAS_BIAS, K, BLOCK, TAPS, ACC)
 
 
 @triton.jit
@@ -376,7 +395,7 @@ def spatial_gate_backward_small_kernel(
     du_ptr, zhat_ptr, kmean_ptr, kmax_ptr, part_ptr, dw_ptr, db_ptr, dgamma_ptr, dbeta_ptr,
     C, H, W, N, P, wm_off, wx_off, eps: tl.constexpr, NCOL,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_AFFINE: tl.constexpr, K: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
+    BLOCK: tl.constexpr, TAPS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
 ):
     """The whole backward in one program (small maps): the three kernels' work in turn, with a
     barrier wherever a step reads what other threads wrote."""
@@ -385,14 +404,14 @@ def spatial_gate_backward_small_kernel(
         for pid in range(P):
             _backward_stats_block(pid, dsa_ptr, sa_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr, du_ptr,
                                   zhat_ptr, part_ptr, H, W, N, wm_off, wx_off, eps, NCOL, KK2 + 1, HAS_BIAS,
-                                  K, BLOCK, ACC)
+                                  K, BLOCK, TAPS, ACC)
         tl.debug_barrier()
     scale, shift, slope = _dz_coefs(gamma_ptr, var_ptr, part_ptr, P, NCOL, KK2 + 1, N, eps, NORM,
                                     HAS_AFFINE, BLOCK_R, ACC)
     for pid in range(P):
         _backward_block(pid, dsa_ptr, sa_ptr, ties_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr,
                         du_ptr, zhat_ptr, kmean_ptr, kmax_ptr, part_ptr, scale, shift, slope, C, H, W, N,
-                        wm_off, wx_off, eps, NCOL, NORM, HAS_BIAS, K, BLOCK, ACC)
+                        wm_off, wx_off, eps, NCOL, NORM, HAS_BIAS, K, BLOCK, TAPS, ACC)
     tl.debug_barrier()
     _sum_rows(part_ptr, P, NCOL, dw_ptr, db_ptr, dgamma_ptr, dbeta_ptr, KK2, HAS_BIAS, HAS_AFFINE,
               BLOCK_R, BLOCK_N, ACC)
@@ -419,11 +438,23 @@ def one_program(B: int, H: int, W: int, k: int) -> bool:
     return B * H * W * k * k <= SMALL_MAP_TAPS
 
 
-def _block(N: int, small: bool) -> tuple[int, int]:
-    """(pixels per block, warps): at most the N pixels there are, up to SMALL_BLOCK_PIXELS (one
-    program, 8 warps) or BLOCK_PIXELS (many programs, 4 warps), 64 pixels per warp."""
+#: Elements of a [BLOCK, TAPS] tap tile per thread. Each costs about 10 registers in sm_90 code
+#: (window index, bounds, address, value): 16 compiled to 168-218 registers without spills (32
+#: spilled at 255 registers; 8 took 87-128 registers and twice the steps).
+TAP_TILE_PER_THREAD = 16
+
+
+def _block(N: int, small: bool, k: int, itemsize: int) -> tuple[int, int, int]:
+    """(pixels per block, warps, taps per step): at most the N pixels there are, up to
+    SMALL_BLOCK_PIXELS (one program) or BLOCK_PIXELS (many programs), 8 warps, at least 32 pixels
+    per warp; the taps of a step fill TAP_TILE_PER_THREAD values per thread (16 taps of 256 pixels
+    on 8 warps: 7 steps for the 98 taps of a 7 x 7 conv; half as many float64 values), at most all
+    2 k^2 of them."""
     block = min(SMALL_BLOCK_PIXELS if small else BLOCK_PIXELS, next_pow2(N))
-    return block, max(1, min(8 if small else 4, block // 64))
+    warps = max(1, min(8, block // 32))
+    per_thread = TAP_TILE_PER_THREAD * 4 // max(itemsize, 4)
+    taps = min(next_pow2(2 * k * k), max(1, per_thread * 32 * warps // block))
+    return block, warps, taps
 
 
 def _norm_mode(use_bn: bool, bn_training: bool) -> int:
@@ -446,7 +477,7 @@ def spatial_gate_forward(maps, conv_weight, conv_bias, bn_weight, bn_bias, runni
     N = B * H * W
     norm = _norm_mode(use_bn, bn_training)
     small = norm == 2 and one_program(B, H, W, k)
-    block, warps = _block(N, small)
+    block, warps, taps = _block(N, small, k, maps.element_size())
     P = cdiv(N, block)
     sa = config.new_buffer((B, 1, H, W), dt, dev)
     mean, var = config.new_buffer((1,), dt, dev), config.new_buffer((1,), dt, dev)
@@ -461,12 +492,12 @@ def spatial_gate_forward(maps, conv_weight, conv_bias, bn_weight, bn_bias, runni
     if small:
         fast(spatial_gate_forward_small_kernel)[(1,)](
             maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, P, wm_off, wx_off, eps,
-            NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r,
+            NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps, BLOCK_R=block_r,
             ACC=acc, num_warps=warps)
         return sa, mean, var
     fast(spatial_gate_forward_kernel)[(P,)](
         maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, wm_off, wx_off, eps,
-        NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, ACC=acc, num_warps=warps)
+        NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps, ACC=acc, num_warps=warps)
     if norm == 2:
         fast(spatial_norm_kernel)[(P,)](
             sa, gamma, beta, part, mean, var, H * W, W, N, P, eps,
@@ -487,7 +518,7 @@ def spatial_gate_backward(dsa, ties, maps, sa, mean, var, C: int, conv_weight, c
     N = B * H * W
     norm = _norm_mode(use_bn, bn_training)
     small = one_program(B, H, W, k)
-    block, warps = _block(N, small)
+    block, warps, taps = _block(N, small, k, maps.element_size())
     P = cdiv(N, block)
     ncol = 2 * k * k + 3
     part = torch.empty((P, ncol), dtype=dt, device=dev)
@@ -509,18 +540,18 @@ def spatial_gate_backward(dsa, ties, maps, sa, mean, var, C: int, conv_weight, c
         fast(spatial_gate_backward_small_kernel)[(1,)](
             dsa, sa, ties, maps, conv_weight, bias, gamma, mean, var, du, zhat, k_mean, k_max, part, *grads,
             C, H, W, N, P, wm_off, wx_off, eps, ncol,
-            NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r,
+            NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps, BLOCK_R=block_r,
             BLOCK_N=next_pow2(ncol), ACC=acc, num_warps=warps)
         return k_mean, k_max, dw, db, dgamma, dbeta
     if norm == 2:
         fast(spatial_backward_stats_kernel)[(P,)](
             dsa, sa, maps, conv_weight, bias, mean, var, du, zhat, part,
             H, W, N, wm_off, wx_off, eps, ncol, 2 * k * k + 1,
-            HAS_BIAS=has_bias, K=k, BLOCK=block, ACC=acc, num_warps=warps)
+            HAS_BIAS=has_bias, K=k, BLOCK=block, TAPS=taps, ACC=acc, num_warps=warps)
     fast(spatial_backward_kernel)[(P,)](
         dsa, sa, ties, maps, conv_weight, bias, gamma, mean, var, du, zhat, k_mean, k_max, part,
         C, H, W, N, P, wm_off, wx_off, eps, ncol,
-        NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, BLOCK_R=block_r, ACC=acc,
+        NORM=norm, HAS_BIAS=has_bias, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps, BLOCK_R=block_r, ACC=acc,
         num_warps=warps)
     fast(partial_sums_kernel)[(1,)](
         part, P, ncol, *grads, 2 * k * k,

@@ -32,9 +32,11 @@ def _params(k, dtype, use_bn, training, extras):
 @pytest.fixture(params=["one-program", "many-programs"])
 def plan(request, monkeypatch):
     """one-program: forced; many-programs: blocks of 16 pixels (several rows, blocks that span
-    two samples at 5x7)."""
+    two samples at 5x7); both plans with 4 tap values per thread (many programs: 8 float32 taps per
+    step, a 5 x 5 conv's 50 taps in 7 steps, the last one partial; one program: 4 taps)."""
     monkeypatch.setattr(config, "one_launch", request.param == "one-program")
     monkeypatch.setattr(kernel, "BLOCK_PIXELS", 16)
+    monkeypatch.setattr(kernel, "TAP_TILE_PER_THREAD", 4)
     monkeypatch.setattr(kernel, "BLOCK_ROWS", 4)
     return request.param
 
