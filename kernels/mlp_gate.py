@@ -6,8 +6,8 @@ reading all of W1 and W2 would be the slowest kernel of the block):
                            C splits):                 h = W1 @ p + b1            [N, RD]
       mlp_gate_kernel    grid (row tiles, C tiles):   g = gate(W2 act(h) + b2)   [N, C]
     backward, from the partials of sum_hw(dy * x) (and the max ties):
-      mlp_hidden_backward_kernel  grid (row tiles, RD tiles): dz = dgate gate' (stored by RD
-                                  tile 0), dh = (W2^T dz) * act'(h)              [N, RD]
+      mlp_hidden_backward_kernel  grid (row tiles, RD tiles, dz = dgate gate' (stored by RD
+                                  C splits):                 tile 0), dh = (W2^T dz) * act'(h)  [N, RD]
       mlp_gate_backward_kernel    grid (row tiles, C tiles): dp = W1^T dh -> mean_coef, max_coef
 
 A one-layer gate (timm's EffectiveSEModule, Ultralytics' ChannelAttention: g = gate(W1 p + b1),
@@ -18,7 +18,7 @@ Each program reads its rows' partials and one slice of a weight matrix: W1 once 
 not once per sample. Products go through tl.dot (fp32 inputs at full precision) when every
 dimension is at least 16, else they are [BLOCK_N, BLOCK_R, BLOCK_C] broadcasts summed over one
 axis (FMA: few rows, and float64). Rows are samples [n0, n_end) of a chunk. A long sum (over C
-in the hidden kernel, over RD in the gate backward: more than MAX_HIDDEN_STEPS / MAX_STEPS steps)
+in the hidden kernels, over RD in the gate backward: more than MAX_HIDDEN_STEPS / MAX_STEPS steps)
 is split over programs along grid axis 2; the last program of a tile adds the shares in split
 order (kernels.arrival), so results do not depend on which program finished last.
 """
@@ -38,8 +38,8 @@ from .launch import fast
 #: Steps along RD (BLOCK_R each) one program of mlp_gate_backward_kernel takes at most before the
 #: sum over RD is split over programs (a one-layer gate's RD is C: 2048 channels are 128 steps)
 MAX_STEPS = 16
-#: The same for mlp_hidden_kernel's steps along C (BLOCK_C each): its partials are [B, RD] per
-#: split, small next to the gate backward's [B, C], so it splits finer
+#: The same for the hidden kernels' steps along C (BLOCK_C each, forward and backward): their
+#: partials are [B, RD] per split, small next to the gate backward's [B, C], so they split finer
 MAX_HIDDEN_STEPS = 4
 
 #: Elements of a program's [BLOCK_N, BLOCK_R, BLOCK_C] FMA product (4 warps: 32 per thread).
@@ -194,11 +194,15 @@ def mlp_gate_kernel(
 @triton.jit
 def mlp_hidden_backward_kernel(
     dsum_ptr, S, N, C, RD, w2_ptr, hidden_ptr, gate_ptr, dz_ptr, dh_ptr, n0, n_end,
-    PAIRED: tl.constexpr, ONE_LAYER: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr,
+    part_ptr, count_ptr, C_PER_SPLIT,
+    PAIRED: tl.constexpr, ONE_LAYER: tl.constexpr, MLP_ACT: tl.constexpr, GATE: tl.constexpr, SPLIT: tl.constexpr,
     USE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
 ):
     """PAIRED (CBAM): dh rows n (mean branch) and N + n (max branch) from one W2^T dz. ONE_LAYER
-    (RD = C): dh = dgate gate' at this program's channels, nothing else."""
+    (RD = C): dh = dgate gate' at this program's channels, nothing else. SPLIT: grid axis 2 splits
+    the sum over C (C_PER_SPLIT each; each split stores dz at its channels); each program stores its
+    W2^T dz share in the [splits, N, RD] partials and the tile's last program adds the shares in
+    split order (kernels.arrival), then act'(h)."""
     pr = tl.program_id(1)
     n, r, nmask, rmask = program_tile(n0, n_end, RD, BLOCK_N, BLOCK_R)
     if ONE_LAYER:
@@ -207,22 +211,40 @@ def mlp_hidden_backward_kernel(
         g = tl.load(gate_ptr + n * C + r[None, :], mask=m, other=0.0).to(ACC)
         tl.store(dh_ptr + n * RD + r[None, :], gate_grad(dg, g, GATE), mask=m)
     else:
+        split = tl.program_id(2)
+        c_end = tl.minimum(split * C_PER_SPLIT + C_PER_SPLIT, C)
         t = tl.zeros([BLOCK_N, BLOCK_R], dtype=ACC)
-        for c0 in range(0, C, BLOCK_C):
+        for c0 in range(split * C_PER_SPLIT, c_end, BLOCK_C):
             c = (c0 + tl.arange(0, BLOCK_C))[None, :]
-            m = nmask & (c < C)
+            m = nmask & (c < c_end)
             dg = row_partials(dsum_ptr, S, N, C, n, c, m, False, ACC)
             g = tl.load(gate_ptr + n * C + c, mask=m, other=0.0).to(ACC)
             dz = tl.where(m, gate_grad(dg, g, GATE), 0.0)
             if pr == 0:
                 tl.store(dz_ptr + n * C + c, dz, mask=m)
-            w = tl.load(w2_ptr + c * RD + r[:, None], mask=rmask[:, None] & (c < C), other=0.0).to(ACC)  # [R, C]
+            w = tl.load(w2_ptr + c * RD + r[:, None], mask=rmask[:, None] & (c < c_end), other=0.0).to(ACC)  # [R, C]
             t += times_t(dz, w, USE_DOT)
-        h = tl.load(hidden_ptr + n * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
-        tl.store(dh_ptr + n * RD + r[None, :], activation_grad(t, h, MLP_ACT), mask=nmask & rmask[None, :])
-        if PAIRED:
-            hm = tl.load(hidden_ptr + (N + n) * RD + r[None, :], mask=nmask & rmask[None, :], other=0.0).to(ACC)
-            tl.store(dh_ptr + (N + n) * RD + r[None, :], activation_grad(t, hm, MLP_ACT), mask=nmask & rmask[None, :])
+        out = n * RD + r[None, :]
+        m = nmask & rmask[None, :]
+        if SPLIT:
+            plane = split.to(tl.int64) * 0 + N * RD                     # one split's [N, RD]
+            tl.store(part_ptr + split * plane + out, t, mask=m)
+            splits = tl.num_programs(2)
+            if last_to_arrive(count_ptr, tl.program_id(0) * tl.num_programs(1) + pr, splits):
+                t = split_sum(part_ptr + out, plane, m, splits, BLOCK_N, BLOCK_R, ACC)
+                _store_dh(t, hidden_ptr, dh_ptr, N, RD, out, m, PAIRED, MLP_ACT, ACC)
+        else:
+            _store_dh(t, hidden_ptr, dh_ptr, N, RD, out, m, PAIRED, MLP_ACT, ACC)
+
+
+@triton.jit
+def _store_dh(t, hidden_ptr, dh_ptr, N, RD, out, m, PAIRED: tl.constexpr, MLP_ACT: tl.constexpr, ACC: tl.constexpr):
+    """dh = (W2^T dz) act'(h) at ``out`` (and, PAIRED, at the max branch's rows, N rows further)."""
+    h = tl.load(hidden_ptr + out, mask=m, other=0.0).to(ACC)
+    tl.store(dh_ptr + out, activation_grad(t, h, MLP_ACT), mask=m)
+    if PAIRED:
+        hm = tl.load(hidden_ptr + N * RD + out, mask=m, other=0.0).to(ACC)
+        tl.store(dh_ptr + N * RD + out, activation_grad(t, hm, MLP_ACT), mask=m)
 
 
 @triton.jit
@@ -375,10 +397,14 @@ def mlp_gate_backward(parts, B, C, RD, HW, w1, w2, hidden, gate, dz, dh, mean_co
     with_max, one_layer = parts.counts is not None, w2 is None
     t = mlp_tiles(nb, C, RD, dh.dtype)
     (hr, hc), (gr, gc) = t.hidden, t.gate
-    fast(mlp_hidden_backward_kernel)[(cdiv(nb, t.block_n), cdiv(RD, hr))](
+    tiles = (cdiv(nb, t.block_n), cdiv(RD, hr))
+    c_per_split, splits = split_steps(C, hc, MAX_HIDDEN_STEPS) if not one_layer else (C, 1)
+    part = config.new_buffer((splits, B, RD), dh.dtype, dh.device) if splits > 1 else dh
+    fast(mlp_hidden_backward_kernel)[(*tiles, splits)](
         parts.sums, parts.sums.shape[0], B, C, RD, w1 if one_layer else w2, gate if one_layer else hidden, gate,
         dh if one_layer else dz, dh, b0, b0 + nb,
-        PAIRED=paired, ONE_LAYER=one_layer, MLP_ACT=RELU if one_layer else mlp_act, GATE=gate_fn,
+        part, arrival_counters(dh.device, tiles[0] * tiles[1]) if splits > 1 else dh, c_per_split,
+        PAIRED=paired, ONE_LAYER=one_layer, MLP_ACT=RELU if one_layer else mlp_act, GATE=gate_fn, SPLIT=splits > 1,
         USE_DOT=t.use_dot, BLOCK_N=t.block_n, BLOCK_R=hr, BLOCK_C=hc, ACC=acc, num_warps=4,
     )
     tiles = (cdiv(nb, t.block_n), cdiv(C, gc))

@@ -118,8 +118,8 @@ def _make(block, C, rd, dtype, device):
 @pytest.mark.parametrize("rows", [3, 20])
 def test_parallel_gate_backward_split_over_rd(triton_backend, split_rd, block, rows, dtype, device):
     """The sums over RD of the gate backward (40 hidden units: 3 steps of 16; ESE's 24) and over C of
-    the hidden layer (24 channels: 2 steps) split over programs, the shares added by the tile's last
-    program: against the reference, and bitwise run to run."""
+    the hidden layer, forward and backward (24 channels: 2 steps), split over programs, the shares
+    added by the tile's last program: against the reference, and bitwise run to run."""
     fused, ref = _make(block, 24, 40, dtype, device)
     x = make_x((rows, 24, 3, 4), dtype, "channels_last", device)
     check_against_reference(fused, ref, x, dtype, f"{block} gate backward split over RD, {rows} rows {dtype}")
