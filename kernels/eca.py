@@ -2,7 +2,7 @@
 
 from . import config
 from .channel_gate import Epilogue, channel_gate_backward, channel_gate_forward
-from .eca_gate import eca_block_c, eca_gate_backward_kernel, eca_gate_forward_kernel, eca_weight_grad_kernel
+from .eca_gate import eca_block_c, eca_gate_backward_kernel, eca_gate_forward_kernel, eca_weight_grad
 from .layout import acc_dtype, acc_torch_dtype, channel_view
 from .one_launch import eca_fits_one_launch, eca_one_launch, eca_one_launch_backward
 from .launch import fast
@@ -69,8 +69,5 @@ def eca_backward(dy, x, weight, has_bias: bool, circular: bool, pooled, gate, ac
 
         dx, dres = channel_gate_backward(dy, x, gate, launch_gate_backward, mean_coef, epilogue=epilogue)
     if not weight_grads_done:
-        fast(eca_weight_grad_kernel)[(K + int(has_bias),)](
-            dz, pooled, dw, db if has_bias else dw, B, C,
-            K=K, CIRCULAR=circular, BLOCK_C=block_c, ACC=acc_dtype(x.dtype), num_warps=4,
-        )
+        eca_weight_grad(dz, pooled, dw, db, K, circular, acc_dtype(x.dtype))
     return dx, dw, db, dres

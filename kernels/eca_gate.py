@@ -12,14 +12,18 @@ Backward, from dgate[c] = sum_hw(dy * x) (as pooling partials):
     dw[j] = sum_{b,c} dz[b, c] * p[b, c + j - PAD],  dbias = sum dz
 
 One program per (sample, channel block); neighbours' values are recomputed from the
-partials instead of being exchanged between programs.
+partials instead of being exchanged between programs. The weight gradient: one program per
+(sample tile, channel tile), rows of partial sums added in a fixed order by the last program.
 """
 import triton
 import triton.language as tl
-from .layout import next_pow2
 
-from .channel_pool import reduce_partials
+from . import config
 from .activations import sigmoid
+from .arrival import arrival_counters, last_to_arrive
+from .channel_pool import reduce_partials
+from .launch import fast
+from .layout import cdiv, next_pow2
 
 
 @triton.jit
@@ -81,25 +85,58 @@ def eca_gate_backward_kernel(
 
 @triton.jit
 def eca_weight_grad_kernel(
-    dz_ptr, pooled_ptr, dw_ptr, dbias_ptr, B, C,
-    K: tl.constexpr, CIRCULAR: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+    dz_ptr, pooled_ptr, dw_ptr, dbias_ptr, part_ptr, count_ptr, B, C,
+    K: tl.constexpr, CIRCULAR: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
 ):
-    """Program j < K: dw[j]; program K (only launched with a bias): dbias."""
-    j = tl.program_id(0)
-    acc = tl.zeros([BLOCK_C], dtype=ACC)
-    for b in range(0, B):
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            dz = tl.load(dz_ptr + b * C + c, mask=c < C, other=0.0).to(ACC)
-            if j < K:
-                idx, valid = _tap(c, j - (K - 1) // 2, C, CIRCULAR)
-                dz *= tl.load(pooled_ptr + b * C + idx, mask=valid, other=0.0).to(ACC)
-            acc += dz
-    total = tl.sum(acc, axis=0)
-    if j < K:
-        tl.store(dw_ptr + j, total.to(dw_ptr.dtype.element_ty))
-    else:
-        tl.store(dbias_ptr, total.to(dbias_ptr.dtype.element_ty))
+    """Grid (sample tiles, channel tiles): each program stores its tile's sums of dz * p shifted by
+    every tap (and of dz: the bias column K) as a row of the [tiles, K + 1] partials; the last
+    program to arrive (kernels.arrival) adds the rows in tile order -> dw [K], dbias."""
+    b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+    bmask = b < B
+    row = part_ptr + (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * (K + 1)
+    dz = tl.load(dz_ptr + b * C + c, mask=bmask & (c < C), other=0.0).to(ACC)
+    for j in tl.static_range(K):
+        idx, valid = _tap(c, j - (K - 1) // 2, C, CIRCULAR)
+        p = tl.load(pooled_ptr + b * C + idx, mask=bmask & valid, other=0.0).to(ACC)
+        tl.store(row + j, tl.sum(tl.sum(dz * p, axis=1), axis=0))
+    tl.store(row + K, tl.sum(tl.sum(dz, axis=1), axis=0))
+    tiles = tl.num_programs(0) * tl.num_programs(1)
+    if last_to_arrive(count_ptr, 0, tiles):
+        k = tl.arange(0, BLOCK_K)[None, :]
+        total = tl.zeros([BLOCK_T, BLOCK_K], dtype=ACC)
+        for t0 in range(0, tiles, BLOCK_T):
+            t = t0 + tl.arange(0, BLOCK_T)[:, None]
+            total += tl.load(part_ptr + t * (K + 1) + k, mask=(t < tiles) & (k <= K), other=0.0,
+                             cache_modifier=".cg")
+        total = tl.sum(total, axis=0)
+        k = tl.arange(0, BLOCK_K)
+        tl.store(dw_ptr + k, total.to(dw_ptr.dtype.element_ty), mask=k < K)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + (k - K), total.to(dbias_ptr.dtype.element_ty), mask=k == K)
+
+
+#: Values of a weight-gradient tile (16 per thread on 4 warps), and rows of partials the last
+#: program adds per step.
+WEIGHT_GRAD_TILE = 2048
+WEIGHT_GRAD_ROWS = 256
+
+
+def eca_weight_grad(dz, pooled, dw, db, K: int, circular: bool, acc) -> None:
+    """dw [K] (and db [1] unless None) from dz and pooled [B, C]: one launch, tiles of up to 128
+    channels x as many samples as fill WEIGHT_GRAD_TILE."""
+    B, C = dz.shape
+    block_c = min(next_pow2(C), 128)
+    block_b = min(next_pow2(B), max(1, WEIGHT_GRAD_TILE // block_c))
+    grid = (cdiv(B, block_b), cdiv(C, block_c))
+    tiles = grid[0] * grid[1]
+    fast(eca_weight_grad_kernel)[grid](
+        dz, pooled, dw, db if db is not None else dw, config.new_buffer((tiles, K + 1), dz.dtype, dz.device),
+        arrival_counters(dz.device, 1), B, C,
+        K=K, CIRCULAR=circular, HAS_BIAS=db is not None, BLOCK_B=block_b, BLOCK_C=block_c,
+        BLOCK_T=min(next_pow2(tiles), WEIGHT_GRAD_ROWS), BLOCK_K=next_pow2(K + 1), ACC=acc, num_warps=4,
+    )
 
 
 def eca_block_c(C: int) -> int:
