@@ -13,7 +13,7 @@ Backward, from dgate[c] = sum_hw(dy * x) (as pooling partials):
 
 One program per (sample, channel block); neighbours' values are recomputed from the
 partials instead of being exchanged between programs. The weight gradient: one program per
-(sample tile, channel tile), rows of partial sums added in a fixed order by the last program.
+(sample tile, channel tile, tap), rows of partial sums added in a fixed order by the last program.
 """
 import triton
 import triton.language as tl
@@ -89,26 +89,27 @@ def eca_weight_grad_kernel(
     K: tl.constexpr, CIRCULAR: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
 ):
-    """Grid (sample tiles, channel tiles): each program stores its tile's sums of dz * p shifted by
-    every tap (and of dz: the bias column K) as a row of the [tiles, K + 1] partials; the last
-    program to arrive (kernels.arrival) adds the rows in tile order -> dw [K], dbias."""
+    """Grid (sample tiles, channel tiles, K (+ 1 with a bias)): program (., ., j) stores its tile's
+    sum of dz * p shifted by tap j (j = K: of dz, the bias gradient) in column j of the tile's row of
+    the [tiles, K + 1] partials; the last program to arrive (kernels.arrival) adds the rows in tile
+    order -> dw [K], dbias."""
     b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+    j = tl.program_id(2)
     bmask = b < B
-    row = part_ptr + (tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)) * (K + 1)
     dz = tl.load(dz_ptr + b * C + c, mask=bmask & (c < C), other=0.0).to(ACC)
-    for j in tl.static_range(K):
+    if j < K:
         idx, valid = _tap(c, j - (K - 1) // 2, C, CIRCULAR)
-        p = tl.load(pooled_ptr + b * C + idx, mask=bmask & valid, other=0.0).to(ACC)
-        tl.store(row + j, tl.sum(tl.sum(dz * p, axis=1), axis=0))
-    tl.store(row + K, tl.sum(tl.sum(dz, axis=1), axis=0))
+        dz *= tl.load(pooled_ptr + b * C + idx, mask=bmask & valid, other=0.0).to(ACC)
+    tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    tl.store(part_ptr + tile * (K + 1) + j, tl.sum(tl.sum(dz, axis=1), axis=0))
     tiles = tl.num_programs(0) * tl.num_programs(1)
-    if last_to_arrive(count_ptr, 0, tiles):
+    if last_to_arrive(count_ptr, 0, tiles * tl.num_programs(2)):
         k = tl.arange(0, BLOCK_K)[None, :]
         total = tl.zeros([BLOCK_T, BLOCK_K], dtype=ACC)
         for t0 in range(0, tiles, BLOCK_T):
             t = t0 + tl.arange(0, BLOCK_T)[:, None]
-            total += tl.load(part_ptr + t * (K + 1) + k, mask=(t < tiles) & (k <= K), other=0.0,
+            total += tl.load(part_ptr + t * (K + 1) + k, mask=(t < tiles) & (k < tl.num_programs(2)), other=0.0,
                              cache_modifier=".cg")
         total = tl.sum(total, axis=0)
         k = tl.arange(0, BLOCK_K)
@@ -124,14 +125,14 @@ WEIGHT_GRAD_ROWS = 256
 
 
 def eca_weight_grad(dz, pooled, dw, db, K: int, circular: bool, acc) -> None:
-    """dw [K] (and db [1] unless None) from dz and pooled [B, C]: one launch, tiles of up to 128
-    channels x as many samples as fill WEIGHT_GRAD_TILE."""
+    """dw [K] (and db [1] unless None) from dz and pooled [B, C]: one launch, one program per tap
+    and tile of up to 128 channels x as many samples as fill WEIGHT_GRAD_TILE."""
     B, C = dz.shape
     block_c = min(next_pow2(C), 128)
     block_b = min(next_pow2(B), max(1, WEIGHT_GRAD_TILE // block_c))
     grid = (cdiv(B, block_b), cdiv(C, block_c))
     tiles = grid[0] * grid[1]
-    fast(eca_weight_grad_kernel)[grid](
+    fast(eca_weight_grad_kernel)[(*grid, K + int(db is not None))](
         dz, pooled, dw, db if db is not None else dw, config.new_buffer((tiles, K + 1), dz.dtype, dz.device),
         arrival_counters(dz.device, 1), B, C,
         K=K, CIRCULAR=circular, HAS_BIAS=db is not None, BLOCK_B=block_b, BLOCK_C=block_c,

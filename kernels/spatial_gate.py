@@ -117,7 +117,8 @@ def _row_sum(part_ptr, col, P, NCOL, BLOCK_R: tl.constexpr, ACC: tl.constexpr):
 @triton.jit
 def _forward_block(pid, maps_ptr, w_ptr, bias_ptr, gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr, out_ptr, part_ptr,
                    H, W, N, wm_off, wx_off, eps, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   HAS_AFFINE: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr):
+                   HAS_AFFINE: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr,
+                   ACC: tl.constexpr):
     """Block ``pid``: out = sa (NORM 0, 1), or z and the block's (count, mean, M2) row (NORM 2)."""
     HW = H * W
     b, p, h, w, pm = _pixels(pid, HW, W, N, BLOCK)
@@ -242,7 +243,8 @@ def spatial_gate_forward_small_kernel(
 @triton.jit
 def _backward_stats_block(pid, dsa_ptr, sa_ptr, maps_ptr, w_ptr, bias_ptr, mean_ptr, var_ptr, du_ptr, zhat_ptr,
                           part_ptr, H, W, N, wm_off, wx_off, eps, NCOL, COL_BN,
-                          HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr, ACC: tl.constexpr):
+                          HAS_BIAS: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, TAPS: tl.constexpr,
+                          ACC: tl.constexpr):
     """NORM 2, block ``pid``: du = dsa * sa * (1 - sa) and zhat = (z - mean) * rstd stored; the
     block's sum(du * zhat) and sum(du) in columns COL_BN, COL_BN + 1 of its row."""
     HW = H * W
@@ -492,12 +494,13 @@ def spatial_gate_forward(maps, conv_weight, conv_bias, bn_weight, bn_bias, runni
     if small:
         fast(spatial_gate_forward_small_kernel)[(1,)](
             maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, P, wm_off, wx_off, eps,
-            NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps, BLOCK_R=block_r,
-            ACC=acc, num_warps=warps)
+            NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps,
+            BLOCK_R=block_r, ACC=acc, num_warps=warps)
         return sa, mean, var
     fast(spatial_gate_forward_kernel)[(P,)](
         maps, conv_weight, bias, gamma, beta, rmean, rvar, sa, mean, var, part, H, W, N, wm_off, wx_off, eps,
-        NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps, ACC=acc, num_warps=warps)
+        NORM=norm, HAS_BIAS=conv_bias is not None, HAS_AFFINE=has_affine, K=k, BLOCK=block, TAPS=taps, ACC=acc,
+        num_warps=warps)
     if norm == 2:
         fast(spatial_norm_kernel)[(P,)](
             sa, gamma, beta, part, mean, var, H * W, W, N, P, eps,
