@@ -53,7 +53,7 @@ if [ "$STAGE" = lease ]; then
   TORCHINDUCTOR_COMPILE_THREADS=1 timeout -s INT -k 15 190 python3 -m pytest -n 12 -v --tb=short -rfE -p no:cacheprovider --timeout 150 \
     --junitxml="$OUT/junit.xml" tests/test_simam.py tests/test_coord_attn.py tests/test_block_table.py tests/test_se.py tests/test_eca.py tests/test_cbam.py \
     tests/test_ultralytics_cbam.py tests/test_one_layer_gate.py tests/test_activations.py \
-    tests/test_spatial_gate.py tests/test_sk.py tests/test_psa.py tests/test_mlp_gate.py \
+    tests/test_spatial_gate.py tests/test_sk.py tests/test_psa.py tests/test_mlp_gate.py tests/test_batch_outer.py \
     tests/test_one_launch.py tests/test_se_cooperative.py tests/test_residual_epilogue.py tests/test_cuda_graph.py \
     tests/test_compile.py tests/test_errors.py tests/test_dispatch.py tests/test_timm_compat.py tests/test_fast_launch.py \
     tests/test_models_convert.py tests/test_autocast_and_modes.py > "$OUT/tests.log" 2>&1
