@@ -50,3 +50,13 @@ def last_to_arrive(count_ptr, group, programs):
     if last:
         tl.store(count_ptr + group, 0)
     return last
+
+
+@triton.jit
+def split_sum(at, plane, m, splits):
+    """The shares at ``at`` (any tile shape, mask m) of every split, ``plane`` apart, added in split
+    order (whichever program came last), read from L2."""
+    total = tl.load(at, mask=m, other=0.0, cache_modifier=".cg")
+    for k in range(1, splits):
+        total += tl.load(at + k * plane, mask=m, other=0.0, cache_modifier=".cg")
+    return total

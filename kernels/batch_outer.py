@@ -17,10 +17,9 @@ import triton.language as tl
 
 from . import config
 from .activations import RELU, activation
-from .arrival import arrival_counters, last_to_arrive
+from .arrival import arrival_counters, last_to_arrive, split_sum
 from .launch import fast
-from .layout import cdiv, next_pow2
-from .mlp_gate import split_steps
+from .layout import cdiv, next_pow2, split_steps
 
 
 @triton.jit
@@ -29,9 +28,9 @@ def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, part_ptr, count_ptr, B, M, N, ti
                BLOCK_B: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr):
     """Tile ``tile`` (row-major over [cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)]) of out = a^T @ f(v) over
     this program's samples (grid axis 1: B_PER_SPLIT of them), BLOCK_B rows per step (one
-    [BLOCK_B, BLOCK_M, BLOCK_N] FMA product); the tiles of the first column also write a_sum. SPLIT: each split
-    stores its share at ``slot`` of the [splits, slots, BLOCK_M * (BLOCK_N + 1)] partials and the
-    tile's last split to arrive adds them in split order (kernels.arrival)."""
+    [BLOCK_B, BLOCK_M, BLOCK_N] FMA product); the tiles of the first column also write a_sum.
+    SPLIT: each split stores its share at ``slot`` of the [splits, slots, BLOCK_M * (BLOCK_N + 1)]
+    partials and the tile's last split to arrive adds them in split order (kernels.arrival)."""
     n_tiles_n = tl.cdiv(N, BLOCK_N)
     pm = tile // n_tiles_n
     pn = tile % n_tiles_n
@@ -60,11 +59,8 @@ def outer_tile(a_ptr, v_ptr, out_ptr, asum_ptr, part_ptr, count_ptr, B, M, N, ti
         tl.store(at + split * plane + BLOCK_M * BLOCK_N + ml, asum)
         splits = tl.num_programs(1)
         if last_to_arrive(count_ptr, slot, splits):
-            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-            asum = tl.zeros([BLOCK_M], dtype=ACC)
-            for k in range(0, splits):
-                acc += tl.load(at + k * plane + tile_idx, cache_modifier=".cg")
-                asum += tl.load(at + k * plane + BLOCK_M * BLOCK_N + ml, cache_modifier=".cg")
+            acc = split_sum(at + tile_idx, plane, mm[:, None] & nm[None, :], splits)
+            asum = split_sum(at + BLOCK_M * BLOCK_N + ml, plane, mm, splits)
             _store_tile(acc, asum, out_ptr, asum_ptr, m, n, mm, nm, N, pn, WITH_SUM)
     else:
         _store_tile(acc, asum, out_ptr, asum_ptr, m, n, mm, nm, N, pn, WITH_SUM)

@@ -83,3 +83,11 @@ def acc_dtype(dtype: torch.dtype):
 
 def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def split_steps(K: int, step: int, max_steps: int) -> tuple[int, int]:
+    """(elements per split, splits) of a sum over K taken ``step`` elements at a time, at most
+    ``max_steps`` steps per program, the steps spread evenly over the splits."""
+    steps = cdiv(K, step)
+    per_split = cdiv(steps, cdiv(steps, max_steps)) * step
+    return per_split, cdiv(K, per_split)

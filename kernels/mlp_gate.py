@@ -29,10 +29,10 @@ import triton
 import triton.language as tl
 
 from . import config
-from .layout import cdiv, next_pow2
+from .layout import cdiv, next_pow2, split_steps
 from .activations import RELU, SIGMOID, activation, activation_grad, gate_grad
 from .nan_math import maximum
-from .arrival import arrival_counters, last_to_arrive
+from .arrival import arrival_counters, last_to_arrive, split_sum
 from .launch import fast
 
 #: Steps along RD (BLOCK_R each) one program of mlp_gate_backward_kernel takes at most before the
@@ -137,20 +137,10 @@ def mlp_hidden_kernel(
         tl.store(part_ptr + split * plane + out, acc, mask=m)
         tile = tl.program_id(0) * tl.num_programs(1) + pr
         if last_to_arrive(count_ptr, tile * (2 if PAIRED else 1) + branch, splits):
-            acc = split_sum(part_ptr + out, plane, m, splits, BLOCK_N, BLOCK_R, ACC)
+            acc = split_sum(part_ptr + out, plane, m, splits)
             _store_hidden(acc, b1_ptr, r, rmask, hidden_ptr, out, m, HAS_BIAS, ONE_LAYER, GATE, ACC)
     else:
         _store_hidden(acc, b1_ptr, r, rmask, hidden_ptr, out, m, HAS_BIAS, ONE_LAYER, GATE, ACC)
-
-
-@triton.jit
-def split_sum(at, plane, m, splits, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
-    """The [BLOCK_N, BLOCK_W] shares at ``at`` of every split (``plane`` apart), added in split
-    order (whichever program came last), read from L2."""
-    total = tl.zeros([BLOCK_N, BLOCK_W], dtype=ACC)
-    for k in range(0, splits):
-        total += tl.load(at + k * plane, mask=m, other=0.0, cache_modifier=".cg")
-    return total
 
 
 @triton.jit
@@ -231,7 +221,7 @@ def mlp_hidden_backward_kernel(
             tl.store(part_ptr + split * plane + out, t, mask=m)
             splits = tl.num_programs(2)
             if last_to_arrive(count_ptr, tl.program_id(0) * tl.num_programs(1) + pr, splits):
-                t = split_sum(part_ptr + out, plane, m, splits, BLOCK_N, BLOCK_R, ACC)
+                t = split_sum(part_ptr + out, plane, m, splits)
                 _store_dh(t, hidden_ptr, dh_ptr, N, RD, out, m, PAIRED, MLP_ACT, ACC)
         else:
             _store_dh(t, hidden_ptr, dh_ptr, N, RD, out, m, PAIRED, MLP_ACT, ACC)
@@ -283,9 +273,9 @@ def mlp_gate_backward_kernel(
         if PAIRED:
             tl.store(at + N * C, dpm, mask=m)
         if last_to_arrive(count_ptr, tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), splits):
-            dp = split_sum(part_ptr + out, plane, m, splits, BLOCK_N, BLOCK_C, ACC)
+            dp = split_sum(part_ptr + out, plane, m, splits)
             if PAIRED:
-                dpm = split_sum(part_ptr + out + N * C, plane, m, splits, BLOCK_N, BLOCK_C, ACC)
+                dpm = split_sum(part_ptr + out + N * C, plane, m, splits)
             _store_coefs(dp, dpm, cnt_ptr, S, N, C, HW, n, c, m, out, mean_coef_ptr, max_coef_ptr,
                          WITH_MAX, PAIRED, ACC)
     else:
@@ -318,14 +308,6 @@ def use_mlp_gate(x, w1) -> bool:
         return config.parallel_gate
     p = config.device_profile(x.device) or config.PROFILES["h100"]
     return 2 * w1.numel() * w1.element_size() > 2e-6 * p.sm_bytes_per_s
-
-
-def split_steps(K: int, step: int, max_steps: int) -> tuple[int, int]:
-    """(elements per split, splits) of a sum over K taken ``step`` elements at a time, at most
-    ``max_steps`` steps per program, the steps spread evenly over the splits."""
-    steps = cdiv(K, step)
-    per_split = cdiv(steps, cdiv(steps, max_steps)) * step
-    return per_split, cdiv(K, per_split)
 
 
 class MLPTiles(NamedTuple):

@@ -121,6 +121,13 @@ def _exercise(dtype, layout, shape, rd_div, variants, activations=False):
         x = x.to(memory_format=torch.channels_last)
     dy = torch.randn_like(x)
     RD = max(C // rd_div, 1)
+    if activations:   # the weight gradients of a batch long enough to be split over programs (256 rows)
+        from fusedattn.kernels import batch_outer
+        rows = [torch.randn(256, n, dtype=dtype) for n in (RD, C, C, RD)]
+        batch_outer.batch_outer_pair(
+            batch_outer.Outer(rows[0], rows[1], torch.empty(RD, C, dtype=dtype), torch.empty(RD, dtype=dtype)),
+            batch_outer.Outer(rows[2], rows[3], torch.empty(C, RD, dtype=dtype), torch.empty(C, dtype=dtype),
+                              v_act=ACTIVATIONS["relu"]))
     w1, w2 = torch.randn(RD, C, 1, 1), torch.randn(C, RD, 1, 1)
     b1, b2 = torch.randn(RD), torch.randn(C)
     # SE / ECA: the launchers' plan; the chunked pipeline; the pipeline with the parallel MLP gate, and
